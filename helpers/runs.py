@@ -1,0 +1,124 @@
+"""Run folders, metrics files and headless notebook execution.
+
+`make course` runs every notebook with papermill into `runs/<timestamp>-<profile>/<notebook>/`, next to the
+`metrics.json` the notebook writes there. Metrics are merged in as each step finishes, so a crash keeps them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+from helpers.config import ROOT, CourseConfig
+
+NOTEBOOKS = ROOT / "notebooks"
+KERNEL = "sentiment-course"
+KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "openai", "llama-cpp-python", "scikit-learn")
+
+
+def package_versions(names=KEY_PACKAGES) -> dict:
+    """Versions of the packages the course leans on, for the top of every notebook and every bug report."""
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def new_run_dir(profile: str, root: Path = ROOT / "runs") -> Path:
+    """A fresh `runs/<timestamp>-<profile>/` folder; an earlier run is never reused or overwritten."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = root / (f"{stamp}-{profile}" if n == 0 else f"{stamp}-{profile}-{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"Could not make a new run folder under {root}.")
+
+
+def notebook_dir(cfg: CourseConfig, notebook: str) -> Path:
+    """Where one notebook keeps its metrics and artifacts inside the run folder."""
+    path = Path(cfg.run_dir) / notebook
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):  # numpy and torch scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def merge_json(path: Path, values: dict, first: dict | None = None) -> Path:
+    """Merge `values` into the JSON object at `path` (starting from `first` if the file is new), atomically."""
+    data = json.loads(path.read_text()) if path.exists() else dict(first or {})
+    data.update(_json_safe(values))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def record_metrics(cfg: CourseConfig, notebook: str, **values) -> Path:
+    """Merge `values` into `<run_dir>/<notebook>/metrics.json` (with the config and versions the first time)."""
+    first = {"notebook": notebook, "config": cfg.to_dict(), "versions": package_versions()}
+    return merge_json(notebook_dir(cfg, notebook) / "metrics.json", values, first)
+
+
+def load_metrics(run_dir: Path) -> dict:
+    """{notebook: metrics} for every metrics.json in a run folder."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("*/metrics.json"))}
+
+
+def course_notebooks() -> list[Path]:
+    """The numbered notebooks, in order."""
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute_notebook(notebook: Path, output: Path, parameters: dict, progress: bool = False) -> float:
+    """Run one notebook headless with papermill (in the notebooks folder); returns the wall time in seconds."""
+    import papermill
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
+                               cwd=str(notebook.parent), progress_bar=progress)
+    return time.perf_counter() - start
+
+
+def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = ROOT / "runs") -> Path:
+    """Every notebook in order into a new run folder; stops at the first failure and says where to look."""
+    run_dir = new_run_dir(profile, root)
+    notebooks = notebooks or course_notebooks()
+    print(f"Run folder: {run_dir}")
+    for i, nb in enumerate(notebooks, 1):
+        out = run_dir / nb.stem / nb.name
+        print(f"[{i}/{len(notebooks)}] {nb.stem} ...", flush=True)
+        try:
+            seconds = execute_notebook(nb, out, {"profile": profile, "run_dir": str(run_dir)}, progress=True)
+        except Exception as err:
+            where = f"cell [{err.exec_count}], " if getattr(err, "exec_count", None) else ""
+            print(f"FAILED: {nb.name}: {where}{getattr(err, 'ename', type(err).__name__)}: "
+                  f"{getattr(err, 'evalue', err)}\nThe executed notebook with the error is {out}; results so far "
+                  f"stay in {run_dir}.")
+            raise SystemExit(1) from None
+        print(f"[{i}/{len(notebooks)}] {nb.stem} done in {seconds:.0f} s", flush=True)
+        merge_json(run_dir / nb.stem / "metrics.json", {"wall_seconds": round(seconds, 1)})
+    print(f"Done. Results: {run_dir}")
+    return run_dir

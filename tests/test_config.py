@@ -1,0 +1,57 @@
+import json
+import re
+
+import pytest
+import yaml
+
+from helpers.config import LABELS, PROFILES, ROOT, CourseConfig, make_config
+
+
+def test_profiles_pick_their_models():
+    assert make_config("smoke").model == "embedded:tiny"
+    assert make_config("workshop").model == "embedded:smollm2"
+    assert make_config("full").model == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert make_config().profile == "workshop"
+
+
+def test_overrides_win_over_the_profile():
+    cfg = make_config("smoke", max_steps=7, learning_rate=1e-4)
+    assert (cfg.max_steps, cfg.learning_rate, cfg.train_size) == (7, 1e-4, PROFILES["smoke"]["train_size"])
+
+
+def test_unknown_profile_and_setting_are_named():
+    with pytest.raises(ValueError, match="Unknown profile 'fast'.*smoke, workshop, full"):
+        make_config("fast")
+    with pytest.raises(ValueError, match=r"Unknown setting\(s\) lr\. Valid names: .*learning_rate"):
+        make_config("smoke", lr=1e-3)
+
+
+def test_run_dir_defaults_to_a_shared_lab_folder(tmp_path):
+    assert make_config("smoke").run_dir == ROOT / "runs" / "lab-smoke"
+    assert make_config("smoke", run_dir=str(tmp_path)).run_dir == tmp_path
+    assert make_config("smoke", run_dir="").run_dir == ROOT / "runs" / "lab-smoke"
+
+
+def test_threads_default_to_the_machine_and_labels_are_sorted():
+    cfg = CourseConfig()
+    assert cfg.threads >= 1 and cfg.labels == LABELS == tuple(sorted(LABELS))
+
+
+def test_to_dict_is_json_ready():
+    data = json.loads(json.dumps(make_config("smoke").to_dict()))
+    assert data["labels"] == list(LABELS) and data["cache_dir"].endswith(".cache")
+
+
+def _pins(lines):
+    return {m.group(1).lower(): m.group(2) for line in lines
+            if (m := re.match(r"\s*-?\s*([A-Za-z0-9_.\-]+(?:\[[a-z,]+\])?)==([^\s#]+)", line))}
+
+
+def test_environment_yml_pins_exactly_what_requirements_txt_pins():
+    req = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert req, "requirements.txt pins nothing"
+    assert _pins(pip_section) == req
+    assert all("==" in line for line in (ROOT / "requirements.txt").read_text().splitlines()
+               if line.strip() and not line.startswith("#")), "every requirement is pinned with =="

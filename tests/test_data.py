@@ -1,0 +1,135 @@
+import pandas as pd
+import pytest
+
+from helpers.config import LABELS
+from helpers.data import (DataError, balanced_sample, class_balance, label_consistency_report, load_amazon,
+                          load_dataset, load_tweets, prepare_splits, rating_to_label, read_labelled_file,
+                          split_by_group, to_chat_records)
+
+GOOD_CSV = "text,label\n" + "".join(f"review {i} {lab},{lab.upper()}\n" for i in range(6) for lab in LABELS)
+
+
+def read(path, **kw):
+    return read_labelled_file(path, kw.pop("text_column", "text"), kw.pop("label_column", "label"), LABELS, **kw)
+
+
+@pytest.mark.parametrize("rating, label", [(1.0, "positive"), (0.99, "neutral"), (-0.99, "neutral"),
+                                           (-1.0, "negative"), (3.5, "positive"), (0.0, "neutral")])
+def test_rating_threshold_edges(rating, label):
+    assert rating_to_label(rating, 1.0) == label
+
+
+def test_amazon_snippets_are_all_there_grouped_by_review():
+    df = load_amazon()
+    assert len(df) == 3708 and df["group"].nunique() == 300
+    assert class_balance(df, LABELS) == {"negative": 941, "neutral": 1253, "positive": 1514}
+    assert df["rating"].between(-4, 4).all()
+
+
+def test_tweets_load_from_their_latin1_file():
+    df = load_tweets()
+    assert len(df) == 38158 and class_balance(df, LABELS) == {"negative": 16186, "neutral": 15018, "positive": 6954}
+
+
+def test_split_keeps_each_group_on_one_side_and_follows_the_seed():
+    df = load_amazon()
+    rest, held = split_by_group(df, 0.25, seed=1)
+    assert not set(rest["group"]) & set(held["group"]) and len(rest) + len(held) == len(df)
+    assert held.equals(split_by_group(df, 0.25, seed=1)[1])
+    assert not held.equals(split_by_group(df, 0.25, seed=2)[1])
+
+
+def test_prepare_splits_is_balanced_and_leak_free(cfg):
+    splits = prepare_splits(cfg)
+    assert splits.sizes() == {"train": 48, "eval": 12, "test": 24}
+    assert class_balance(splits.test, LABELS) == {lab: 8 for lab in LABELS}
+    groups = [set(getattr(splits, name)["group"]) for name in ("train", "eval", "test")]
+    assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+
+
+def test_too_few_rows_per_class_names_the_class():
+    df = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["positive", "positive", "negative", "neutral"]})
+    with pytest.raises(DataError, match=r"too few rows per class \(negative: 1, neutral: 1; at least 2 needed\)"):
+        balanced_sample(df, 6, LABELS, seed=0, min_per_class=2)
+
+
+def test_user_csv_is_read_with_labels_normalised(write, cfg):
+    df = read(write("mine.csv", GOOD_CSV))
+    assert len(df) == 18 and set(df["label"]) == set(LABELS)
+    assert df["group"].nunique() == 18  # no group column: each distinct text is its own group
+    many = "text,label\n" + "".join(f"review {i} {lab},{lab}\n" for i in range(30) for lab in LABELS)
+    cfg.dataset, cfg.train_size, cfg.eval_size, cfg.test_size, cfg.min_per_class = str(write("x.csv", many)), 12, 3, 6, 1
+    assert prepare_splits(cfg).sizes() == {"train": 12, "eval": 3, "test": 6}
+
+
+def test_group_column_is_used_when_present(write):
+    df = read(write("g.csv", "text,label,group\na,positive,r1\nb,negative,r1\n"))
+    assert list(df["group"]) == ["r1", "r1"]
+
+
+def test_jsonl_with_other_column_names(write):
+    path = write("mine.jsonl", '{"review": "great", "stars": "positive"}\n\n{"review": "bad", "stars": "negative"}\n')
+    df = read(path, text_column="review", label_column="stars")
+    assert list(df["label"]) == ["positive", "negative"]
+
+
+def test_missing_column_names_file_columns_and_fix(write):
+    path = write("mine.csv", "review,label\ngood,positive\n")
+    with pytest.raises(DataError, match=r"mine\.csv: no column 'text'\. Columns found: review, label\. Set text_column="):
+        read(path)
+
+
+def test_unknown_label_names_the_row(write):
+    path = write("mine.csv", "text,label\nfine,positive\ngreat,good\nmeh,ok\n")
+    with pytest.raises(DataError, match=r"mine\.csv, row 2: unknown label 'good' \(2 such row\(s\)\)\. Labels must be "
+                                        r"one of: negative, neutral, positive"):
+        read(path)
+
+
+def test_empty_text_names_the_row(write):
+    path = write("mine.csv", 'text,label\nfine,positive\n"  ",negative\n')
+    with pytest.raises(DataError, match=r"empty text in row 2"):
+        read(path)
+
+
+def test_non_utf8_file_names_the_line_and_the_fix(write):
+    path = write("latin.csv", "text,label\nok,positive\n".encode() + "café,neutral\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin\.csv, line 3: the file is not utf-8 .*iconv.*encoding='latin-1'"):
+        read(path)
+    assert read(path, encoding="latin-1")["text"].iloc[1] == "café"
+
+
+def test_empty_missing_and_broken_files(write, tmp_path):
+    with pytest.raises(DataError, match=r"empty\.csv: the file is empty"):
+        read(write("empty.csv", "\n  \n"))
+    with pytest.raises(DataError, match=r"no such file"):
+        read(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match=r"bad\.jsonl, line 2: not valid JSON"):
+        read(write("bad.jsonl", '{"text": "a", "label": "positive"}\n{oops\n'))
+
+
+def test_hub_dataset_offline_says_what_to_do(cfg, monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    cfg.dataset = "hub:stanfordnlp/sst2"
+    with pytest.raises(DataError, match=r"needs the internet; offline, use dataset='amazon'"):
+        load_dataset(cfg)
+
+
+def test_chat_records_are_conversational_prompt_completion(cfg):
+    df = pd.DataFrame({"text": ["it broke"], "label": ["negative"]})
+    [record] = to_chat_records(df, cfg)
+    assert record == {"prompt": [{"role": "system", "content": cfg.system_prompt},
+                                 {"role": "user", "content": "it broke"}],
+                      "completion": [{"role": "assistant", "content": "negative"}]}
+
+
+def test_consistency_report_finds_only_conflicting_duplicates():
+    df = pd.DataFrame({"text": ["Good phone", "good  phone", "GOOD PHONE", "same", "same", "alone"],
+                       "label": ["positive", "positive", "neutral", "negative", "negative", "neutral"]})
+    report = label_consistency_report(df)
+    assert len(report) == 1
+    assert report.iloc[0]["labels"] == {"neutral": 1, "positive": 2} and report.iloc[0]["copies"] == 3

@@ -1,0 +1,44 @@
+"""Every notebook in notebooks/ runs headless (papermill, smoke profile), then nbval re-runs the executed copy and
+compares the cells marked `# NBVAL_CHECK_OUTPUT` (counts, rendered examples, seeded metrics) with what the first run
+stored: the same seed must give the same output. A notebook added later is picked up without editing this file."""
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from helpers.runs import KERNEL, course_notebooks, execute_notebook
+
+NOTEBOOKS = course_notebooks()
+
+
+def checked_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" in c.source]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_is_clean_and_parameterised(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "profile = " in params[0].source and "run_dir = " in params[0].source
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
+    assert nb.metadata["kernelspec"]["name"] == KERNEL
+    assert checked_cells(nb), "mark the deterministic cells with # NBVAL_CHECK_OUTPUT"
+    assert nb.cells[0].cell_type == "markdown" and "What you will learn" in nb.cells[0].source
+    assert "What just happened" in nb.cells[-1].source and "Exercises" in nb.cells[-1].source
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_headless_and_reproduces(notebook, tmp_path):
+    run_dir = tmp_path / "run"
+    out = run_dir / notebook.stem / notebook.name
+    execute_notebook(notebook, out, {"profile": "smoke", "run_dir": str(run_dir)})
+    executed = nbformat.read(out, as_version=4)
+    assert all(c.outputs for c in checked_cells(executed)), "a checked cell stored no output: nbval would pass trivially"
+    metrics = json.loads((run_dir / notebook.stem / "metrics.json").read_text())
+    assert metrics["config"]["profile"] == "smoke"
+    nbval = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-kernel-name", KERNEL, "-q",
+                            "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(out)],
+                           capture_output=True, text=True, cwd=notebook.parent)
+    assert nbval.returncode == 0, nbval.stdout[-3000:]

@@ -1,0 +1,55 @@
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from helpers.runs import (course_notebooks, execute_notebook, load_metrics, new_run_dir, package_versions,
+                          record_metrics, run_course)
+
+
+def make_notebook(path, *sources):
+    nb = new_notebook(cells=[new_code_cell(s) for s in sources], metadata={"language_info": {"name": "python"}})
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_new_run_dirs_never_collide(tmp_path):
+    first, second = new_run_dir("smoke", tmp_path), new_run_dir("smoke", tmp_path)
+    assert first != second and first.is_dir() and second.is_dir() and first.name.endswith("-smoke")
+
+
+def test_record_metrics_merges_and_keeps_config_and_versions(cfg):
+    record_metrics(cfg, "99_x", accuracy=0.5, nan=float("nan"))
+    path = record_metrics(cfg, "99_x", f1=0.25)
+    data = json.loads(path.read_text())
+    assert (data["accuracy"], data["f1"], data["nan"]) == (0.5, 0.25, None)
+    assert data["config"]["profile"] == "smoke" and data["versions"]["transformers"] == package_versions()["transformers"]
+    assert load_metrics(cfg.run_dir) == {"99_x": data}
+
+
+def test_course_notebooks_are_numbered_and_in_order():
+    names = [nb.name for nb in course_notebooks()]
+    assert names and names == sorted(names) and names[0] == "00_setup_and_data.ipynb"
+
+
+def test_execute_notebook_injects_parameters(tmp_path):
+    nb = make_notebook(tmp_path / "p.ipynb", "x = 1", "print('x is', x)")
+    out = tmp_path / "out" / "p.ipynb"
+    execute_notebook(nb, out, {"x": 41})
+    outputs = nbformat.read(out, as_version=4).cells[-1].outputs
+    assert outputs[0]["text"] == "x is 41\n"
+
+
+def test_run_course_stops_at_a_failure_and_keeps_what_finished(tmp_path, capsys):
+    ok = make_notebook(tmp_path / "00_ok.ipynb", "profile = ''\nrun_dir = ''",
+                       "import pathlib; pathlib.Path(run_dir, '00_ok').mkdir(exist_ok=True); "
+                       "pathlib.Path(run_dir, '00_ok', 'metrics.json').write_text('{}')")
+    bad = make_notebook(tmp_path / "01_bad.ipynb", "profile = ''\nrun_dir = ''", "1 / 0")
+    with pytest.raises(SystemExit):
+        run_course("smoke", [ok, bad], root=tmp_path / "runs")
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert "wall_seconds" in json.loads((run_dir / "00_ok" / "metrics.json").read_text())
+    assert (run_dir / "01_bad" / "01_bad.ipynb").exists()
+    assert "FAILED: 01_bad.ipynb: cell [3], ZeroDivisionError: division by zero" in capsys.readouterr().out
