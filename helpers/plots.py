@@ -20,3 +20,18 @@ def plot_class_balance(counts: dict[str, dict[str, int]], title: str = "Class ba
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def plot_loss_curves(curves: dict[str, list], title: str = "Training loss", ylabel: str = "loss"):
+    """One line per run: `curves` maps a name to [(step, loss), ...]."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, points in curves.items():
+        steps, losses = zip(*points) if points else ((), ())
+        ax.plot(steps, losses, marker="o", markersize=3, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,147 @@
+"""Score predictions from any model: label scoring for Hugging Face models, and the metrics every notebook reports.
+
+Label scoring reads, in one forward pass per batch, the log-probability of each label's tokens right after the
+prompt (`<|im_start|>assistant\\n`). It always yields a valid label and a probability per class. This module never
+imports the trainer.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+from tqdm.auto import tqdm
+
+from helpers.config import CourseConfig
+from helpers.data import prompt_messages
+
+INVALID = "invalid"
+
+
+def prompt_text(tokenizer, text: str, cfg: CourseConfig) -> str:
+    """The prompt as the model sees it at inference: system + user turns, then the assistant header."""
+    return tokenizer.apply_chat_template(prompt_messages(text, cfg), tokenize=False, add_generation_prompt=True)
+
+
+def label_token_ids(tokenizer, labels) -> list[list[int]]:
+    """The token ids of each label as it follows the assistant header (no leading space)."""
+    return [tokenizer.encode(label, add_special_tokens=False) for label in labels]
+
+
+def score_labels(model, tokenizer, texts, cfg: CourseConfig, batch_size: int = 16, progress: bool = True):
+    """Probability per label (rows sum to 1) for each text; with single-token labels, one forward pass per batch."""
+    import torch
+
+    label_ids = label_token_ids(tokenizer, cfg.labels)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    out = []
+    try:
+        for start in tqdm(range(0, len(texts), batch_size), desc="label scoring", disable=not progress, unit="batch"):
+            prompts = [prompt_text(tokenizer, t, cfg) for t in texts[start:start + batch_size]]
+            out.append(_label_logprobs(model, tokenizer, prompts, label_ids, torch))
+    finally:
+        tokenizer.padding_side = side
+    logp = np.concatenate(out) if out else np.zeros((0, len(cfg.labels)))
+    probs = np.exp(logp - logp.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def _label_logprobs(model, tokenizer, prompts, label_ids, torch):
+    """(batch, labels) summed log-probabilities of each label's tokens after each prompt."""
+    longest = max(len(ids) for ids in label_ids)
+    with torch.inference_mode():
+        if longest == 1:  # the common case: read the next-token distribution once
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            logits = model(**enc, logits_to_keep=1).logits[:, -1].float()
+            return torch.log_softmax(logits, -1)[:, [ids[0] for ids in label_ids]].cpu().numpy()
+        scores = []
+        for ids in label_ids:  # multi-token labels: one pass per label over prompt + label
+            enc = tokenizer([p + tokenizer.decode(ids) for p in prompts], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(model.device)
+            logits = model(**enc, logits_to_keep=len(ids) + 1).logits[:, :-1].float()
+            logp = torch.log_softmax(logits, -1)
+            target = torch.tensor(ids, device=logp.device).expand(len(prompts), -1)
+            scores.append(logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1))
+        return torch.stack(scores, 1).cpu().numpy()
+
+
+def classify_by_scoring(model, tokenizer, texts, cfg: CourseConfig, batch_size: int = 16, progress: bool = True):
+    """(predicted labels, probabilities, reviews per second) by label scoring."""
+    start = time.perf_counter()
+    probs = score_labels(model, tokenizer, list(texts), cfg, batch_size, progress)
+    seconds = time.perf_counter() - start
+    return [cfg.labels[i] for i in probs.argmax(1)], probs, len(texts) / max(seconds, 1e-9)
+
+
+def parse_label(answer: str, labels) -> str:
+    """Map a generated answer to a label: 'Positive.', ' negative\n', 'NEUTRAL' -> the label; the first word decides,
+    so 'not positive' or 'positive or negative' are `invalid` rather than guessed."""
+    words = re.findall(r"[a-z]+", answer.lower())
+    if not words or words[0] not in labels:
+        return INVALID
+    return INVALID if set(words[1:]) & (set(labels) - {words[0]}) else words[0]
+
+
+def generate_answers(model, tokenizer, texts, cfg: CourseConfig, max_new_tokens: int = 5, batch_size: int = 16,
+                     progress: bool = True) -> list[str]:
+    """Greedy answers of at most `max_new_tokens` tokens, batched with left padding."""
+    import torch
+
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    answers = []
+    try:
+        for start in tqdm(range(0, len(texts), batch_size), desc="generation", disable=not progress, unit="batch"):
+            prompts = [prompt_text(tokenizer, t, cfg) for t in texts[start:start + batch_size]]
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.inference_mode():
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+            answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return answers
+
+
+def classify_by_generation(model, tokenizer, texts, cfg: CourseConfig, progress: bool = True):
+    """(predicted labels or `invalid`, raw answers, reviews per second) by generating up to 5 tokens."""
+    start = time.perf_counter()
+    answers = generate_answers(model, tokenizer, list(texts), cfg, progress=progress)
+    seconds = time.perf_counter() - start
+    return [parse_label(a, cfg.labels) for a in answers], answers, len(texts) / max(seconds, 1e-9)
+
+
+def classification_metrics(gold, predicted, labels) -> dict:
+    """Accuracy, macro-F1 over the labels (an `invalid` answer counts as wrong), per-class precision/recall,
+    the invalid rate and a confusion matrix (rows: gold labels; columns: labels then `invalid`)."""
+    gold, predicted = list(gold), list(predicted)
+    if len(gold) != len(predicted) or not gold:
+        raise ValueError(f"Need as many predictions as gold labels, and at least one ({len(predicted)} vs {len(gold)}).")
+    labels = list(labels)
+    precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
+    return {
+        "n": len(gold),
+        "accuracy": float(np.mean([g == p for g, p in zip(gold, predicted)])),
+        "macro_f1": float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)),
+        "invalid_rate": float(np.mean([p not in labels for p in predicted])),
+        "per_class": {lab: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                            "support": int(support[i])} for i, lab in enumerate(labels)},
+        "confusion": {"labels": labels + [INVALID],
+                      "matrix": confusion_matrix(gold, predicted, labels=labels + [INVALID])[:len(labels)].tolist()},
+    }
+
+
+def evaluate_model(model, tokenizer, df, cfg: CourseConfig, method: str = "scoring", progress: bool = True) -> dict:
+    """Metrics of a model on a data frame with text and label columns, by "scoring" (label scoring, always a valid
+    label, with probabilities) or "generation" (up to 5 tokens, parsed; unparseable answers count as invalid)."""
+    texts = list(df["text"])
+    if method == "scoring":
+        predicted, probs, speed = classify_by_scoring(model, tokenizer, texts, cfg, progress=progress)
+        extra = {"probabilities": probs.round(4).tolist()}
+    elif method == "generation":
+        predicted, answers, speed = classify_by_generation(model, tokenizer, texts, cfg, progress=progress)
+        extra = {"answers": answers}
+    else:
+        raise ValueError(f"method must be 'scoring' or 'generation', not {method!r}")
+    return {**classification_metrics(df["label"], predicted, cfg.labels), "method": method,
+            "reviews_per_second": speed, "predictions": predicted, **extra}

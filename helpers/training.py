@@ -1,0 +1,96 @@
+"""TRL's SFTTrainer + LoRA, configured from the course config for the machine it runs on.
+
+fp32 on a CPU (TRL's bf16 default fails there), bf16 on a CUDA GPU; LoRA on all linear projections; a log row
+every `logging_steps`, appended to `train_log.jsonl` as it happens so a crashed run keeps its history. Before any
+training, the masking guard checks which tokens carry loss.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from helpers.config import CourseConfig
+from helpers.masking import check_assistant_only_loss, check_trained_tokens
+from helpers.model import pick_device
+
+
+def build_lora_config(cfg: CourseConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def build_sft_config(cfg: CourseConfig, output_dir: Path, completion_only_loss: bool = True,
+                     with_eval: bool = False, **extra):
+    """SFTConfig from the course config. `extra` passes any other SFTConfig field (e.g. max_steps for a sweep)."""
+    from trl import SFTConfig
+
+    device, _ = pick_device()
+    settings = dict(
+        output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=max(1, cfg.max_steps // 10), logging_steps=cfg.logging_steps, logging_first_step=True,
+        eval_strategy="steps" if with_eval else "no", eval_steps=cfg.eval_steps, save_strategy="no",
+        report_to="none", seed=cfg.seed, data_seed=cfg.seed, bf16=device == "cuda", use_cpu=device == "cpu",
+        max_length=cfg.max_length, completion_only_loss=completion_only_loss, gradient_checkpointing=False,
+        dataloader_num_workers=0, dataset_num_proc=None,
+    )
+    settings.update(extra)
+    return SFTConfig(**settings)
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Appends every logged row (step, loss, eval loss, learning rate, grad norm, tokens...) to a JSONL file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": state.global_step, **(logs or {})}) + "\n")
+
+
+def make_trainer(cfg: CourseConfig, model, tokenizer, train_records, eval_records=None, output_dir: Path | None = None,
+                 completion_only_loss: bool = True, log_path: Path | None = None, **sft_extra):
+    """An SFTTrainer with a fresh LoRA adapter on `model`, its datasets already tokenized and labelled by TRL."""
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    if sft_extra.get("assistant_only_loss"):
+        check_assistant_only_loss(tokenizer)
+    set_seed(cfg.seed)  # the LoRA weights are initialised before the Trainer seeds itself
+    output_dir = Path(output_dir or Path(cfg.run_dir) / "trainer")
+    args = build_sft_config(cfg, output_dir, completion_only_loss, with_eval=eval_records is not None, **sft_extra)
+    callbacks = [JsonlLogCallback(log_path)] if log_path else []
+    return SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=build_lora_config(cfg),
+                      train_dataset=Dataset.from_list(list(train_records)),
+                      eval_dataset=Dataset.from_list(list(eval_records)) if eval_records else None,
+                      callbacks=callbacks)
+
+
+def prepared_dataset(cfg: CourseConfig, records, **sft_extra):
+    """The records as SFTTrainer prepares them (input_ids, labels): what it would train on, on a fresh base model."""
+    from helpers.model import load_model
+
+    model, tokenizer = load_model(cfg)
+    return make_trainer(cfg, model, tokenizer, records, output_dir=Path(cfg.run_dir) / "prepared", **sft_extra).train_dataset
+
+
+def train(trainer, source_rows: int, expect: str = "answer") -> dict:
+    """Run the masking guard on what TRL prepared, then train. Returns the wall time and TRL's log history."""
+    check_trained_tokens(trainer.train_dataset, trainer.processing_class, expect=expect, source_rows=source_rows)
+    start = time.perf_counter()
+    trainer.train()
+    return {"train_seconds": time.perf_counter() - start, "log_history": trainer.state.log_history}
+
+
+def read_train_log(path: Path) -> list[dict]:
+    """The rows a training run appended to its JSONL log (what survives a crash)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

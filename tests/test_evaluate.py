@@ -1,0 +1,96 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers.config import make_config
+from helpers.evaluate import (INVALID, _label_logprobs, classification_metrics, classify_by_generation,
+                              classify_by_scoring, evaluate_model, parse_label, prompt_text, score_labels)
+from helpers.model import load_model
+
+LABELS = ("negative", "neutral", "positive")
+
+
+@pytest.mark.parametrize("answer, label", [
+    ("Positive.", "positive"), (" negative\n", "negative"), ("NEUTRAL", "neutral"), ("positive!!", "positive"),
+    ("Sentiment", INVALID), ("", INVALID), ("not positive", INVALID), ("positive or negative", INVALID),
+    ("  neutral - mixed", "neutral"), ("posit", INVALID), ("negative, negative", "negative")])
+def test_parse_label_on_tricky_answers(answer, label):
+    assert parse_label(answer, LABELS) == label
+
+
+def test_metrics_on_hand_made_predictions():
+    gold = ["positive", "positive", "negative", "neutral"]
+    pred = ["positive", "negative", "negative", INVALID]
+    m = classification_metrics(gold, pred, LABELS)
+    assert m["accuracy"] == 0.5 and m["invalid_rate"] == 0.25 and m["n"] == 4
+    # F1: negative 2/3 (p=.5, r=1), neutral 0, positive 2/3 (p=1, r=.5) -> macro 4/9
+    assert m["macro_f1"] == pytest.approx(4 / 9)
+    assert m["per_class"]["positive"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert m["confusion"] == {"labels": [*LABELS, INVALID], "matrix": [[1, 0, 0, 0], [0, 0, 0, 1], [1, 0, 1, 0]]}
+
+
+def test_metrics_refuse_mismatched_lengths():
+    with pytest.raises(ValueError, match="as many predictions as gold labels"):
+        classification_metrics(["positive"], [], LABELS)
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    cfg = make_config("workshop", run_dir=tmp_path_factory.mktemp("run"))
+    return cfg, *load_model(cfg)
+
+
+REVIEWS = ["this is the best camera i have ever owned.", "the battery died after two days, total junk.",
+           "the box contains a charger and a cable.", "works as described.", "i returned it.",
+           "absolutely love the screen!", "it is ok i guess.", "terrible customer service."]
+
+
+def test_scoring_gives_probabilities_and_a_valid_label(smollm2):
+    cfg, model, tokenizer = smollm2
+    probs = score_labels(model, tokenizer, REVIEWS, cfg, batch_size=3, progress=False)
+    assert probs.shape == (8, 3) and np.allclose(probs.sum(1), 1) and (probs > 0).all()
+    labels, _, speed = classify_by_scoring(model, tokenizer, REVIEWS, cfg, progress=False)
+    assert set(labels) <= set(LABELS) and speed > 0
+
+
+def test_one_pass_scoring_matches_a_full_forward_and_the_multi_token_path(smollm2):
+    cfg, model, tokenizer = smollm2
+    prompts = [prompt_text(tokenizer, t, cfg) for t in REVIEWS[:2]]
+    ids = [tokenizer.encode(label) for label in LABELS]
+    tokenizer.padding_side = "left"
+    fast = _label_logprobs(model, tokenizer, prompts, ids, torch)
+    with torch.no_grad():
+        for row, prompt in enumerate(prompts):
+            logp = torch.log_softmax(model(**tokenizer(prompt, return_tensors="pt")).logits[0, -1], -1)
+            assert np.allclose(fast[row], logp[[i[0] for i in ids]].numpy(), atol=1e-4)
+    two = tokenizer.encode("positive!")  # a two-token "label" takes the multi-token path
+    assert len(two) == 2
+    slow = _label_logprobs(model, tokenizer, prompts, [ids[0], two], torch)
+    with torch.no_grad():
+        enc = tokenizer(prompts[0] + "positive!", return_tensors="pt")
+        logp = torch.log_softmax(model(**enc).logits[0], -1)
+        n = enc["input_ids"].shape[1]
+        expected = logp[n - 3, two[0]] + logp[n - 2, two[1]]
+    assert slow[0, 1] == pytest.approx(expected.item(), abs=1e-3)
+    assert slow[0, 0] == pytest.approx(fast[0, 0], abs=1e-4)
+
+
+def test_scoring_agrees_with_generation_where_generation_is_valid(smollm2):
+    cfg, model, tokenizer = smollm2
+    generated, answers, _ = classify_by_generation(model, tokenizer, REVIEWS, cfg, progress=False)
+    scored, _, _ = classify_by_scoring(model, tokenizer, REVIEWS, cfg, progress=False)
+    valid = [(g, s) for g, s in zip(generated, scored) if g != INVALID]
+    assert valid, f"no valid generation at all: {answers}"
+    assert all(g == s for g, s in valid), list(zip(answers, scored))
+
+
+def test_evaluate_model_reports_both_methods(smollm2):
+    cfg, model, tokenizer = smollm2
+    df = pd.DataFrame({"text": REVIEWS[:3], "label": ["positive", "negative", "neutral"]})
+    for method in ("scoring", "generation"):
+        m = evaluate_model(model, tokenizer, df, cfg, method=method, progress=False)
+        assert m["method"] == method and len(m["predictions"]) == 3 and m["reviews_per_second"] > 0
+    assert m["invalid_rate"] == np.mean([p == INVALID for p in m["predictions"]])
+    with pytest.raises(ValueError, match="method must be"):
+        evaluate_model(model, tokenizer, df, cfg, method="vibes")
