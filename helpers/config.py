@@ -51,6 +51,9 @@ class CourseConfig:
     lora_dropout: float = 0.05
     logging_steps: int = 5
     eval_steps: int = 20
+    report_to: str = "none"  # "tensorboard" writes TensorBoard logs inside the run folder (pip install tensorboard)
+    sweep_learning_rates: tuple = (3e-5, 1e-4, 3e-4)  # the "is my learning rate wrong?" sweep of notebook 02
+    sweep_steps: int = 10  # steps per learning rate in that sweep
     seed: int = 42
     threads: int = 0  # 0: every core of the machine
     # Paths
@@ -63,6 +66,7 @@ class CourseConfig:
             self.run_dir = ROOT / "runs" / f"lab-{self.profile}"
         self.run_dir = Path(self.run_dir)
         self.labels = tuple(self.labels)
+        self.sweep_learning_rates = tuple(self.sweep_learning_rates)
         if self.threads <= 0:
             self.threads = os.cpu_count() or 1
 
@@ -74,7 +78,7 @@ class CourseConfig:
 
 PROFILES = {
     # CI: every notebook in well under a minute — a tiny random model with the embedded tokenizer, a few steps.
-    "smoke": dict(model="embedded:tiny", train_size=48, eval_size=12, test_size=24, max_steps=4, ablation_steps=3, batch_size=4,
+    "smoke": dict(model="embedded:tiny", train_size=48, eval_size=12, test_size=24, max_steps=4, ablation_steps=3, sweep_steps=2, batch_size=4,
                   logging_steps=1, eval_steps=2, lora_r=4, lora_alpha=8, max_length=128),
     # The default: SmolLM2-135M-Instruct on the Amazon snippets, the whole course aimed at ~10 minutes on 2 cores.
     "workshop": dict(),

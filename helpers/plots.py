@@ -35,3 +35,52 @@ def plot_loss_curves(curves: dict[str, list], title: str = "Training loss", ylab
     ax.legend()
     fig.tight_layout()
     return fig
+
+# The landmarks the usual course text promises ("~1.5 at step 0, ~0.3 by step 50, ~0.1 after 100"), drawn faintly so
+# learners can compare; notebook 02 explains why this data does not reach them.
+LANDMARKS = [(0, 1.5), (50, 0.3), (100, 0.1)]
+
+
+def plot_training(log_history: list[dict], landmarks=LANDMARKS):
+    """Two panels: train and eval loss against step (with faint landmarks), and the learning-rate schedule."""
+    train = [(r["step"], r["loss"]) for r in log_history if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in log_history if "eval_loss" in r]
+    lrs = [(r["step"], r["learning_rate"]) for r in log_history if "learning_rate" in r]
+    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(11, 3.5), gridspec_kw={"width_ratios": [2, 1]})
+    if landmarks:
+        ax.plot(*zip(*landmarks), linestyle=":", color="grey", alpha=0.5, label="landmarks of the usual text")
+    if train:
+        ax.plot(*zip(*train), marker="o", markersize=3, label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), marker="s", markersize=4, label="eval loss (held out)")
+    ax.set(xlabel="step", ylabel="loss (answer tokens only)", title="Loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if lrs:
+        ax_lr.plot(*zip(*lrs), color="tab:green")
+    ax_lr.set(xlabel="step", ylabel="learning rate", title="Schedule")
+    ax_lr.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(confusion: dict, title: str = "Confusion matrix", ax=None):
+    """A confusion matrix from `classification_metrics(...)["confusion"]` (rows gold, columns predicted)."""
+    import numpy as np
+
+    matrix = np.array(confusion["matrix"])
+    columns = confusion["labels"][:matrix.shape[1]]
+    if matrix[:, -1].sum() == 0 and columns[-1] == "invalid":  # hide an empty invalid column
+        matrix, columns = matrix[:, :-1], columns[:-1]
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(columns)), columns, rotation=30)
+    ax.set_yticks(range(matrix.shape[0]), confusion["labels"][:matrix.shape[0]])
+    ax.set(xlabel="predicted", ylabel="gold", title=title)
+    if fig:
+        fig.tight_layout()
+    return fig or ax.figure

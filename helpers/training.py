@@ -35,7 +35,7 @@ def build_sft_config(cfg: CourseConfig, output_dir: Path, completion_only_loss: 
         per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
         warmup_steps=max(1, cfg.max_steps // 10), logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if with_eval else "no", eval_steps=cfg.eval_steps, save_strategy="no",
-        report_to="none", seed=cfg.seed, data_seed=cfg.seed, bf16=device == "cuda", use_cpu=device == "cpu",
+        report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed, bf16=device == "cuda", use_cpu=device == "cpu",
         max_length=cfg.max_length, completion_only_loss=completion_only_loss, gradient_checkpointing=False,
         dataloader_num_workers=0, dataset_num_proc=None,
     )
@@ -84,11 +84,33 @@ def prepared_dataset(cfg: CourseConfig, records, **sft_extra):
 
 
 def train(trainer, source_rows: int, expect: str = "answer") -> dict:
-    """Run the masking guard on what TRL prepared, then train. Returns the wall time and TRL's log history."""
+    """Run the masking guard on what TRL prepared, then train; the model is left in eval mode.
+    Returns the wall time and TRL's log history."""
     check_trained_tokens(trainer.train_dataset, trainer.processing_class, expect=expect, source_rows=source_rows)
     start = time.perf_counter()
     trainer.train()
+    trainer.model.eval()  # the Trainer leaves it in train mode: LoRA dropout would blur every evaluation after this
     return {"train_seconds": time.perf_counter() - start, "log_history": trainer.state.log_history}
+
+
+def save_adapter_and_merged(trainer, out_dir: Path) -> dict:
+    """Save the LoRA adapter, then merge it into the (16/32-bit, never 4-bit) base and save the merged model.
+    Returns {"adapter": path, "merged": path}. Merging changes the model in place: evaluate before you call this."""
+    out_dir = Path(out_dir)
+    adapter, merged = out_dir / "adapter", out_dir / "merged"
+    trainer.model.save_pretrained(adapter)
+    trainer.processing_class.save_pretrained(adapter)
+    model = trainer.model.merge_and_unload()
+    model.save_pretrained(merged)
+    trainer.processing_class.save_pretrained(merged)
+    return {"adapter": adapter, "merged": merged}
+
+
+def folder_sizes(paths: dict) -> dict:
+    """{name: megabytes on disk} for folders or files."""
+    def size(p: Path) -> int:
+        return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return {name: round(size(Path(p)) / 1e6, 1) for name, p in paths.items()}
 
 
 def read_train_log(path: Path) -> list[dict]:

@@ -18,3 +18,26 @@ def test_loss_curves_draw_one_line_per_run():
     lines = fig.axes[0].get_lines()
     assert [line.get_label() for line in lines] == ["masked", "unmasked"]
     assert list(lines[1].get_xdata()) == [1, 2, 3] and list(lines[0].get_ydata()) == [2.0, 1.0]
+
+
+def test_training_plot_has_train_eval_landmarks_and_schedule():
+    from helpers.plots import plot_training
+
+    log = [{"step": 1, "loss": 2.0, "learning_rate": 1e-4}, {"step": 2, "loss": 1.0, "learning_rate": 5e-5},
+           {"step": 2, "eval_loss": 1.5}]
+    fig = plot_training(log)
+    loss_ax, lr_ax = fig.axes
+    assert [line.get_label() for line in loss_ax.get_lines()] == ["landmarks of the usual text", "train loss",
+                                                                   "eval loss (held out)"]
+    assert list(lr_ax.get_lines()[0].get_ydata()) == [1e-4, 5e-5]
+
+
+def test_confusion_plot_shows_counts_and_hides_an_empty_invalid_column():
+    from helpers.plots import plot_confusion
+
+    fig = plot_confusion({"labels": ["neg", "pos", "invalid"], "matrix": [[3, 1, 0], [2, 4, 0]]})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["3", "1", "2", "4"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["neg", "pos"]
+    fig = plot_confusion({"labels": ["neg", "pos", "invalid"], "matrix": [[3, 0, 1], [2, 4, 0]]})
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["neg", "pos", "invalid"]

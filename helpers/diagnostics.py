@@ -1,0 +1,68 @@
+"""Why is my loss stuck? Read a log history and say, in words, what to check — and a small learning-rate sweep.
+
+The rules look at the training loss only. They name the usual suspects in order of cost to check: the learning
+rate, the batch size, and the labels themselves (identical texts with different labels cap what any model can learn).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from helpers.config import CourseConfig
+from helpers.data import Splits, to_chat_records
+
+PLATEAU = 0.5  # answer-only loss above this after the first stretch means the model is not learning the task
+
+
+def train_losses(log_history: list[dict]) -> list[tuple[int, float]]:
+    """(step, loss) of the training rows of a Trainer log history."""
+    return [(row["step"], float(row["loss"])) for row in log_history if "loss" in row and "step" in row]
+
+
+def diagnose(log_history: list[dict], conflicting_texts: int = 0, batch_size: int | None = None,
+             learning_rate: float | None = None) -> dict:
+    """{"status": "ok"|"nan"|"diverging"|"plateau"|"too short", "advice": [sentences]} for a log history."""
+    points = train_losses(log_history)
+    if len(points) < 4:
+        return {"status": "too short", "advice": [f"Only {len(points)} logged losses: train longer or log more often "
+                                                  f"(logging_steps) before judging the curve."]}
+    losses = np.array([loss for _, loss in points])
+    if not np.isfinite(losses).all():
+        step = points[int(np.argmax(~np.isfinite(losses)))][0]
+        return {"status": "nan", "advice": [
+            f"The loss became NaN/inf at step {step}. Lower the learning rate (÷10), check for empty texts, and on a "
+            f"GPU prefer bf16 over fp16 (fp16 overflows)."]}
+    window = max(2, len(losses) // 4)
+    start, end = losses[:window].mean(), losses[-window:].mean()
+    lr = f" (now {learning_rate:g})" if learning_rate else ""
+    if end > start * 1.1 or (len(losses) > 2 * window and end > losses[window:-window].min() * 1.5):
+        return {"status": "diverging", "advice": [
+            f"The loss rose from {start:.2f} to {end:.2f}: the learning rate is too high{lr}. Try 1e-4, or 3x lower "
+            f"than now, and keep warm-up steps."]}
+    if end > PLATEAU:
+        advice = [f"The loss fell from {start:.2f} to only {end:.2f} (above {PLATEAU}): the model is not learning the task."]
+        advice.append(f"Learning rate{lr}: for LoRA try 1e-4 and 3e-4 (the sweep below shows which moves the loss).")
+        bs = f" (now {batch_size})" if batch_size else ""
+        advice.append(f"Batch size{bs}: small batches give noisy steps; try 16, or gradient_accumulation_steps.")
+        advice.append(f"Label consistency: {conflicting_texts} identical texts carry different labels in the data"
+                      + (" — fix or drop them first." if conflicting_texts else " — the labels are not the problem."))
+        return {"status": "plateau", "advice": advice}
+    return {"status": "ok", "advice": [f"The loss fell from {start:.2f} to {end:.2f}: nothing to fix."]}
+
+
+def lr_sweep(cfg: CourseConfig, splits: Splits, out_dir: Path, progress: bool = False) -> dict:
+    """Train a fresh adapter for `cfg.sweep_steps` steps at each of `cfg.sweep_learning_rates`.
+    Returns {learning_rate: [(step, loss), ...]}."""
+    from helpers.model import load_model
+    from helpers.training import make_trainer, train
+
+    records = to_chat_records(splits.train, cfg)
+    curves = {}
+    for lr in cfg.sweep_learning_rates:
+        model, tokenizer = load_model(cfg)
+        trainer = make_trainer(cfg, model, tokenizer, records, output_dir=Path(out_dir) / f"sweep_{lr:g}",
+                               learning_rate=lr, max_steps=cfg.sweep_steps, logging_steps=1,
+                               warmup_steps=0, disable_tqdm=not progress)
+        curves[lr] = train_losses(train(trainer, len(records))["log_history"])
+    return curves

@@ -1,0 +1,46 @@
+import math
+
+from helpers.diagnostics import diagnose, lr_sweep, train_losses
+from helpers.data import prepare_splits
+
+
+def history(losses):
+    return [{"step": 5 * (i + 1), "loss": loss, "learning_rate": 1e-4} for i, loss in enumerate(losses)] + [
+        {"step": 5 * len(losses), "eval_loss": 1.0}, {"step": 5 * len(losses), "train_runtime": 1.0}]
+
+
+def test_train_losses_skip_eval_and_summary_rows():
+    assert train_losses(history([2.0, 1.0])) == [(5, 2.0), (10, 1.0)]
+
+
+def test_a_healthy_curve_needs_nothing():
+    result = diagnose(history([1.6, 1.2, 0.6, 0.35, 0.3, 0.28, 0.3, 0.29]))
+    assert result["status"] == "ok" and "nothing to fix" in result["advice"][0]
+
+
+def test_plateau_names_learning_rate_batch_size_and_labels():
+    result = diagnose(history([1.5, 1.1, 0.95, 0.92, 0.9, 0.91, 0.9, 0.9]), conflicting_texts=49, batch_size=4,
+                      learning_rate=1e-5)
+    assert result["status"] == "plateau"
+    text = " ".join(result["advice"])
+    assert "Learning rate (now 1e-05)" in text and "Batch size (now 4)" in text and "49 identical texts" in text
+
+
+def test_divergence_blames_the_learning_rate():
+    result = diagnose(history([1.2, 0.9, 0.8, 1.5, 2.4, 3.9, 6.0, 8.0]), learning_rate=3e-3)
+    assert result["status"] == "diverging" and "too high (now 0.003)" in result["advice"][0]
+
+
+def test_nan_names_the_step():
+    result = diagnose(history([1.2, 0.9, math.nan, math.nan]))
+    assert result["status"] == "nan" and "at step 15" in result["advice"][0]
+
+
+def test_too_short_to_judge():
+    assert diagnose(history([1.0, 0.9]))["status"] == "too short"
+
+
+def test_lr_sweep_gives_one_curve_per_rate(cfg):
+    cfg.sweep_learning_rates, cfg.sweep_steps = (1e-4, 1e-3), 2
+    curves = lr_sweep(cfg, prepare_splits(cfg), cfg.run_dir)
+    assert list(curves) == [1e-4, 1e-3] and all([s for s, _ in c] == [1, 2] for c in curves.values())

@@ -1,0 +1,76 @@
+import json
+
+import pytest
+import torch
+
+from helpers.data import prepare_splits, to_chat_records
+from helpers.model import load_model
+from helpers.training import (build_lora_config, build_sft_config, folder_sizes, make_trainer, read_train_log,
+                              save_adapter_and_merged, train)
+
+
+@pytest.fixture
+def records(cfg):
+    splits = prepare_splits(cfg)
+    return to_chat_records(splits.train, cfg), to_chat_records(splits.eval, cfg)
+
+
+def test_cpu_config_has_no_bf16_and_uses_todays_names(cfg, tmp_path):
+    args = build_sft_config(cfg, tmp_path)  # TRL's default bf16=True would raise ValueError on this CPU-only box
+    assert (args.bf16, args.use_cpu, args.max_length, args.completion_only_loss) == (False, True, 128, True)
+    assert args.eval_strategy == "no" and build_sft_config(cfg, tmp_path, with_eval=True).eval_strategy == "steps"
+    assert build_sft_config(cfg, tmp_path, max_steps=9).max_steps == 9
+
+
+def test_lora_targets_every_linear_projection(cfg):
+    lora = build_lora_config(cfg)
+    assert lora.target_modules == "all-linear" and (lora.r, lora.lora_alpha) == (cfg.lora_r, cfg.lora_alpha)
+
+
+def test_log_row_every_logging_steps_written_as_it_happens(cfg, records):
+    cfg.max_steps, cfg.logging_steps, cfg.eval_steps = 10, 5, 5
+    model, tokenizer = load_model(cfg)
+    log_path = cfg.run_dir / "train_log.jsonl"
+    trainer = make_trainer(cfg, model, tokenizer, records[0], records[1], log_path=log_path, logging_first_step=False,
+                           disable_tqdm=True)
+    run = train(trainer, len(records[0]))
+    rows = read_train_log(log_path)
+    assert [r["step"] for r in rows if "loss" in r] == [5, 10]
+    assert [r["step"] for r in rows if "eval_loss" in r] == [5, 10]
+    assert {"loss", "learning_rate", "grad_norm", "num_tokens"} <= set(next(r for r in rows if "loss" in r))
+    assert rows[:len(run["log_history"])] == json.loads(json.dumps(run["log_history"]))[:len(rows)]
+
+
+def test_a_few_steps_lower_the_loss_on_a_tiny_model(cfg, records):
+    cfg.max_steps, cfg.logging_steps, cfg.learning_rate = 12, 1, 3e-3
+    model, tokenizer = load_model(cfg)
+    history = train(make_trainer(cfg, model, tokenizer, records[0][:8], disable_tqdm=True), 8)["log_history"]
+    losses = [r["loss"] for r in history if "loss" in r]
+    assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.2
+
+
+def test_guard_runs_before_training(cfg, records):
+    model, tokenizer = load_model(cfg)
+    trainer = make_trainer(cfg, model, tokenizer, records[0], completion_only_loss=False)
+    from helpers.masking import MaskingError
+    with pytest.raises(MaskingError):
+        train(trainer, len(records[0]))  # expects answer-only loss, gets every token
+    assert trainer.state.global_step == 0
+
+
+def test_adapter_and_merged_model_are_saved_and_merged_matches(cfg, records):
+    cfg.max_steps = 2
+    model, tokenizer = load_model(cfg)
+    trainer = make_trainer(cfg, model, tokenizer, records[0], disable_tqdm=True)
+    train(trainer, len(records[0]))
+    assert not trainer.model.training  # else LoRA dropout would blur every evaluation
+    enc = tokenizer("a review", return_tensors="pt")
+    with torch.no_grad():
+        before = trainer.model(**enc).logits
+    saved = save_adapter_and_merged(trainer, cfg.run_dir / "out")
+    assert (saved["adapter"] / "adapter_config.json").exists() and (saved["merged"] / "model.safetensors").exists()
+    merged, _ = load_model(cfg, saved["merged"])
+    with torch.no_grad():
+        assert torch.allclose(merged(**enc).logits, before, atol=1e-4)
+    sizes = folder_sizes(saved)
+    assert 0 < sizes["adapter"] < sizes["merged"]
