@@ -73,3 +73,164 @@ def prepare_converter(cfg: CourseConfig) -> Path:
         script = extract_converter(sdists[0], out)
     stamp.write_text(version)
     return script
+
+
+QUANT_TYPES = {"Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M"}
+
+
+def _check_disk(folder: Path, needed_bytes: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise GGUFError(f"Not enough disk space in {folder}: {free / 1e9:.2f} GB free, about {needed_bytes / 1e9:.2f} GB "
+                        f"needed. Free some space (old runs/ folders are safe to delete) and retry.")
+
+
+def convert_to_gguf(cfg: CourseConfig, model_dir: Path, out_path: Path, outtype: str = "f16") -> Path:
+    """Run llama.cpp's `convert_hf_to_gguf.py` on a Hugging Face folder (merged, full precision).
+
+    `outtype` is one the converter accepts: f32, f16, bf16, q8_0 (it rejects q4_k_m: that is `quantize_gguf`'s job)."""
+    script = converter_dir(cfg) / "convert_hf_to_gguf.py"
+    if not script.exists():
+        raise GGUFError(f"llama.cpp's converter is missing ({script}). Run `make setup` to unpack it.")
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    if not (model_dir / "config.json").exists():
+        raise GGUFError(f"{model_dir} is not a Hugging Face model folder (no config.json). Run notebook 02 first.")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    weights = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+    _check_disk(out_path.parent, weights if outtype == "f32" else weights // 2 + 50_000_000)
+    cmd = [sys.executable, str(script), str(model_dir), "--outfile", str(out_path), "--outtype", outtype]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        log = result.stderr.strip()
+        if "pre-tokenizer was not recognized" in log:
+            raise GGUFError(f"llama.cpp's converter does not recognise the tokenizer of {model_dir} (its BPE "
+                            f"pre-tokenizer fingerprint is unknown to this llama.cpp release). Use a model whose "
+                            f"tokenizer llama.cpp supports, or a newer llama-cpp-python.")
+        if "argument --outtype: invalid choice" in log:
+            raise GGUFError(f"The converter only writes f32, f16, bf16 or q8_0, not {outtype!r}: "
+                            f"{log.splitlines()[-1]}. Q4_K_M is a second step: quantize_gguf(f16_file, out, 'Q4_K_M').")
+        raise GGUFError(f"convert_hf_to_gguf.py failed (exit {result.returncode}):\n{log[-1500:]}")
+    return out_path
+
+
+def quantize_gguf(in_path: Path, out_path: Path, quant: str = "Q4_K_M") -> Path:
+    """Quantize a GGUF file with llama.cpp's own quantizer (through its Python binding), e.g. f16 -> Q4_K_M."""
+    import llama_cpp
+
+    if quant not in QUANT_TYPES:
+        raise GGUFError(f"Unknown quantization {quant!r}; choose one of: {', '.join(QUANT_TYPES)}.")
+    in_path, out_path = Path(in_path), Path(out_path)
+    if not in_path.exists():
+        raise GGUFError(f"{in_path}: no such GGUF file. Convert the model first (convert_to_gguf).")
+    _check_disk(out_path.parent, in_path.stat().st_size // 2)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
+    params.nthread = 0
+    status = llama_cpp.llama_model_quantize(str(in_path).encode(), str(out_path).encode(), params)
+    if status != 0:
+        raise GGUFError(f"llama.cpp's quantizer failed on {in_path} (status {status}).")
+    return out_path
+
+
+def read_gguf_metadata(path: Path) -> dict:
+    """Architecture, vocabulary size, chat template and tensor types of a GGUF file (read with gguf-py)."""
+    from collections import Counter
+
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+
+    def field(name):
+        f = reader.fields.get(name)
+        if f is None:
+            return None
+        value = f.contents()
+        return value
+
+    arch = field("general.architecture")
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    return {
+        "architecture": arch,
+        "name": field("general.name"),
+        "file_type": field("general.file_type"),
+        "context_length": field(f"{arch}.context_length"),
+        "tokenizer_model": field("tokenizer.ggml.model"),
+        "tokenizer_pre": field("tokenizer.ggml.pre"),
+        "vocab_size": len(tokens.data) if tokens is not None else None,
+        "chat_template": field("tokenizer.chat_template"),
+        "tensor_types": dict(Counter(t.tensor_type.name for t in reader.tensors)),
+        "size_mb": round(Path(path).stat().st_size / 1e6, 1),
+    }
+
+
+def load_gguf(path: Path, cfg: CourseConfig, n_ctx: int = 512):
+    """A llama.cpp model on the CPU with the machine's threads; logits of every position kept for label scoring."""
+    try:
+        import llama_cpp
+    except ImportError:
+        llama_cpp_version()  # raises the install message
+        raise
+    path = Path(path)
+    if not path.exists():
+        raise GGUFError(f"{path}: no such GGUF file. Run the conversion steps of notebook 03 first.")
+    try:
+        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=cfg.threads, n_batch=n_ctx,
+                               logits_all=True, seed=cfg.seed, verbose=False)
+    except (ValueError, RuntimeError) as err:
+        raise GGUFError(f"llama.cpp could not load {path} ({err}). Is it a complete GGUF file from this llama.cpp "
+                        f"release? Re-run the conversion.") from None
+
+
+def _prompt_tokens(llm, tokenizer_text: str) -> list[int]:
+    return llm.tokenize(tokenizer_text.encode(), add_bos=False, special=True)
+
+
+def _next_token_logits(llm, tokens: list[int]):
+    """Evaluate `tokens`, reusing the KV cache of the longest prefix shared with the previous prompt."""
+    keep = 0
+    for a, b in zip(llm.input_ids[:llm.n_tokens], tokens[:-1]):
+        if a != b:
+            break
+        keep += 1
+    llm.n_tokens = keep
+    llm.eval(tokens[keep:])
+    return llm.scores[llm.n_tokens - 1]
+
+
+def classify_gguf(llm, tokenizer, texts, cfg: CourseConfig, method: str = "scoring", progress: bool = True):
+    """(labels, probabilities or raw answers, reviews per second) for a llama.cpp model, with the same prompt as the
+    Hugging Face model: "scoring" reads the three label logits (every answer a label), "generation" writes up to
+    5 tokens that the course's parser reads."""
+    import time
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from helpers.evaluate import label_token_ids, parse_label, prompt_text
+
+    ids = label_token_ids(tokenizer, cfg.labels)
+    if any(len(i) != 1 for i in ids):
+        raise GGUFError("GGUF label scoring needs single-token labels; use method='generation'.")
+    first = [i[0] for i in ids]
+    start = time.perf_counter()
+    out = []
+    for text in tqdm(list(texts), desc=f"llama.cpp {method}", disable=not progress, unit="review"):
+        tokens = _prompt_tokens(llm, prompt_text(tokenizer, text, cfg))
+        if method == "scoring":
+            logits = np.asarray(_next_token_logits(llm, tokens), dtype=np.float64)[first]
+            p = np.exp(logits - logits.max())
+            out.append(p / p.sum())
+        elif method == "generation":
+            answer = []
+            for token in llm.generate(tokens, temp=0.0, top_k=1):  # reuses the shared prefix by itself
+                if token == llm.token_eos() or len(answer) == 5:
+                    break
+                answer.append(token)
+            out.append(llm.detokenize(answer).decode("utf-8", errors="replace"))
+        else:
+            raise ValueError(f"method must be 'scoring' or 'generation', not {method!r}")
+    speed = len(out) / max(time.perf_counter() - start, 1e-9)
+    if method == "scoring":
+        probs = np.array(out).reshape(-1, len(cfg.labels))
+        return [cfg.labels[i] for i in probs.argmax(1)], probs, speed
+    return [parse_label(a, cfg.labels) for a in out], out, speed

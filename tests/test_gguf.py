@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 import subprocess
 import tarfile
 
@@ -52,3 +53,116 @@ def test_missing_bindings_say_how_to_install(monkeypatch):
     monkeypatch.setattr(gguf.metadata, "version", missing)
     with pytest.raises(GGUFError, match=r"bindings are not installed\. Run `make setup`"):
         llama_cpp_version()
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    """The tiny model converted to f16 and quantized to Q4_K_M by llama.cpp's own tools."""
+    from helpers.config import make_config
+    from helpers.gguf import convert_to_gguf, quantize_gguf
+    from helpers.model import resolve_model
+
+    folder = tmp_path_factory.mktemp("gguf")
+    cfg = make_config("smoke", run_dir=folder)
+    source = Path(resolve_model(cfg))
+    f16 = convert_to_gguf(cfg, source, folder / "tiny-f16.gguf")
+    return cfg, source, f16, quantize_gguf(f16, folder / "tiny-q4_k_m.gguf")
+
+
+def test_converted_file_reads_back_with_architecture_vocab_and_template(tiny_gguf):
+    from helpers.gguf import read_gguf_metadata
+
+    cfg, _, f16, _ = tiny_gguf
+    meta = read_gguf_metadata(f16)
+    assert meta["architecture"] == "llama" and meta["vocab_size"] == 49152 and meta["tokenizer_pre"] == "smollm"
+    assert "<|im_start|>" in meta["chat_template"] and "F16" in meta["tensor_types"]
+
+
+def test_q4_k_m_is_smaller_and_still_answers(tiny_gguf):
+    from helpers.gguf import classify_gguf, load_gguf, read_gguf_metadata
+    from helpers.model import load_tokenizer
+
+    cfg, _, f16, q4 = tiny_gguf
+    assert q4.stat().st_size < f16.stat().st_size
+    assert read_gguf_metadata(q4)["tensor_types"].keys() - {"F32", "F16"}  # really quantized
+    labels, probs, speed = classify_gguf(load_gguf(q4, cfg), load_tokenizer(cfg), ["fine", "bad"], cfg, progress=False)
+    assert set(labels) <= set(cfg.labels) and probs.shape == (2, 3) and speed > 0
+
+
+def test_f16_gguf_logits_match_the_hf_model(tiny_gguf):
+    import numpy as np
+    import torch
+
+    from helpers.evaluate import prompt_text
+    from helpers.gguf import _next_token_logits, _prompt_tokens, load_gguf
+    from helpers.model import load_model
+
+    cfg, source, f16, _ = tiny_gguf
+    model, tokenizer = load_model(cfg, source)
+    llm = load_gguf(f16, cfg)
+    for text in ("a great phone", "it broke"):
+        prompt = prompt_text(tokenizer, text, cfg)
+        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        assert _prompt_tokens(llm, prompt) == enc["input_ids"][0].tolist()
+        with torch.no_grad():
+            hf = model(**enc).logits[0, -1].numpy()
+        gg = np.asarray(_next_token_logits(llm, _prompt_tokens(llm, prompt)))
+        assert np.abs(hf - gg).max() < 0.02 and hf.argmax() == gg.argmax()  # f16 weights: within 0.02
+
+
+def test_generation_through_llama_cpp_resets_between_reviews(tiny_gguf):
+    from helpers.gguf import classify_gguf, load_gguf
+    from helpers.model import load_tokenizer
+
+    cfg, _, f16, _ = tiny_gguf
+    llm, tokenizer = load_gguf(f16, cfg), load_tokenizer(cfg)
+    _, alone, _ = classify_gguf(llm, tokenizer, ["it broke"], cfg, method="generation", progress=False)
+    _, after, _ = classify_gguf(llm, tokenizer, ["a great phone", "it broke"], cfg, method="generation", progress=False)
+    assert after[1] == alone[0]
+
+
+def test_converter_refuses_q4_k_m_and_missing_inputs(tiny_gguf, tmp_path):
+    from helpers.gguf import convert_to_gguf, quantize_gguf
+
+    cfg, source, _, _ = tiny_gguf
+    with pytest.raises(GGUFError, match=r"only writes f32, f16, bf16 or q8_0, not 'q4_k_m'.*invalid choice.*quantize_gguf"):
+        convert_to_gguf(cfg, source, tmp_path / "x.gguf", outtype="q4_k_m")
+    with pytest.raises(GGUFError, match="not a Hugging Face model folder"):
+        convert_to_gguf(cfg, tmp_path, tmp_path / "x.gguf")
+    with pytest.raises(GGUFError, match="no such GGUF file"):
+        quantize_gguf(tmp_path / "missing.gguf", tmp_path / "q.gguf")
+    with pytest.raises(GGUFError, match="Unknown quantization 'Q3_X'"):
+        quantize_gguf(tmp_path / "missing.gguf", tmp_path / "q.gguf", "Q3_X")
+
+
+def test_unknown_tokenizer_is_named(tiny_gguf, tmp_path):
+    import json
+    import shutil
+
+    from helpers.gguf import convert_to_gguf
+
+    cfg, source, _, _ = tiny_gguf
+    odd = tmp_path / "odd"
+    shutil.copytree(source, odd)
+    tok = json.loads((odd / "tokenizer.json").read_text())
+    tok["pre_tokenizer"] = {"type": "Whitespace"}  # a pre-tokenizer llama.cpp has no fingerprint for
+    (odd / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(GGUFError, match="does not recognise the tokenizer"):
+        convert_to_gguf(cfg, odd, tmp_path / "odd.gguf")
+
+
+def test_not_enough_disk_and_a_broken_file(tiny_gguf, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from helpers.gguf import convert_to_gguf, load_gguf
+
+    cfg, source, _, _ = tiny_gguf
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(GGUFError, match="llama.cpp could not load .*broken.gguf"):
+        load_gguf(broken, cfg)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1000))
+    with pytest.raises(GGUFError, match="Not enough disk space.*old runs/ folders are safe to delete"):
+        convert_to_gguf(cfg, source, tmp_path / "x.gguf")
