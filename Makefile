@@ -28,15 +28,19 @@ $(INSTALLED): requirements.txt requirements-embedded.txt pyproject.toml
 
 $(CONVERTER): $(INSTALLED)
 	$(PY) scripts/prepare.py converter
+	touch $@
 
 $(BASE_MODEL): $(INSTALLED)
 	$(PY) scripts/prepare.py base-model
+	touch $@
 
 $(TINY_MODEL): $(BASE_MODEL)
 	$(PY) scripts/prepare.py tiny-model
+	touch $@
 
 $(KERNEL): $(INSTALLED)
 	$(PY) -m ipykernel install --sys-prefix --name sentiment-course --display-name "Sentiment course (.venv)"
+	touch $@
 
 course: setup
 	$(PY) scripts/run_course.py --profile $(PROFILE)
