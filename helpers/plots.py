@@ -84,3 +84,18 @@ def plot_confusion(confusion: dict, title: str = "Confusion matrix", ax=None):
     if fig:
         fig.tight_layout()
     return fig or ax.figure
+
+
+def plot_format_comparison(rows: list[dict]):
+    """Four bar panels — size on disk, load time, reviews per second, accuracy — one bar per model format."""
+    names = [r["format"] for r in rows]
+    panels = [("size_mb", "size on disk (MB)"), ("load_seconds", "load time (s)"),
+              ("reviews_per_second", "reviews per second"), ("accuracy", "accuracy")]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
+    for ax, (key, title) in zip(axes, panels):
+        bars = ax.bar(range(len(rows)), [r[key] for r in rows], color=[f"C{i}" for i in range(len(rows))])
+        ax.bar_label(bars, fmt="%.2f" if key == "accuracy" else "%.0f" if key == "size_mb" else "%.1f", fontsize=8)
+        ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

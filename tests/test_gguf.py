@@ -166,3 +166,43 @@ def test_not_enough_disk_and_a_broken_file(tiny_gguf, tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1000))
     with pytest.raises(GGUFError, match="Not enough disk space.*old runs/ folders are safe to delete"):
         convert_to_gguf(cfg, source, tmp_path / "x.gguf")
+
+
+def test_merged_model_comes_from_notebook_02_or_is_merged_from_its_adapter(cfg):
+    import shutil
+
+    from helpers.data import prepare_splits, to_chat_records
+    from helpers.gguf import merged_model_dir
+    from helpers.model import load_model
+    from helpers.training import make_trainer, save_adapter_and_merged, train
+
+    with pytest.raises(GGUFError, match="No fine-tuned model in .*02_logged_training. Run notebook 02"):
+        merged_model_dir(cfg)
+    cfg.max_steps = 1
+    records = to_chat_records(prepare_splits(cfg).train, cfg)
+    model, tokenizer = load_model(cfg)
+    trainer = make_trainer(cfg, model, tokenizer, records, disable_tqdm=True)
+    train(trainer, len(records))
+    saved = save_adapter_and_merged(trainer, cfg.run_dir / "02_logged_training")
+    assert merged_model_dir(cfg) == saved["merged"]
+    reference = (saved["merged"] / "model.safetensors").read_bytes()
+    shutil.rmtree(saved["merged"])
+    assert merged_model_dir(cfg) == saved["merged"]  # merged again from the adapter
+    from safetensors.torch import load
+    again, first = load((saved["merged"] / "model.safetensors").read_bytes()), load(reference)
+    assert again.keys() == first.keys() and all((again[k] - first[k]).abs().max() < 1e-5 for k in first)
+
+
+def test_compare_formats_on_the_tiny_model(tiny_gguf):
+    import pandas as pd
+
+    from helpers.gguf import compare_formats, format_verdict
+
+    cfg, source, f16, q4 = tiny_gguf
+    df = pd.DataFrame({"text": ["great", "bad", "a box"], "label": ["positive", "negative", "neutral"]})
+    rows = compare_formats(cfg, source, {"GGUF f16": f16, "GGUF Q4_K_M": q4}, df, progress=False)
+    assert [r["format"] for r in rows] == ["HF fp32", "GGUF f16", "GGUF Q4_K_M"]
+    assert rows[0]["changed_vs_hf"] == 0 and all(len(r["predictions"]) == 3 for r in rows)
+    assert rows[2]["size_mb"] < rows[1]["size_mb"] < rows[0]["size_mb"]
+    assert rows[1]["predictions"] == rows[0]["predictions"]  # f16 keeps the HF answers on this tiny model
+    assert f"{rows[2]['size_mb'] / rows[1]['size_mb']:.2f}x the size of f16" in format_verdict(rows)

@@ -1,6 +1,7 @@
 """Every notebook in notebooks/ runs headless (papermill, smoke profile), then nbval re-runs the executed copy and
 compares the cells marked `# NBVAL_CHECK_OUTPUT` (counts, rendered examples, seeded metrics) with what the first run
-stored: the same seed must give the same output. A notebook added later is picked up without editing this file."""
+stored: the same seed must give the same output. A notebook added later is picked up without editing this file.
+The notebooks share one run folder and run in order, as in `make course`: notebook 03 converts 02's model."""
 import json
 import subprocess
 import sys
@@ -29,9 +30,13 @@ def test_committed_notebook_is_clean_and_parameterised(notebook):
     assert "What just happened" in nb.cells[-1].source and "Exercises" in nb.cells[-1].source
 
 
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("course") / "run"
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_headless_and_reproduces(notebook, tmp_path):
-    run_dir = tmp_path / "run"
+def test_notebook_runs_headless_and_reproduces(notebook, run_dir, tmp_path):
     out = run_dir / notebook.stem / notebook.name
     execute_notebook(notebook, out, {"profile": "smoke", "run_dir": str(run_dir)})
     executed = nbformat.read(out, as_version=4)

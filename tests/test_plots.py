@@ -41,3 +41,14 @@ def test_confusion_plot_shows_counts_and_hides_an_empty_invalid_column():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["neg", "pos"]
     fig = plot_confusion({"labels": ["neg", "pos", "invalid"], "matrix": [[3, 0, 1], [2, 4, 0]]})
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["neg", "pos", "invalid"]
+
+
+def test_format_comparison_has_four_panels_with_one_bar_per_format():
+    from helpers.plots import plot_format_comparison
+
+    rows = [{"format": f, "size_mb": s, "load_seconds": 1.0, "reviews_per_second": r, "accuracy": a}
+            for f, s, r, a in (("HF fp32", 538, 5, 0.7), ("GGUF Q4_K_M", 105, 20, 0.69))]
+    fig = plot_format_comparison(rows)
+    assert [ax.get_title() for ax in fig.axes] == ["size on disk (MB)", "load time (s)", "reviews per second", "accuracy"]
+    assert [p.get_height() for p in fig.axes[0].patches] == [538, 105]
+    assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == ["HF fp32", "GGUF Q4_K_M"]
