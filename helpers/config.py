@@ -56,6 +56,16 @@ class CourseConfig:
     sweep_steps: int = 10  # steps per learning rate in that sweep
     seed: int = 42
     threads: int = 0  # 0: every core of the machine
+    # Few-shot (notebook 04)
+    shots: int = 5
+    openai_model: str = "gpt-4o-mini"  # used only when OPENAI_API_KEY is set in the environment
+    concurrency: int = 2  # requests in flight at once
+    request_timeout: float = 60.0  # seconds per request
+    max_retries: int = 4  # the openai client's own retries with exponential backoff (429, 5xx, timeouts)
+    # USD per million tokens. gpt-4o-mini list prices as published by OpenAI at its launch (2024-07-18); this course
+    # cannot re-check them offline, so check https://openai.com/api/pricing before quoting a cost.
+    prices_per_million_tokens: dict = field(default_factory=lambda: {"gpt-4o-mini": {"input": 0.15, "output": 0.60}})
+    prices_checked: str = "2024-07-18"
     # Paths
     cache_dir: Path = ROOT / ".cache"
     run_dir: Path | None = None  # None: runs/lab-<profile>, the folder JupyterLab sessions share

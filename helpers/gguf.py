@@ -309,3 +309,27 @@ def format_verdict(rows: list[dict]) -> str:
             f"reviews per second as {hf['format']}, and its accuracy moved by {q4['accuracy'] - hf['accuracy']:+.3f} "
             f"(macro-F1 {q4['macro_f1'] - hf['macro_f1']:+.3f}); {q4['changed_vs_hf']} of {len(q4['predictions'])} "
             f"answers changed.")
+
+
+def base_model_gguf(cfg: CourseConfig) -> Path:
+    """The *base* model as a GGUF file, for the like-for-like few-shot baseline: the embedded SmolLM2 file as
+    shipped (Q4_1), or any other base model converted to f16 once into the cache."""
+    from helpers.model import embedded_gguf_path, resolve_model
+
+    if cfg.model == "embedded:smollm2":
+        return embedded_gguf_path()
+    out = cfg.cache_dir / "gguf" / (cfg.model.replace("/", "--").replace(":", "-") + "-f16.gguf")
+    if not out.exists():
+        convert_to_gguf(cfg, Path(resolve_model(cfg)), out)
+    return out
+
+
+def file_fingerprint(path: Path) -> str:
+    """A short content hash, so that cached answers of one GGUF file are never served for another."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]

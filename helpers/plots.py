@@ -86,15 +86,18 @@ def plot_confusion(confusion: dict, title: str = "Confusion matrix", ax=None):
     return fig or ax.figure
 
 
-def plot_format_comparison(rows: list[dict]):
-    """Four bar panels — size on disk, load time, reviews per second, accuracy — one bar per model format."""
-    names = [r["format"] for r in rows]
-    panels = [("size_mb", "size on disk (MB)"), ("load_seconds", "load time (s)"),
-              ("reviews_per_second", "reviews per second"), ("accuracy", "accuracy")]
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
-    for ax, (key, title) in zip(axes, panels):
-        bars = ax.bar(range(len(rows)), [r[key] for r in rows], color=[f"C{i}" for i in range(len(rows))])
-        ax.bar_label(bars, fmt="%.2f" if key == "accuracy" else "%.0f" if key == "size_mb" else "%.1f", fontsize=8)
+FORMAT_PANELS = [("size_mb", "size on disk (MB)"), ("load_seconds", "load time (s)"),
+                 ("reviews_per_second", "reviews per second"), ("accuracy", "accuracy")]
+
+
+def plot_comparison(rows: list[dict], panels=FORMAT_PANELS, name_key: str = "format"):
+    """One bar panel per (key, title), one bar per row named by `name_key`; a missing value draws no bar."""
+    names = [r[name_key] for r in rows]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.5 * len(panels), 3.6), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        values = [r.get(key) if r.get(key) is not None else 0 for r in rows]
+        bars = ax.bar(range(len(rows)), values, color=[f"C{i}" for i in range(len(rows))])
+        ax.bar_label(bars, fmt="%.2f" if max(values, default=0) <= 1 else "%.1f", fontsize=8)
         ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
         ax.set_title(title)
     fig.tight_layout()

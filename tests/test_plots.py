@@ -44,11 +44,21 @@ def test_confusion_plot_shows_counts_and_hides_an_empty_invalid_column():
 
 
 def test_format_comparison_has_four_panels_with_one_bar_per_format():
-    from helpers.plots import plot_format_comparison
+    from helpers.plots import plot_comparison
 
     rows = [{"format": f, "size_mb": s, "load_seconds": 1.0, "reviews_per_second": r, "accuracy": a}
             for f, s, r, a in (("HF fp32", 538, 5, 0.7), ("GGUF Q4_K_M", 105, 20, 0.69))]
-    fig = plot_format_comparison(rows)
+    fig = plot_comparison(rows)
     assert [ax.get_title() for ax in fig.axes] == ["size on disk (MB)", "load time (s)", "reviews per second", "accuracy"]
     assert [p.get_height() for p in fig.axes[0].patches] == [538, 105]
     assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == ["HF fp32", "GGUF Q4_K_M"]
+
+
+def test_comparison_by_method_skips_missing_values():
+    from helpers.plots import plot_comparison
+
+    rows = [{"method": "a", "macro_f1": 0.5, "median_latency_s": None}, {"method": "b", "macro_f1": 0.7,
+                                                                        "median_latency_s": 0.2}]
+    fig = plot_comparison(rows, [("macro_f1", "macro-F1"), ("median_latency_s", "latency")], name_key="method")
+    assert [p.get_height() for p in fig.axes[1].patches] == [0, 0.2]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b"]

@@ -1,0 +1,177 @@
+"""Few-shot prompting through the real `openai` client, against any OpenAI-compatible server.
+
+One way to build the messages for every backend (gpt-4o-mini online, llama.cpp's server offline); an async
+classifier with a concurrency limit, timeouts and the client's own retries with backoff (rate limits, server
+errors); answers read by the course's parser; and a response cache on disk, so a re-run sends no request and an
+interrupted run resumes. The API key is read from the environment by the caller and never written anywhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers.config import CourseConfig
+from helpers.data import prompt_messages
+from helpers.evaluate import parse_label
+
+
+def pick_shots(train_df: pd.DataFrame, cfg: CourseConfig) -> list[tuple[str, str]]:
+    """`cfg.shots` real (text, label) examples from the *training* split, as balanced over the labels as the number
+    allows (5 over 3 labels: 2/2/1, the seed decides which label gets fewer), in an order fixed by the seed."""
+    rng = np.random.default_rng(cfg.seed)
+    order = list(rng.permutation(cfg.labels))
+    per_label = {lab: cfg.shots // len(cfg.labels) + (i < cfg.shots % len(cfg.labels)) for i, lab in enumerate(order)}
+    shots = []
+    for lab in cfg.labels:
+        rows = train_df[train_df["label"] == lab]
+        if len(rows) < per_label[lab]:
+            raise ValueError(f"Only {len(rows)} training examples of {lab!r}; {per_label[lab]} needed for the shots.")
+        shots += [(t, lab) for t in rows.sample(n=per_label[lab], random_state=cfg.seed)["text"]]
+    return [shots[i] for i in rng.permutation(len(shots))]
+
+
+def build_messages(text: str, cfg: CourseConfig, shots: list[tuple[str, str]] = ()) -> list[dict]:
+    """System instruction, then each shot as a user turn and its label as the assistant turn, then the review."""
+    system, user = prompt_messages(text, cfg)
+    examples = [m for shot, label in shots for m in ({"role": "user", "content": shot},
+                                                     {"role": "assistant", "content": label})]
+    return [system, *examples, user]
+
+
+class ResponseCache:
+    """Responses on disk (JSON lines), keyed by backend, model, messages and parameters — never by the API key."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.entries = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self.entries[entry["key"]] = entry["response"]
+
+    @staticmethod
+    def key(backend: str, model: str, messages: list, params: dict) -> str:
+        blob = json.dumps([backend, model, messages, params], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str):
+        return self.entries.get(key)
+
+    def put(self, key: str, response: dict) -> None:
+        self.entries[key] = response
+        with self.path.open("a") as f:
+            f.write(json.dumps({"key": key, "response": response}, ensure_ascii=False) + "\n")
+
+
+async def classify_async(client, backend: str, model: str, texts, cfg: CourseConfig, cache: ResponseCache,
+                         shots=(), concurrency: int = 4, progress: bool = True) -> list[dict]:
+    """Classify `texts` with chat completions (temperature 0, at most 5 tokens), `concurrency` at a time.
+
+    Each result: answer, label (or `invalid`), latency in seconds (0 for a cache hit), token usage, cached.
+    Cached responses are reused; every new response is cached as soon as it arrives."""
+    from openai import APIConnectionError, APIStatusError
+    from tqdm.auto import tqdm
+
+    params = {"temperature": 0, "max_tokens": 5}
+    semaphore = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(texts), desc=f"{backend}:{model}", disable=not progress, unit="review")
+
+    async def one(text):
+        messages = build_messages(text, cfg, shots)
+        key = cache.key(backend, model, messages, params)
+        hit = cache.get(key)
+        if hit is None:
+            async with semaphore:
+                start = time.perf_counter()
+                try:
+                    response = await client.chat.completions.create(model=model, messages=messages, **params)
+                except (APIConnectionError, APIStatusError) as err:
+                    bar.close()
+                    raise RuntimeError(f"{backend} ({model}) failed after retries: {type(err).__name__}: {err}. "
+                                       f"Responses so far are cached in {cache.path}; re-run to resume.") from None
+                usage = response.usage
+                hit = {"answer": response.choices[0].message.content or "",
+                       "latency": time.perf_counter() - start,
+                       "prompt_tokens": usage.prompt_tokens if usage else 0,
+                       "completion_tokens": usage.completion_tokens if usage else 0}
+            cache.put(key, hit)
+            cached = False
+        else:
+            cached = True
+        bar.update()
+        return {**hit, "label": parse_label(hit["answer"], cfg.labels), "cached": cached,
+                "latency": 0.0 if cached else hit["latency"]}
+
+    try:
+        return list(await asyncio.gather(*(one(t) for t in texts)))
+    finally:
+        bar.close()
+
+
+def openai_key() -> str | None:
+    """The OpenAI key from the environment (never from a file, never written anywhere), or None."""
+    import os
+
+    return os.environ.get("OPENAI_API_KEY") or None
+
+
+def make_client(base_url: str | None, api_key: str, cfg: CourseConfig):
+    """The real `openai` async client, for api.openai.com (base_url None) or any OpenAI-compatible server."""
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=cfg.request_timeout, max_retries=cfg.max_retries)
+
+
+async def run_backend(name: str, base_url: str | None, api_key: str, model: str, test_df: pd.DataFrame,
+                      cfg: CourseConfig, cache: ResponseCache, shots=(), progress: bool = True) -> dict:
+    """Classify the test reviews through one backend and summarise it (see `summarise`)."""
+    start = time.perf_counter()
+    async with make_client(base_url, api_key, cfg) as client:
+        results = await classify_async(client, name, model, list(test_df["text"]), cfg, cache, shots,
+                                       cfg.concurrency, progress)
+    summary = summarise(results, list(test_df["label"]), model, cfg, time.perf_counter() - start)
+    return {"backend": name, "model": model, "shots": len(shots), **summary}
+
+
+def cost_usd(results: list[dict], model: str, cfg: CourseConfig) -> float:
+    """Token usage x the price table in the config; local models cost $0."""
+    price = cfg.prices_per_million_tokens.get(model)
+    if price is None:
+        return 0.0
+    prompt = sum(r["prompt_tokens"] for r in results)
+    completion = sum(r["completion_tokens"] for r in results)
+    return (prompt * price["input"] + completion * price["output"]) / 1e6
+
+
+def summarise(results: list[dict], gold, model: str, cfg: CourseConfig, wall_seconds: float) -> dict:
+    """Accuracy, macro-F1, invalid rate, median latency, reviews per second and cost per 1,000 reviews."""
+    from helpers.evaluate import classification_metrics
+
+    metrics = classification_metrics(gold, [r["label"] for r in results], cfg.labels)
+    latencies = [r["latency"] for r in results if not r["cached"]]
+    return {**metrics, "median_latency_s": statistics.median(latencies) if latencies else None,
+            "reviews_per_second": len(results) / wall_seconds if latencies else None,
+            "cost_per_1000_usd": 1000 * cost_usd(results, model, cfg) / len(results),
+            "cached": sum(r["cached"] for r in results), "predictions": [r["label"] for r in results]}
+
+
+def fewshot_verdict(results: list[dict]) -> str:
+    """One sentence: did the best fine-tuned method beat the best few-shot prompt, and by how much (macro-F1)?"""
+    fewshot = [r for r in results if r.get("shots")]
+    tuned = [r for r in results if r["method"].startswith("fine-tuned")]
+    if not fewshot or not tuned:
+        return "Nothing to compare: the table needs a few-shot row and a fine-tuned row."
+    best_fewshot, best_tuned = (max(rows, key=lambda r: r["macro_f1"]) for rows in (fewshot, tuned))
+    margin = best_tuned["macro_f1"] - best_fewshot["macro_f1"]
+    return (f"The best fine-tuned model ({best_tuned['method']}, macro-F1 {best_tuned['macro_f1']:.3f}) "
+            f"{'beat' if margin > 0 else 'did not beat'} the best few-shot prompt ({best_fewshot['method']}, "
+            f"{best_fewshot['macro_f1']:.3f}): {margin:+.3f} macro-F1.")

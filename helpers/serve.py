@@ -1,0 +1,92 @@
+"""llama.cpp's OpenAI-compatible server (the Python bindings' `llama_cpp.server`) for GGUF files, on 127.0.0.1 only.
+
+`llama_server(...)` is a context manager: it starts the server on a free port, waits until `/v1/models` answers,
+keeps the server's log in the run folder, and stops it on exit — also when the code inside fails.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from helpers.config import CourseConfig
+
+HOST = "127.0.0.1"
+
+
+class ServerError(RuntimeError):
+    """The server could not start or answer; the message says why and what to do."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_is_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        return s.connect_ex((HOST, port)) == 0
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@contextmanager
+def llama_server(models: dict, cfg: CourseConfig, log_path: Path, port: int | None = None, n_ctx: int = 2048,
+                 timeout: float = 120):
+    """Serve {alias: gguf_path} on http://127.0.0.1:<port>/v1 and yield that base URL."""
+    for alias, path in models.items():
+        if not Path(path).exists():
+            raise ServerError(f"Model file for {alias!r} is missing: {path}. Run notebook 03 (GGUF) first.")
+    if port is None:
+        port = free_port()
+    elif port_is_taken(port):
+        raise ServerError(f"Port {port} on {HOST} is already taken by another program. Stop it, or leave the port "
+                          f"unset to use a free one.")
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    config = {"host": HOST, "port": port, "models": [
+        {"model": str(path), "model_alias": alias, "n_ctx": n_ctx, "n_threads": cfg.threads, "n_batch": 512,
+         "seed": cfg.seed, "verbose": False} for alias, path in models.items()]}
+    config_path = log_path.with_suffix(".config.json")
+    config_path.write_text(json.dumps(config, indent=2))
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_path)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://{HOST}:{port}/v1"
+    try:
+        _wait_until_ready(process, base_url, log_path, timeout)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_ready(process, base_url: str, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerError(f"The llama.cpp server exited during start (code {process.returncode}). Its log "
+                              f"({log_path}) ends with:\n{_log_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    raise ServerError(f"The llama.cpp server did not answer within {timeout:.0f} s. Its log ({log_path}) ends "
+                      f"with:\n{_log_tail(log_path)}")

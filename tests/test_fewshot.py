@@ -1,0 +1,153 @@
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+
+from helpers.data import prepare_splits
+from helpers.fewshot import (ResponseCache, build_messages, classify_async, cost_usd, fewshot_verdict, make_client,
+                             openai_key, pick_shots, run_backend)
+
+FAKE_KEY = "test-key-never-written-0123456789"
+
+
+class FlakyOpenAI(BaseHTTPRequestHandler):
+    """A real HTTP server on 127.0.0.1 speaking the chat-completions format; the first `fail` requests get a 500."""
+    fail = 0
+    seen = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FlakyOpenAI.seen.append(body)
+        if len(FlakyOpenAI.seen) <= FlakyOpenAI.fail:
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b'{"error": {"message": "transient"}}')
+            return
+        answer = "Positive." if "great" in body["messages"][-1]["content"] else "neutral"
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}],
+                 "usage": {"prompt_tokens": 100, "completion_tokens": 2, "total_tokens": 102}}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def flaky():
+    FlakyOpenAI.fail, FlakyOpenAI.seen = 0, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyOpenAI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+TEXTS = ["a great phone", "it is a phone", "great value", "a box"]
+
+
+def classify(url, cfg, cache, texts=TEXTS, retries=2):
+    cfg.max_retries = retries
+
+    async def go():
+        async with make_client(url, "local", cfg) as client:
+            return await classify_async(client, "test", "m", texts, cfg, cache, progress=False)
+    return asyncio.run(go())
+
+
+def test_shots_are_balanced_seeded_and_from_the_training_split_only(cfg):
+    splits = prepare_splits(cfg)
+    shots = pick_shots(splits.train, cfg)
+    assert len(shots) == 5 and sorted(pd.Series([lab for _, lab in shots]).value_counts()) == [1, 2, 2]
+    assert all(text in set(splits.train["text"]) and text not in set(splits.test["text"]) for text, _ in shots)
+    assert pick_shots(splits.train, cfg) == shots
+    cfg.seed += 1
+    assert pick_shots(splits.train, cfg) != shots
+
+
+def test_messages_put_each_shot_as_a_user_and_assistant_turn(cfg):
+    messages = build_messages("the review", cfg, [("good", "positive"), ("bad", "negative")])
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert messages[0]["content"] == cfg.system_prompt and messages[-1]["content"] == "the review"
+    assert build_messages("x", cfg) == [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": "x"}]
+
+
+def test_answers_are_parsed_and_usage_recorded(flaky, cfg, tmp_path):
+    results = classify(flaky, cfg, ResponseCache(tmp_path / "c.jsonl"))
+    assert [r["label"] for r in results] == ["positive", "neutral", "positive", "neutral"]
+    assert all(r["prompt_tokens"] == 100 and not r["cached"] and r["latency"] > 0 for r in results)
+    assert FlakyOpenAI.seen[0]["temperature"] == 0 and FlakyOpenAI.seen[0]["max_tokens"] == 5
+
+
+def test_a_cache_hit_sends_no_second_request(flaky, cfg, tmp_path):
+    classify(flaky, cfg, ResponseCache(tmp_path / "c.jsonl"))
+    sent = len(FlakyOpenAI.seen)
+    again = classify(flaky, cfg, ResponseCache(tmp_path / "c.jsonl"))  # a fresh object reads the file
+    assert len(FlakyOpenAI.seen) == sent and all(r["cached"] for r in again)
+    assert [r["label"] for r in again] == ["positive", "neutral", "positive", "neutral"]
+
+
+def test_an_interrupted_batch_resumes_where_it_stopped(flaky, cfg, tmp_path):
+    cache = ResponseCache(tmp_path / "c.jsonl")
+    classify(flaky, cfg, cache, TEXTS[:2])  # the run that was interrupted after two reviews
+    FlakyOpenAI.seen.clear()
+    results = classify(flaky, cfg, ResponseCache(tmp_path / "c.jsonl"))
+    assert [r["cached"] for r in results] == [True, True, False, False] and len(FlakyOpenAI.seen) == 2
+
+
+def test_a_transient_server_error_is_retried(flaky, cfg, tmp_path):
+    FlakyOpenAI.fail = 1
+    results = classify(flaky, cfg, ResponseCache(tmp_path / "c.jsonl"), TEXTS[:1], retries=2)
+    assert results[0]["label"] == "positive" and len(FlakyOpenAI.seen) == 2
+
+
+def test_persistent_errors_keep_what_was_cached(flaky, cfg, tmp_path):
+    cache = ResponseCache(tmp_path / "c.jsonl")
+    classify(flaky, cfg, cache, TEXTS[:1])
+    FlakyOpenAI.fail = 10**6
+    with pytest.raises(RuntimeError, match="failed after retries.*cached in .*c.jsonl; re-run to resume"):
+        classify(flaky, cfg, cache, TEXTS, retries=0)
+    assert len(ResponseCache(tmp_path / "c.jsonl").entries) == 1
+
+
+def test_missing_key_is_none_and_the_client_refuses_without_one(monkeypatch, cfg):
+    from openai import OpenAIError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert openai_key() is None
+    with pytest.raises(OpenAIError, match="api_key"):
+        make_client(None, None, cfg)
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    assert openai_key() == FAKE_KEY
+
+
+def test_the_key_never_lands_in_a_written_file(flaky, cfg, tmp_path):
+    df = pd.DataFrame({"text": TEXTS, "label": ["positive", "neutral", "positive", "neutral"]})
+    cache = ResponseCache(tmp_path / "cache" / "c.jsonl")
+    row = asyncio.run(run_backend("openai", flaky, FAKE_KEY, "gpt-4o-mini", df, cfg, cache, progress=False))
+    from helpers.runs import record_metrics
+    record_metrics(cfg, "04_test", results=[{k: v for k, v in row.items()}])
+    written = [p for p in list(tmp_path.rglob("*")) + list(cfg.run_dir.rglob("*")) if p.is_file()]
+    assert written and not any(FAKE_KEY in p.read_text(errors="ignore") for p in written)
+    assert row["accuracy"] == 1.0 and row["cost_per_1000_usd"] == pytest.approx(1000 * (100 * 0.15 + 2 * 0.6) / 1e6)
+
+
+def test_cost_uses_the_price_table_and_local_is_free(cfg):
+    results = [{"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000}]
+    assert cost_usd(results, "gpt-4o-mini", cfg) == pytest.approx(0.75)
+    assert cost_usd(results, "finetuned", cfg) == 0.0
+
+
+def test_verdict_names_the_margin():
+    rows = [{"method": "base 5-shot", "shots": 5, "macro_f1": 0.37}, {"method": "fine-tuned x", "macro_f1": 0.68}]
+    assert fewshot_verdict(rows) == ("The best fine-tuned model (fine-tuned x, macro-F1 0.680) beat the best few-shot "
+                                     "prompt (base 5-shot, 0.370): +0.310 macro-F1.")

@@ -1,0 +1,71 @@
+import asyncio
+import socket
+
+import pytest
+
+from helpers.serve import ServerError, free_port, llama_server, port_is_taken
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf_file(tmp_path_factory):
+    from pathlib import Path
+
+    from helpers.config import make_config
+    from helpers.gguf import convert_to_gguf
+    from helpers.model import resolve_model
+
+    folder = tmp_path_factory.mktemp("serve")
+    cfg = make_config("smoke", run_dir=folder)
+    return cfg, convert_to_gguf(cfg, Path(resolve_model(cfg)), folder / "tiny.gguf")
+
+
+def test_round_trip_through_the_openai_client_and_clean_stop(tiny_gguf_file, tmp_path):
+    from openai import AsyncOpenAI
+
+    cfg, gguf = tiny_gguf_file
+
+    async def ask(url):
+        async with AsyncOpenAI(base_url=url, api_key="local") as client:
+            models = await client.models.list()
+            reply = await client.chat.completions.create(model="tiny", max_tokens=3, temperature=0,
+                                                         messages=[{"role": "user", "content": "hi"}])
+            return [m.id for m in models.data], reply
+
+    with llama_server({"tiny": gguf}, cfg, tmp_path / "server.log") as url:
+        assert url.startswith("http://127.0.0.1:")
+        port = int(url.split(":")[2].split("/")[0])
+        ids, reply = asyncio.run(ask(url))
+    assert ids == ["tiny"] and reply.usage.completion_tokens <= 3 and reply.choices[0].message.content is not None
+    assert not port_is_taken(port)  # stopped on exit
+    assert (tmp_path / "server.log").exists()
+
+
+def test_server_is_stopped_when_the_block_fails(tiny_gguf_file, tmp_path):
+    cfg, gguf = tiny_gguf_file
+    with pytest.raises(ZeroDivisionError):
+        with llama_server({"tiny": gguf}, cfg, tmp_path / "server.log") as url:
+            port = int(url.split(":")[2].split("/")[0])
+            1 / 0
+    assert not port_is_taken(port)
+
+
+def test_port_taken_missing_file_and_a_server_that_dies(tiny_gguf_file, tmp_path):
+    cfg, gguf = tiny_gguf_file
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(ServerError, match=f"Port {busy.getsockname()[1]} on 127.0.0.1 is already taken"):
+            with llama_server({"tiny": gguf}, cfg, tmp_path / "s.log", port=busy.getsockname()[1]):
+                pass
+    with pytest.raises(ServerError, match="Model file for 'ft' is missing.*Run notebook 03"):
+        with llama_server({"ft": tmp_path / "none.gguf"}, cfg, tmp_path / "s.log"):
+            pass
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf file")
+    with pytest.raises(ServerError, match="exited during start"):
+        with llama_server({"b": broken}, cfg, tmp_path / "s.log", timeout=60):
+            pass
+
+
+def test_free_port_is_free():
+    assert not port_is_taken(free_port())
