@@ -54,6 +54,7 @@ class CourseConfig:
     report_to: str = "none"  # "tensorboard" writes TensorBoard logs inside the run folder (pip install tensorboard)
     sweep_learning_rates: tuple = (3e-5, 1e-4, 3e-4)  # the "is my learning rate wrong?" sweep of notebook 02
     sweep_steps: int = 10  # steps per learning rate in that sweep
+    learning_curve_sizes: tuple = (48, 144)  # training sizes for the learning curve of notebook 04; () turns it off
     seed: int = 42
     threads: int = 0  # 0: every core of the machine
     # Few-shot (notebook 04)
@@ -77,6 +78,7 @@ class CourseConfig:
         self.run_dir = Path(self.run_dir)
         self.labels = tuple(self.labels)
         self.sweep_learning_rates = tuple(self.sweep_learning_rates)
+        self.learning_curve_sizes = tuple(self.learning_curve_sizes)
         if self.threads <= 0:
             self.threads = os.cpu_count() or 1
 
@@ -88,13 +90,13 @@ class CourseConfig:
 
 PROFILES = {
     # CI: every notebook in well under a minute — a tiny random model with the embedded tokenizer, a few steps.
-    "smoke": dict(model="embedded:tiny", train_size=48, eval_size=12, test_size=24, max_steps=4, ablation_steps=3, sweep_steps=2, batch_size=4,
+    "smoke": dict(model="embedded:tiny", train_size=48, eval_size=12, test_size=24, max_steps=4, ablation_steps=3, sweep_steps=2, learning_curve_sizes=(), batch_size=4,
                   logging_steps=1, eval_steps=2, lora_r=4, lora_alpha=8, max_length=128),
     # The default: SmolLM2-135M-Instruct on the Amazon snippets, the whole course aimed at ~10 minutes on 2 cores.
     "workshop": dict(),
     # The seed's setting: Qwen2.5-0.5B-Instruct from the Hub, bf16 on a GPU, more data and steps.
     "full": dict(model="Qwen/Qwen2.5-0.5B-Instruct", train_size=2400, eval_size=150, test_size=600, max_steps=600,
-                 batch_size=16, learning_rate=2e-4, eval_steps=50),
+                 batch_size=16, learning_rate=2e-4, eval_steps=50, learning_curve_sizes=(150, 600, 1200, 2400)),
 }
 
 

@@ -145,3 +145,45 @@ def evaluate_model(model, tokenizer, df, cfg: CourseConfig, method: str = "scori
         raise ValueError(f"method must be 'scoring' or 'generation', not {method!r}")
     return {**classification_metrics(df["label"], predicted, cfg.labels), "method": method,
             "reviews_per_second": speed, "predictions": predicted, **extra}
+
+
+def expected_calibration_error(probabilities, gold, labels, bins: int = 10) -> dict:
+    """How far confidence (the top probability) is from accuracy, over equal-width confidence bins.
+
+    Returns {"ece": float, "bins": [{"confidence", "accuracy", "count"}, ...]} (empty bins left out)."""
+    probs = np.asarray(probabilities, dtype=float)
+    confidence = probs.max(1)
+    correct = np.array([labels[i] == g for i, g in zip(probs.argmax(1), gold)], dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            conf, acc = confidence[inside].mean(), correct[inside].mean()
+            ece += inside.mean() * abs(acc - conf)
+            rows.append({"confidence": float(conf), "accuracy": float(acc), "count": int(inside.sum())})
+    return {"ece": float(ece), "bins": rows}
+
+
+def most_confident_mistakes(test_df, predictions, probabilities, labels, limit: int = 10):
+    """The test reviews the model got wrong, most confident first: text, gold, predicted, its probability, rating."""
+    import pandas as pd
+
+    probs = np.asarray(probabilities, dtype=float)
+    frame = pd.DataFrame({"text": list(test_df["text"]), "gold": list(test_df["label"]), "predicted": list(predictions),
+                          "probability": probs.max(1),
+                          "rating": list(test_df["rating"]) if "rating" in test_df else np.nan})
+    wrong = frame[frame["gold"] != frame["predicted"]]
+    return wrong.sort_values("probability", ascending=False, kind="stable").head(limit).reset_index(drop=True)
+
+
+def mistakes_near_threshold(test_df, predictions, threshold: float, margin: float = 0.5) -> dict:
+    """For graded data: how many mistakes have a mean rating within `margin` of the ±threshold label boundary."""
+    ratings = np.asarray(test_df["rating"], dtype=float)
+    wrong = np.array([g != p for g, p in zip(test_df["label"], predictions)])
+    near = np.abs(np.abs(ratings) - threshold) <= margin
+    graded = np.isfinite(ratings)
+    return {"mistakes": int(wrong.sum()), "graded_mistakes": int((wrong & graded).sum()),
+            "near_threshold": int((wrong & graded & near).sum()),
+            "share_of_test_near_threshold": float((near & graded).mean()) if graded.any() else None}

@@ -76,7 +76,8 @@ async def classify_async(client, backend: str, model: str, texts, cfg: CourseCon
                          shots=(), concurrency: int = 4, progress: bool = True) -> list[dict]:
     """Classify `texts` with chat completions (temperature 0, at most 5 tokens), `concurrency` at a time.
 
-    Each result: answer, label (or `invalid`), latency in seconds (0 for a cache hit), token usage, cached.
+    Each result: answer, label (or `invalid`), latency in seconds (as measured when the request was sent, also for
+    a cache hit), token usage, cached.
     Cached responses are reused; every new response is cached as soon as it arrives."""
     from openai import APIConnectionError, APIStatusError
     from tqdm.auto import tqdm
@@ -108,8 +109,7 @@ async def classify_async(client, backend: str, model: str, texts, cfg: CourseCon
         else:
             cached = True
         bar.update()
-        return {**hit, "label": parse_label(hit["answer"], cfg.labels), "cached": cached,
-                "latency": 0.0 if cached else hit["latency"]}
+        return {**hit, "label": parse_label(hit["answer"], cfg.labels), "cached": cached}
 
     try:
         return list(await asyncio.gather(*(one(t) for t in texts)))
@@ -157,11 +157,12 @@ def summarise(results: list[dict], gold, model: str, cfg: CourseConfig, wall_sec
     from helpers.evaluate import classification_metrics
 
     metrics = classification_metrics(gold, [r["label"] for r in results], cfg.labels)
-    latencies = [r["latency"] for r in results if not r["cached"]]
-    return {**metrics, "median_latency_s": statistics.median(latencies) if latencies else None,
-            "reviews_per_second": len(results) / wall_seconds if latencies else None,
+    cached = sum(r["cached"] for r in results)
+    return {**metrics, "median_latency_s": statistics.median(r["latency"] for r in results),
+            # throughput is measured only on a run that sent every request; a cached re-run says None
+            "reviews_per_second": None if cached else len(results) / wall_seconds,
             "cost_per_1000_usd": 1000 * cost_usd(results, model, cfg) / len(results),
-            "cached": sum(r["cached"] for r in results), "predictions": [r["label"] for r in results]}
+            "cached": cached, "predictions": [r["label"] for r in results]}
 
 
 def fewshot_verdict(results: list[dict]) -> str:

@@ -102,3 +102,31 @@ def plot_comparison(rows: list[dict], panels=FORMAT_PANELS, name_key: str = "for
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_reliability(calibrations: dict):
+    """Reliability diagram: accuracy against confidence per bin, one line per model, the diagonal = calibrated.
+    `calibrations` maps a name to `expected_calibration_error(...)`'s result."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
+    for name, cal in calibrations.items():
+        ax.plot([b["confidence"] for b in cal["bins"]], [b["accuracy"] for b in cal["bins"]], marker="o",
+                label=f"{name} (ECE {cal['ece']:.3f})")
+    ax.set(xlabel="confidence (top probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+           title="Reliability of label-scoring probabilities")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curve(points: list[dict]):
+    """Macro-F1 against the number of training examples, fine-tuned LLM and TF-IDF + LR on one plot."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    sizes = [p["size"] for p in points]
+    ax.plot(sizes, [p["llm_macro_f1"] for p in points], marker="o", label="fine-tuned LLM (LoRA, 1 epoch)")
+    ax.plot(sizes, [p["tfidf_macro_f1"] for p in points], marker="s", label="TF-IDF + logistic regression")
+    ax.set(xlabel="training examples", ylabel="macro-F1 (test)", title="Learning curve")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

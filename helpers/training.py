@@ -116,3 +116,28 @@ def folder_sizes(paths: dict) -> dict:
 def read_train_log(path: Path) -> list[dict]:
     """The rows a training run appended to its JSONL log (what survives a crash)."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def learning_curve(cfg: CourseConfig, train_df, test_df, sizes=None, progress: bool = False) -> list[dict]:
+    """Macro-F1 of the fine-tuned LLM (one epoch of LoRA) and of TF-IDF + logistic regression, each trained on the
+    same balanced subsets of the training split, for each size in `sizes` (default: cfg.learning_curve_sizes)."""
+    from helpers.baselines import tfidf_logreg
+    from helpers.data import balanced_sample, to_chat_records
+    from helpers.evaluate import classification_metrics, evaluate_model
+    from helpers.model import load_model
+
+    points = []
+    for size in sizes if sizes is not None else cfg.learning_curve_sizes:
+        subset = balanced_sample(train_df, size, cfg.labels, cfg.seed, min_per_class=1, source="learning curve")
+        records = to_chat_records(subset, cfg)
+        model, tokenizer = load_model(cfg)
+        steps = max(1, len(records) // cfg.batch_size)
+        trainer = make_trainer(cfg, model, tokenizer, records, output_dir=Path(cfg.run_dir) / f"curve_{size}",
+                               max_steps=steps, disable_tqdm=not progress)
+        train(trainer, len(records))
+        llm = evaluate_model(trainer.model, tokenizer, test_df, cfg, progress=progress)
+        tfidf = tfidf_logreg(subset, test_df, cfg.labels, cfg.seed)
+        points.append({"size": len(subset), "steps": steps, "llm_macro_f1": llm["macro_f1"],
+                       "tfidf_macro_f1": classification_metrics(test_df["label"], tfidf["predictions"],
+                                                                cfg.labels)["macro_f1"]})
+    return points

@@ -94,3 +94,27 @@ def test_evaluate_model_reports_both_methods(smollm2):
     assert m["invalid_rate"] == np.mean([p == INVALID for p in m["predictions"]])
     with pytest.raises(ValueError, match="method must be"):
         evaluate_model(model, tokenizer, df, cfg, method="vibes")
+
+
+def test_calibration_error_of_calibrated_and_of_confidently_wrong_probabilities():
+    from helpers.evaluate import expected_calibration_error
+
+    # 10 answers at confidence 0.8, 8 of them right: perfectly calibrated
+    probs = [[0.1, 0.1, 0.8]] * 10
+    gold = ["positive"] * 8 + ["negative"] * 2
+    assert expected_calibration_error(probs, gold, LABELS)["ece"] == pytest.approx(0.0)
+    wrong = expected_calibration_error([[1.0, 0.0, 0.0]] * 4, ["positive"] * 4, LABELS)
+    assert wrong["ece"] == pytest.approx(1.0) and wrong["bins"] == [{"confidence": 1.0, "accuracy": 0.0, "count": 4}]
+
+
+def test_mistakes_are_ordered_by_confidence_and_counted_near_the_threshold():
+    from helpers.evaluate import mistakes_near_threshold, most_confident_mistakes
+
+    df = pd.DataFrame({"text": list("abcd"), "label": ["positive", "negative", "neutral", "positive"],
+                       "rating": [1.1, -3.0, 0.2, 2.5]})
+    preds = ["neutral", "positive", "neutral", "negative"]
+    probs = [[0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1], [0.6, 0.2, 0.2]]
+    top = most_confident_mistakes(df, preds, probs, LABELS)
+    assert list(top["text"]) == ["b", "d", "a"] and list(top["probability"]) == [0.8, 0.6, 0.5]
+    counts = mistakes_near_threshold(df, preds, threshold=1.0, margin=0.5)
+    assert counts == {"mistakes": 3, "graded_mistakes": 3, "near_threshold": 1, "share_of_test_near_threshold": 0.25}

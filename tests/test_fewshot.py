@@ -93,6 +93,7 @@ def test_a_cache_hit_sends_no_second_request(flaky, cfg, tmp_path):
     sent = len(FlakyOpenAI.seen)
     again = classify(flaky, cfg, ResponseCache(tmp_path / "c.jsonl"))  # a fresh object reads the file
     assert len(FlakyOpenAI.seen) == sent and all(r["cached"] for r in again)
+    assert [r["latency"] for r in again] == [r["latency"] for r in ResponseCache(tmp_path / "c.jsonl").entries.values()]
     assert [r["label"] for r in again] == ["positive", "neutral", "positive", "neutral"]
 
 
@@ -139,6 +140,18 @@ def test_the_key_never_lands_in_a_written_file(flaky, cfg, tmp_path):
     written = [p for p in list(tmp_path.rglob("*")) + list(cfg.run_dir.rglob("*")) if p.is_file()]
     assert written and not any(FAKE_KEY in p.read_text(errors="ignore") for p in written)
     assert row["accuracy"] == 1.0 and row["cost_per_1000_usd"] == pytest.approx(1000 * (100 * 0.15 + 2 * 0.6) / 1e6)
+
+
+def test_summary_of_a_cached_rerun_keeps_latency_and_claims_no_throughput(cfg):
+    from helpers.fewshot import summarise
+
+    results = [{"label": "positive", "latency": 0.2, "cached": True, "prompt_tokens": 1, "completion_tokens": 1},
+               {"label": "negative", "latency": 0.4, "cached": False, "prompt_tokens": 1, "completion_tokens": 1}]
+    summary = summarise(results, ["positive", "neutral"], "local", cfg, wall_seconds=0.5)
+    assert summary["median_latency_s"] == pytest.approx(0.3) and summary["reviews_per_second"] is None
+    assert summary["cached"] == 1 and summary["accuracy"] == 0.5
+    fresh = summarise([{**r, "cached": False} for r in results], ["positive", "neutral"], "local", cfg, 0.5)
+    assert fresh["reviews_per_second"] == pytest.approx(4.0)
 
 
 def test_cost_uses_the_price_table_and_local_is_free(cfg):

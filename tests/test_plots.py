@@ -62,3 +62,22 @@ def test_comparison_by_method_skips_missing_values():
     fig = plot_comparison(rows, [("macro_f1", "macro-F1"), ("median_latency_s", "latency")], name_key="method")
     assert [p.get_height() for p in fig.axes[1].patches] == [0, 0.2]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b"]
+
+
+def test_reliability_diagram_has_the_diagonal_and_one_line_per_model():
+    from helpers.plots import plot_reliability
+
+    cal = {"ece": 0.1, "bins": [{"confidence": 0.5, "accuracy": 0.4, "count": 3}]}
+    fig = plot_reliability({"base": cal, "fine-tuned": cal})
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["perfectly calibrated", "base (ECE 0.100)", "fine-tuned (ECE 0.100)"]
+
+
+def test_learning_curve_plot_has_both_methods():
+    from helpers.plots import plot_learning_curve
+
+    fig = plot_learning_curve([{"size": 48, "llm_macro_f1": 0.4, "tfidf_macro_f1": 0.5},
+                               {"size": 144, "llm_macro_f1": 0.6, "tfidf_macro_f1": 0.55}])
+    lines = fig.axes[0].get_lines()
+    assert [list(line.get_xdata()) for line in lines] == [[48, 144], [48, 144]]
+    assert list(lines[0].get_ydata()) == [0.4, 0.6]
