@@ -102,8 +102,9 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict, progress: b
     return time.perf_counter() - start
 
 
-def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = ROOT / "runs") -> Path:
-    """Every notebook in order into a new run folder; stops at the first failure and says where to look."""
+def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = ROOT / "runs") -> tuple[Path, bool]:
+    """Every notebook in order into a new run folder; stops at the first failure and says where to look.
+    Returns (run folder, whether every notebook finished)."""
     run_dir = new_run_dir(profile, root)
     notebooks = notebooks or course_notebooks()
     print(f"Run folder: {run_dir}")
@@ -117,8 +118,8 @@ def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = R
             print(f"FAILED: {nb.name}: {where}{getattr(err, 'ename', type(err).__name__)}: "
                   f"{getattr(err, 'evalue', err)}\nThe executed notebook with the error is {out}; results so far "
                   f"stay in {run_dir}.")
-            raise SystemExit(1) from None
+            return run_dir, False
         print(f"[{i}/{len(notebooks)}] {nb.stem} done in {seconds:.0f} s", flush=True)
         merge_json(run_dir / nb.stem / "metrics.json", {"wall_seconds": round(seconds, 1)})
     print(f"Done. Results: {run_dir}")
-    return run_dir
+    return run_dir, True

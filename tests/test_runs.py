@@ -1,7 +1,6 @@
 import json
 
 import nbformat
-import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from helpers.runs import (course_notebooks, execute_notebook, load_metrics, new_run_dir, package_versions,
@@ -47,9 +46,8 @@ def test_run_course_stops_at_a_failure_and_keeps_what_finished(tmp_path, capsys)
                        "import pathlib; pathlib.Path(run_dir, '00_ok').mkdir(exist_ok=True); "
                        "pathlib.Path(run_dir, '00_ok', 'metrics.json').write_text('{}')")
     bad = make_notebook(tmp_path / "01_bad.ipynb", "profile = ''\nrun_dir = ''", "1 / 0")
-    with pytest.raises(SystemExit):
-        run_course("smoke", [ok, bad], root=tmp_path / "runs")
-    [run_dir] = (tmp_path / "runs").iterdir()
+    run_dir, finished = run_course("smoke", [ok, bad], root=tmp_path / "runs")
+    assert not finished and [run_dir] == list((tmp_path / "runs").iterdir())
     assert "wall_seconds" in json.loads((run_dir / "00_ok" / "metrics.json").read_text())
     assert (run_dir / "01_bad" / "01_bad.ipynb").exists()
     assert "FAILED: 01_bad.ipynb: cell [3], ZeroDivisionError: division by zero" in capsys.readouterr().out

@@ -1,0 +1,158 @@
+"""One report per run, built from the notebooks' metrics.json files (nothing is re-run): REPORT.md and REPORT.html.
+
+The report is a list of sections, each with prose, tables and figures; the same list renders to Markdown (figures
+as PNG files next to it) and to one self-contained HTML file (figures inline). A notebook that failed is named with
+its failing cell and error, and everything that did finish is kept.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from helpers.runs import load_metrics
+
+NOTEBOOK_TITLES = {"00_setup_and_data": "Data", "01_label_masking": "Label masking ablation",
+                   "02_logged_training": "Logged training", "03_gguf_quantization": "GGUF size, speed and accuracy",
+                   "04_few_shot_vs_finetuned": "Few-shot vs fine-tuned vs classic baselines"}
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return "" if value is None else str(value)
+
+
+def notebook_failure(executed: Path) -> dict | None:
+    """{"cell": execution count, "error": "Name: message"} for the first error output of an executed notebook."""
+    if not executed.exists():
+        return None
+    for cell in json.loads(executed.read_text()).get("cells", []):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return {"cell": cell.get("execution_count"), "error": f"{output.get('ename')}: {output.get('evalue')}"}
+    return None
+
+
+def _figure(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _sections(run_dir: Path, metrics: dict) -> list[dict]:
+    from helpers import plots
+
+    sections = []
+    first = next(iter(metrics.values()), {})
+    run_rows = [{"notebook": name, "wall seconds": m.get("wall_seconds"), "status": "done"} for name, m in metrics.items()]
+    for executed in sorted(Path(run_dir).glob("*/*.ipynb")):
+        failure = notebook_failure(executed)
+        if failure:
+            row = next((r for r in run_rows if r["notebook"] == executed.stem), None)
+            text = f"FAILED in cell [{failure['cell']}]: {failure['error']}"
+            if row:
+                row["status"] = text
+            else:
+                run_rows.append({"notebook": executed.stem, "wall seconds": None, "status": text})
+    config = first.get("config", {})
+    sections.append({"title": "Run", "text": [
+        f"Run folder `{Path(run_dir).name}`; profile `{config.get('profile')}`, model `{config.get('model')}`, data "
+        f"`{config.get('dataset')}`, seed {config.get('seed')}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())],
+        "tables": [run_rows], "figures": []})
+    if m := metrics.get("00_setup_and_data"):
+        sections.append({"title": NOTEBOOK_TITLES["00_setup_and_data"], "text": [
+            f"{m['rows']} labelled rows from {m['groups']} groups; class balance {m['class_balance']}; split sizes "
+            f"{m['split_sizes']}; {m['conflicting_texts']} texts with conflicting labels."], "tables": [],
+            "figures": [("class_balance", plots.plot_class_balance(m["split_balance"]))]})
+    if m := metrics.get("01_label_masking"):
+        rows = [{"run": arm, "accuracy": r["accuracy"], "macro-F1": r["macro_f1"], "steps": r["steps"],
+                 "train s": r["train_seconds"]} for arm, r in m["ablation"].items()]
+        sections.append({"title": NOTEBOOK_TITLES["01_label_masking"], "text": [m["verdict"]], "tables": [rows],
+                         "figures": [("ablation_loss", plots.plot_loss_curves(
+                             {arm: r["loss_history"] for arm, r in m["ablation"].items()}))]})
+    if m := metrics.get("02_logged_training"):
+        rows = [{"model": name, "accuracy": m[key]["accuracy"], "macro-F1": m[key]["macro_f1"],
+                 "invalid": m[key]["invalid_rate"], "reviews/s": m[key]["reviews_per_second"]}
+                for name, key in (("zero-shot base", "zero_shot"), ("fine-tuned (scoring)", "fine_tuned"),
+                                  ("fine-tuned (generation)", "fine_tuned_generation"))]
+        text = [f"Trained in {m['train_seconds']:.0f} s. Diagnosis: {' '.join(m['diagnosis']['advice'])}"]
+        if "calibration_ece" in m:
+            text.append("Expected calibration error: " + ", ".join(f"{k} {v:.3f}" for k, v in m["calibration_ece"].items()))
+        sections.append({"title": NOTEBOOK_TITLES["02_logged_training"], "text": text, "tables": [rows],
+                         "figures": [("loss_curve", plots.plot_training(m["log_history"])),
+                                     ("confusion_finetuned", plots.plot_confusion(m["fine_tuned"]["confusion"],
+                                                                                  "fine-tuned (scoring)"))]})
+    if m := metrics.get("03_gguf_quantization"):
+        rows = [{"format": r["format"], "size MB": r["size_mb"], "load s": r["load_seconds"],
+                 "reviews/s": r["reviews_per_second"], "accuracy": r["accuracy"], "macro-F1": r["macro_f1"],
+                 "changed vs HF": r["changed_vs_hf"]} for r in m["formats"]]
+        sections.append({"title": NOTEBOOK_TITLES["03_gguf_quantization"], "text": [m["verdict"]], "tables": [rows],
+                         "figures": [("formats", plots.plot_comparison(m["formats"]))]})
+    if m := metrics.get("04_few_shot_vs_finetuned"):
+        rows = [{"method": r["method"], "accuracy": r["accuracy"], "macro-F1": r["macro_f1"],
+                 "invalid": r["invalid_rate"], "median latency s": r.get("median_latency_s"),
+                 "reviews/s": r.get("reviews_per_second"), "$ per 1000": r.get("cost_per_1000_usd"),
+                 "size MB": r.get("size_mb")} for r in m["results"]]
+        figures = [("methods", plots.plot_comparison(m["results"], [("accuracy", "accuracy"), ("macro_f1", "macro-F1")],
+                                                     name_key="method"))]
+        if m.get("learning_curve"):
+            figures.append(("learning_curve", plots.plot_learning_curve(m["learning_curve"])))
+        sections.append({"title": NOTEBOOK_TITLES["04_few_shot_vs_finetuned"], "text": [m["verdict"]],
+                         "tables": [rows], "figures": figures})
+    return sections
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def build_report(run_dir: Path) -> tuple[Path, Path]:
+    """Write REPORT.md (figures in report_figures/) and a self-contained REPORT.html into the run folder."""
+    run_dir = Path(run_dir)
+    sections = _sections(run_dir, load_metrics(run_dir))
+    figures_dir = run_dir / "report_figures"
+    figures_dir.mkdir(exist_ok=True)
+    md = [f"# Report: {run_dir.name}"]
+    body = [f"<h1>Report: {html.escape(run_dir.name)}</h1>"]
+    for section in sections:
+        md.append(f"\n## {section['title']}\n")
+        body.append(f"<h2>{html.escape(section['title'])}</h2>")
+        for paragraph in section["text"]:
+            md.append(paragraph + "\n")
+            body.append(f"<p>{html.escape(paragraph)}</p>")
+        for table in section["tables"]:
+            md.append(_markdown_table(table) + "\n")
+            body.append(_html_table(table))
+        for name, fig in section["figures"]:
+            png = _figure(fig)
+            (figures_dir / f"{name}.png").write_bytes(png)
+            md.append(f"![{name}](report_figures/{name}.png)\n")
+            body.append(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+    md_path, html_path = run_dir / "REPORT.md", run_dir / "REPORT.html"
+    md_path.write_text("\n".join(md))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;margin:8px 0}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
+    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_dir.name)}"
+                         f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
+    return md_path, html_path

@@ -1,0 +1,40 @@
+import json
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+from helpers.report import build_report, notebook_failure
+from helpers.runs import record_metrics
+
+
+def fake_run(cfg):
+    record_metrics(cfg, "00_setup_and_data", rows=10, groups=4, class_balance={"negative": 3, "neutral": 3, "positive": 4},
+                   split_sizes={"train": 6, "eval": 2, "test": 2}, conflicting_texts=1,
+                   split_balance={"train": {"negative": 2, "neutral": 2, "positive": 2},
+                                  "test": {"negative": 1, "neutral": 0, "positive": 1}}, wall_seconds=7.0)
+    arm = {"accuracy": 0.6, "macro_f1": 0.55, "steps": 3, "train_seconds": 1.0, "loss_history": [(1, 2.0), (2, 1.0)]}
+    record_metrics(cfg, "01_label_masking", ablation={"masked": arm, "unmasked": {**arm, "accuracy": 0.5}},
+                   verdict="masking helped (test verdict)")
+    nb = new_notebook(cells=[new_code_cell("1/0", execution_count=4, outputs=[
+        new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])])])
+    (cfg.run_dir / "02_logged_training").mkdir(parents=True)
+    nbformat.write(nb, cfg.run_dir / "02_logged_training" / "02_logged_training.ipynb")
+
+
+def test_report_has_each_finished_section_and_names_the_failed_cell(cfg):
+    fake_run(cfg)
+    md_path, html_path = build_report(cfg.run_dir)
+    md = md_path.read_text()
+    assert "## Data" in md and "## Label masking ablation" in md and "## Logged training" not in md
+    assert "masking helped (test verdict)" in md and "| masked | 0.600 | 0.550 | 3 | 1.000 |" in md
+    assert "| 02_logged_training |  | FAILED in cell [4]: ZeroDivisionError: division by zero |" in md
+    assert (cfg.run_dir / "report_figures" / "ablation_loss.png").read_bytes()[:4] == b"\x89PNG"
+    page = html_path.read_text()
+    assert page.count("data:image/png;base64,") == 2 and "FAILED in cell [4]" in page and "src=\"report_figures" not in page
+
+
+def test_notebook_failure_is_none_for_a_clean_or_missing_notebook(tmp_path):
+    assert notebook_failure(tmp_path / "missing.ipynb") is None
+    path = tmp_path / "ok.ipynb"
+    path.write_text(json.dumps(new_notebook(cells=[new_code_cell("1", outputs=[])])))
+    assert notebook_failure(path) is None
