@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.config import CourseConfig
-from helpers.evaluate import classification_metrics
+from helpers.evaluate import classification_metrics, fine_tuned_margin
 
 VADER_THRESHOLD = 0.05  # VADER's documented cut-offs: compound >= 0.05 positive, <= -0.05 negative
 
@@ -81,22 +81,15 @@ def vader(test: pd.DataFrame, threshold: float = VADER_THRESHOLD) -> dict:
 
 def run_baselines(cfg: CourseConfig, train: pd.DataFrame, test: pd.DataFrame) -> list[dict]:
     """The three baselines on the same test reviews, scored like every other method in the course."""
-    runs = {"majority class": majority_class(train, test, cfg.labels),
-            "VADER (rules, no training)": vader(test),
-            "TF-IDF + logistic regression": tfidf_logreg(train, test, cfg.labels, cfg.seed)}
+    runs = dict(zip(BASELINES, (majority_class(train, test, cfg.labels), vader(test),
+                                tfidf_logreg(train, test, cfg.labels, cfg.seed))))
     return [{"method": name, **run, **classification_metrics(test["label"], run["predictions"], cfg.labels),
              "cost_per_1000_usd": 0.0, "median_latency_s": None} for name, run in runs.items()]
 
 
+BASELINES = ("majority class", "VADER (rules, no training)", "TF-IDF + logistic regression")
+
+
 def baseline_verdict(rows: list[dict]) -> str:
     """By how much the best fine-tuned method beats (or does not beat) the best classic baseline, in macro-F1."""
-    classic = [r for r in rows if r["method"] in ("majority class", "VADER (rules, no training)",
-                                                   "TF-IDF + logistic regression")]
-    tuned = [r for r in rows if r["method"].startswith("fine-tuned")]
-    if not classic or not tuned:
-        return "Nothing to compare: the table needs a classic baseline and a fine-tuned row."
-    best_classic, best_tuned = (max(group, key=lambda r: r["macro_f1"]) for group in (classic, tuned))
-    margin = best_tuned["macro_f1"] - best_classic["macro_f1"]
-    return (f"The best fine-tuned model ({best_tuned['method']}, macro-F1 {best_tuned['macro_f1']:.3f}) "
-            f"{'beat' if margin > 0 else 'did not beat'} the best classic baseline ({best_classic['method']}, "
-            f"{best_classic['macro_f1']:.3f}): {margin:+.3f} macro-F1.")
+    return fine_tuned_margin(rows, [r for r in rows if r["method"] in BASELINES], "classic baseline")

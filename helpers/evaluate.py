@@ -187,3 +187,15 @@ def mistakes_near_threshold(test_df, predictions, threshold: float, margin: floa
     return {"mistakes": int(wrong.sum()), "graded_mistakes": int((wrong & graded).sum()),
             "near_threshold": int((wrong & graded & near).sum()),
             "share_of_test_near_threshold": float((near & graded).mean()) if graded.any() else None}
+
+
+def fine_tuned_margin(rows: list[dict], rivals: list[dict], rival_kind: str) -> str:
+    """One sentence: did the best fine-tuned row beat the best of `rivals` (e.g. "few-shot prompt"), by how much?"""
+    tuned = [r for r in rows if r["method"].startswith("fine-tuned")]
+    if not rivals or not tuned:
+        return f"Nothing to compare: the table needs a {rival_kind} row and a fine-tuned row."
+    best_rival, best_tuned = (max(group, key=lambda r: r["macro_f1"]) for group in (rivals, tuned))
+    margin = best_tuned["macro_f1"] - best_rival["macro_f1"]
+    return (f"The best fine-tuned model ({best_tuned['method']}, macro-F1 {best_tuned['macro_f1']:.3f}) "
+            f"{'beat' if margin > 0 else 'did not beat'} the best {rival_kind} ({best_rival['method']}, "
+            f"{best_rival['macro_f1']:.3f}): {margin:+.3f} macro-F1.")

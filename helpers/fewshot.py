@@ -19,7 +19,7 @@ import pandas as pd
 
 from helpers.config import CourseConfig
 from helpers.data import prompt_messages
-from helpers.evaluate import parse_label
+from helpers.evaluate import fine_tuned_margin, parse_label
 
 
 def pick_shots(train_df: pd.DataFrame, cfg: CourseConfig) -> list[tuple[str, str]]:
@@ -167,12 +167,4 @@ def summarise(results: list[dict], gold, model: str, cfg: CourseConfig, wall_sec
 
 def fewshot_verdict(results: list[dict]) -> str:
     """One sentence: did the best fine-tuned method beat the best few-shot prompt, and by how much (macro-F1)?"""
-    fewshot = [r for r in results if r.get("shots")]
-    tuned = [r for r in results if r["method"].startswith("fine-tuned")]
-    if not fewshot or not tuned:
-        return "Nothing to compare: the table needs a few-shot row and a fine-tuned row."
-    best_fewshot, best_tuned = (max(rows, key=lambda r: r["macro_f1"]) for rows in (fewshot, tuned))
-    margin = best_tuned["macro_f1"] - best_fewshot["macro_f1"]
-    return (f"The best fine-tuned model ({best_tuned['method']}, macro-F1 {best_tuned['macro_f1']:.3f}) "
-            f"{'beat' if margin > 0 else 'did not beat'} the best few-shot prompt ({best_fewshot['method']}, "
-            f"{best_fewshot['macro_f1']:.3f}): {margin:+.3f} macro-F1.")
+    return fine_tuned_margin(results, [r for r in results if r.get("shots")], "few-shot prompt")

@@ -118,3 +118,11 @@ def test_mistakes_are_ordered_by_confidence_and_counted_near_the_threshold():
     assert list(top["text"]) == ["b", "d", "a"] and list(top["probability"]) == [0.8, 0.6, 0.5]
     counts = mistakes_near_threshold(df, preds, threshold=1.0, margin=0.5)
     assert counts == {"mistakes": 3, "graded_mistakes": 3, "near_threshold": 1, "share_of_test_near_threshold": 0.25}
+
+
+def test_fine_tuned_margin_needs_both_sides():
+    from helpers.evaluate import fine_tuned_margin
+
+    rows = [{"method": "fine-tuned a", "macro_f1": 0.5}, {"method": "other", "macro_f1": 0.6}]
+    assert fine_tuned_margin(rows, [], "few-shot prompt").startswith("Nothing to compare: the table needs a few-shot")
+    assert fine_tuned_margin(rows, rows[1:], "rival").endswith("did not beat the best rival (other, 0.600): -0.100 macro-F1.")
