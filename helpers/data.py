@@ -110,14 +110,19 @@ def read_labelled_file(path: str | Path, text_column: str, label_column: str, la
         df = pd.DataFrame(rows)
     else:
         df = pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
+    return _finish(_select_columns(df, str(path), text_column, label_column), str(path), labels)
+
+
+def _select_columns(df: pd.DataFrame, source: str, text_column: str, label_column: str) -> pd.DataFrame:
+    """The text and label columns renamed to text/label (and a `group` column if there is one), or one clear error."""
     missing = [c for c in (text_column, label_column) if c not in df.columns]
     if missing:
-        raise DataError(f"{path}: no column {', '.join(map(repr, missing))}. Columns found: "
+        raise DataError(f"{source}: no column {', '.join(map(repr, missing))}. Columns found: "
                         f"{', '.join(map(str, df.columns))}. Set text_column= and label_column= to the right names.")
     out = df[[text_column, label_column]].rename(columns={text_column: "text", label_column: "label"})
     if "group" in df.columns and "group" not in (text_column, label_column):
         out["group"] = df["group"].astype(str)
-    return _finish(out, str(path), labels)
+    return out
 
 
 def _finish(df: pd.DataFrame, source: str, labels: tuple) -> pd.DataFrame:
@@ -165,11 +170,7 @@ def _load_hub(name: str, cfg: CourseConfig) -> pd.DataFrame:
     except Exception as err:  # offline, unknown name, gated: all need the same advice
         raise DataError(f"Could not load {name!r} from the Hugging Face Hub ({type(err).__name__}). It needs the "
                         f"internet; offline, use dataset='amazon', 'tweets' or a local CSV/JSONL file.") from None
-    df = ds.to_pandas()
-    missing = [c for c in (cfg.text_column, cfg.label_column) if c not in df.columns]
-    if missing:
-        raise DataError(f"hub:{name}: no column {', '.join(missing)}; columns: {', '.join(df.columns)}.")
-    out = df[[cfg.text_column, cfg.label_column]].rename(columns={cfg.text_column: "text", cfg.label_column: "label"})
+    out = _select_columns(ds.to_pandas(), f"hub:{name}", cfg.text_column, cfg.label_column)
     if pd.api.types.is_integer_dtype(out["label"]):
         names = ds.features[cfg.label_column].names
         out["label"] = [names[i] for i in out["label"]]

@@ -11,13 +11,9 @@ import numpy as np
 
 from helpers.config import CourseConfig
 from helpers.data import Splits, to_chat_records
+from helpers.training import train_fresh, train_losses
 
 PLATEAU = 0.5  # answer-only loss above this after the first stretch means the model is not learning the task
-
-
-def train_losses(log_history: list[dict]) -> list[tuple[int, float]]:
-    """(step, loss) of the training rows of a Trainer log history."""
-    return [(row["step"], float(row["loss"])) for row in log_history if "loss" in row and "step" in row]
 
 
 def diagnose(log_history: list[dict], conflicting_texts: int = 0, batch_size: int | None = None,
@@ -54,15 +50,8 @@ def diagnose(log_history: list[dict], conflicting_texts: int = 0, batch_size: in
 def lr_sweep(cfg: CourseConfig, splits: Splits, out_dir: Path, progress: bool = False) -> dict:
     """Train a fresh adapter for `cfg.sweep_steps` steps at each of `cfg.sweep_learning_rates`.
     Returns {learning_rate: [(step, loss), ...]}."""
-    from helpers.model import load_model
-    from helpers.training import make_trainer, train
-
     records = to_chat_records(splits.train, cfg)
-    curves = {}
-    for lr in cfg.sweep_learning_rates:
-        model, tokenizer = load_model(cfg)
-        trainer = make_trainer(cfg, model, tokenizer, records, output_dir=Path(out_dir) / f"sweep_{lr:g}",
-                               learning_rate=lr, max_steps=cfg.sweep_steps, logging_steps=1,
-                               warmup_steps=0, disable_tqdm=not progress)
-        curves[lr] = train_losses(train(trainer, len(records))["log_history"])
-    return curves
+    return {lr: train_losses(train_fresh(cfg, records, Path(out_dir) / f"sweep_{lr:g}", progress=progress,
+                                         learning_rate=lr, max_steps=cfg.sweep_steps, logging_steps=1,
+                                         warmup_steps=0)[1]["log_history"])
+            for lr in cfg.sweep_learning_rates}

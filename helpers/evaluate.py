@@ -42,8 +42,13 @@ def score_labels(model, tokenizer, texts, cfg: CourseConfig, batch_size: int = 1
             out.append(_label_logprobs(model, tokenizer, prompts, label_ids, torch))
     finally:
         tokenizer.padding_side = side
-    logp = np.concatenate(out) if out else np.zeros((0, len(cfg.labels)))
-    probs = np.exp(logp - logp.max(axis=1, keepdims=True))
+    return normalise_rows(np.concatenate(out) if out else np.zeros((0, len(cfg.labels))))
+
+
+def normalise_rows(log_scores) -> np.ndarray:
+    """Softmax over each row: log-probabilities (or logits) of the labels -> probabilities that sum to 1."""
+    scores = np.asarray(log_scores, dtype=float)
+    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
     return probs / probs.sum(axis=1, keepdims=True)
 
 

@@ -142,10 +142,7 @@ def read_gguf_metadata(path: Path) -> dict:
 
     def field(name):
         f = reader.fields.get(name)
-        if f is None:
-            return None
-        value = f.contents()
-        return value
+        return None if f is None else f.contents()
 
     arch = field("general.architecture")
     tokens = reader.fields.get("tokenizer.ggml.tokens")
@@ -165,11 +162,9 @@ def read_gguf_metadata(path: Path) -> dict:
 
 def load_gguf(path: Path, cfg: CourseConfig, n_ctx: int = 512):
     """A llama.cpp model on the CPU with the machine's threads; logits of every position kept for label scoring."""
-    try:
-        import llama_cpp
-    except ImportError:
-        llama_cpp_version()  # raises the install message
-        raise
+    llama_cpp_version()  # the install message if the bindings are missing
+    import llama_cpp
+
     path = Path(path)
     if not path.exists():
         raise GGUFError(f"{path}: no such GGUF file. Run the conversion steps of notebook 03 first.")
@@ -181,8 +176,9 @@ def load_gguf(path: Path, cfg: CourseConfig, n_ctx: int = 512):
                         f"release? Re-run the conversion.") from None
 
 
-def _prompt_tokens(llm, tokenizer_text: str) -> list[int]:
-    return llm.tokenize(tokenizer_text.encode(), add_bos=False, special=True)
+def _prompt_tokens(llm, prompt: str) -> list[int]:
+    """llama.cpp's tokens for a chat-templated prompt (special tokens such as <|im_start|> parsed, no extra BOS)."""
+    return llm.tokenize(prompt.encode(), add_bos=False, special=True)
 
 
 def _next_token_logits(llm, tokens: list[int]):
@@ -206,7 +202,7 @@ def classify_gguf(llm, tokenizer, texts, cfg: CourseConfig, method: str = "scori
     import numpy as np
     from tqdm.auto import tqdm
 
-    from helpers.evaluate import label_token_ids, parse_label, prompt_text
+    from helpers.evaluate import label_token_ids, normalise_rows, parse_label, prompt_text
 
     ids = label_token_ids(tokenizer, cfg.labels)
     if any(len(i) != 1 for i in ids):
@@ -217,9 +213,7 @@ def classify_gguf(llm, tokenizer, texts, cfg: CourseConfig, method: str = "scori
     for text in tqdm(list(texts), desc=f"llama.cpp {method}", disable=not progress, unit="review"):
         tokens = _prompt_tokens(llm, prompt_text(tokenizer, text, cfg))
         if method == "scoring":
-            logits = np.asarray(_next_token_logits(llm, tokens), dtype=np.float64)[first]
-            p = np.exp(logits - logits.max())
-            out.append(p / p.sum())
+            out.append(np.asarray(_next_token_logits(llm, tokens), dtype=np.float64)[first])
         elif method == "generation":
             answer = []
             for token in llm.generate(tokens, temp=0.0, top_k=1):  # reuses the shared prefix by itself
@@ -231,7 +225,7 @@ def classify_gguf(llm, tokenizer, texts, cfg: CourseConfig, method: str = "scori
             raise ValueError(f"method must be 'scoring' or 'generation', not {method!r}")
     speed = len(out) / max(time.perf_counter() - start, 1e-9)
     if method == "scoring":
-        probs = np.array(out).reshape(-1, len(cfg.labels))
+        probs = normalise_rows(np.array(out).reshape(-1, len(cfg.labels)))
         return [cfg.labels[i] for i in probs.argmax(1)], probs, speed
     return [parse_label(a, cfg.labels) for a in out], out, speed
 

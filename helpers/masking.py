@@ -138,23 +138,19 @@ def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progr
     Returns {"masked": {...}, "unmasked": {...}} with accuracy, macro-F1, the loss history and the train time.
     Each arm's log rows land in `out_dir/train_log_<arm>.jsonl` as they are written."""
     from helpers.evaluate import evaluate_model
-    from helpers.model import load_model
-    from helpers.training import make_trainer, train
+    from helpers.training import train_fresh, train_losses  # training imports this module's guard
 
     records = to_chat_records(splits.train, cfg)
     results = {}
     for arm, masked in (("masked", True), ("unmasked", False)):
-        model, tokenizer = load_model(cfg)
-        trainer = make_trainer(cfg, model, tokenizer, records, output_dir=Path(out_dir) / f"trainer_{arm}",
-                               completion_only_loss=masked, log_path=Path(out_dir) / f"train_log_{arm}.jsonl",
-                               max_steps=cfg.ablation_steps, disable_tqdm=not progress)
-        run = train(trainer, len(records), expect="answer" if masked else "all")
-        metrics = evaluate_model(trainer.model, tokenizer, splits.test, cfg, progress=progress)
-        losses = [(row["step"], row["loss"]) for row in run["log_history"] if "loss" in row]
+        trainer, run = train_fresh(cfg, records, Path(out_dir) / f"trainer_{arm}", expect="answer" if masked else "all",
+                                   progress=progress, completion_only_loss=masked, max_steps=cfg.ablation_steps,
+                                   log_path=Path(out_dir) / f"train_log_{arm}.jsonl")
+        metrics = evaluate_model(trainer.model, trainer.processing_class, splits.test, cfg, progress=progress)
         results[arm] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"],
                         "confusion": metrics["confusion"], "train_seconds": run["train_seconds"],
-                        "steps": cfg.ablation_steps, "loss_history": losses}
-        del trainer, model
+                        "steps": cfg.ablation_steps, "loss_history": train_losses(run["log_history"])}
+        del trainer
     return results
 
 

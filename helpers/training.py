@@ -75,12 +75,29 @@ def make_trainer(cfg: CourseConfig, model, tokenizer, train_records, eval_record
                       callbacks=callbacks)
 
 
-def prepared_dataset(cfg: CourseConfig, records, **sft_extra):
-    """The records as SFTTrainer prepares them (input_ids, labels): what it would train on, on a fresh base model."""
+def fresh_trainer(cfg: CourseConfig, records, output_dir: Path, **trainer_extra):
+    """An SFTTrainer with a new LoRA adapter on a freshly loaded base model (every run starts from the same weights)."""
     from helpers.model import load_model
 
     model, tokenizer = load_model(cfg)
-    return make_trainer(cfg, model, tokenizer, records, output_dir=Path(cfg.run_dir) / "prepared", **sft_extra).train_dataset
+    return make_trainer(cfg, model, tokenizer, records, output_dir=output_dir, **trainer_extra)
+
+
+def prepared_dataset(cfg: CourseConfig, records, **sft_extra):
+    """The records as SFTTrainer prepares them (input_ids, labels): what it would train on, on a fresh base model."""
+    return fresh_trainer(cfg, records, Path(cfg.run_dir) / "prepared", **sft_extra).train_dataset
+
+
+def train_fresh(cfg: CourseConfig, records, output_dir: Path, expect: str = "answer", progress: bool = False,
+                **trainer_extra):
+    """Train a new adapter on a freshly loaded base model: (trainer, run) with run as `train` returns it."""
+    trainer = fresh_trainer(cfg, records, output_dir, disable_tqdm=not progress, **trainer_extra)
+    return trainer, train(trainer, len(records), expect=expect)
+
+
+def train_losses(log_history: list[dict]) -> list[tuple[int, float]]:
+    """(step, loss) of the training rows of a Trainer log history (eval and summary rows left out)."""
+    return [(row["step"], float(row["loss"])) for row in log_history if "loss" in row and "step" in row]
 
 
 def train(trainer, source_rows: int, expect: str = "answer") -> dict:
@@ -124,18 +141,14 @@ def learning_curve(cfg: CourseConfig, train_df, test_df, sizes=None, progress: b
     from helpers.baselines import tfidf_logreg
     from helpers.data import balanced_sample, to_chat_records
     from helpers.evaluate import classification_metrics, evaluate_model
-    from helpers.model import load_model
 
     points = []
     for size in sizes if sizes is not None else cfg.learning_curve_sizes:
         subset = balanced_sample(train_df, size, cfg.labels, cfg.seed, min_per_class=1, source="learning curve")
-        records = to_chat_records(subset, cfg)
-        model, tokenizer = load_model(cfg)
-        steps = max(1, len(records) // cfg.batch_size)
-        trainer = make_trainer(cfg, model, tokenizer, records, output_dir=Path(cfg.run_dir) / f"curve_{size}",
-                               max_steps=steps, disable_tqdm=not progress)
-        train(trainer, len(records))
-        llm = evaluate_model(trainer.model, tokenizer, test_df, cfg, progress=progress)
+        steps = max(1, len(subset) // cfg.batch_size)
+        trainer, _ = train_fresh(cfg, to_chat_records(subset, cfg), Path(cfg.run_dir) / f"curve_{size}",
+                                 progress=progress, max_steps=steps)
+        llm = evaluate_model(trainer.model, trainer.processing_class, test_df, cfg, progress=progress)
         tfidf = tfidf_logreg(subset, test_df, cfg.labels, cfg.seed)
         points.append({"size": len(subset), "steps": steps, "llm_macro_f1": llm["macro_f1"],
                        "tfidf_macro_f1": classification_metrics(test_df["label"], tfidf["predictions"],

@@ -1,16 +1,12 @@
 import math
 
-from helpers.diagnostics import diagnose, lr_sweep, train_losses
+from helpers.diagnostics import diagnose, lr_sweep
 from helpers.data import prepare_splits
 
 
 def history(losses):
     return [{"step": 5 * (i + 1), "loss": loss, "learning_rate": 1e-4} for i, loss in enumerate(losses)] + [
         {"step": 5 * len(losses), "eval_loss": 1.0}, {"step": 5 * len(losses), "train_runtime": 1.0}]
-
-
-def test_train_losses_skip_eval_and_summary_rows():
-    assert train_losses(history([2.0, 1.0])) == [(5, 2.0), (10, 1.0)]
 
 
 def test_a_healthy_curve_needs_nothing():

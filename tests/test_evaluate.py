@@ -126,3 +126,10 @@ def test_fine_tuned_margin_needs_both_sides():
     rows = [{"method": "fine-tuned a", "macro_f1": 0.5}, {"method": "other", "macro_f1": 0.6}]
     assert fine_tuned_margin(rows, [], "few-shot prompt").startswith("Nothing to compare: the table needs a few-shot")
     assert fine_tuned_margin(rows, rows[1:], "rival").endswith("did not beat the best rival (other, 0.600): -0.100 macro-F1.")
+
+
+def test_normalise_rows_is_a_stable_softmax():
+    from helpers.evaluate import normalise_rows
+
+    probs = normalise_rows([[0.0, 0.0, 0.0], [1000.0, 0.0, -1000.0]])
+    assert np.allclose(probs[0], 1 / 3) and probs[1].tolist() == [1.0, 0.0, 0.0]

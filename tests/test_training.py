@@ -6,7 +6,7 @@ import torch
 from helpers.data import prepare_splits, to_chat_records
 from helpers.model import load_model
 from helpers.training import (build_lora_config, build_sft_config, folder_sizes, make_trainer, read_train_log,
-                              save_adapter_and_merged, train)
+                              save_adapter_and_merged, train, train_losses)
 
 
 @pytest.fixture
@@ -84,3 +84,9 @@ def test_learning_curve_gives_one_point_per_size(cfg):
     assert [p["size"] for p in points] == [6, 12] and [p["steps"] for p in points] == [1, 3]
     assert all(0 <= p["llm_macro_f1"] <= 1 and 0 <= p["tfidf_macro_f1"] <= 1 for p in points)
     assert cfg.learning_curve_sizes == () and learning_curve(cfg, None, None) == []  # off in smoke: no data touched
+
+
+def test_train_losses_skip_eval_and_summary_rows():
+    log = [{"step": 5, "loss": 2.0}, {"step": 5, "eval_loss": 1.5}, {"step": 10, "loss": 1.0},
+           {"step": 10, "train_runtime": 3.0, "train_loss": 1.5}]
+    assert train_losses(log) == [(5, 2.0), (10, 1.0)]
