@@ -34,15 +34,24 @@ def score_labels(model, tokenizer, texts, cfg: CourseConfig, batch_size: int = 1
     import torch
 
     label_ids = label_token_ids(tokenizer, cfg.labels)
+    prompts = [prompt_text(tokenizer, t, cfg) for t in texts]
+    out = np.zeros((len(prompts), len(cfg.labels)))
+    for rows, batch in length_sorted_batches(tokenizer, prompts, batch_size, "label scoring", progress):
+        out[rows] = _label_logprobs(model, tokenizer, batch, label_ids, torch)
+    return normalise_rows(out)
+
+
+def length_sorted_batches(tokenizer, prompts, batch_size: int, desc: str, progress: bool):
+    """(row indices, prompts) batches of similar lengths, so that left padding wastes little compute; the tokenizer
+    pads on the left meanwhile (the last position is then the next token for every row)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    out = []
     try:
-        for start in tqdm(range(0, len(texts), batch_size), desc="label scoring", disable=not progress, unit="batch"):
-            prompts = [prompt_text(tokenizer, t, cfg) for t in texts[start:start + batch_size]]
-            out.append(_label_logprobs(model, tokenizer, prompts, label_ids, torch))
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
+            rows = order[start:start + batch_size]
+            yield rows, [prompts[i] for i in rows]
     finally:
         tokenizer.padding_side = side
-    return normalise_rows(np.concatenate(out) if out else np.zeros((0, len(cfg.labels))))
 
 
 def normalise_rows(log_scores) -> np.ndarray:
@@ -93,18 +102,16 @@ def generate_answers(model, tokenizer, texts, cfg: CourseConfig, max_new_tokens:
     """Greedy answers of at most `max_new_tokens` tokens, batched with left padding."""
     import torch
 
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    answers = []
-    try:
-        for start in tqdm(range(0, len(texts), batch_size), desc="generation", disable=not progress, unit="batch"):
-            prompts = [prompt_text(tokenizer, t, cfg) for t in texts[start:start + batch_size]]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            with torch.inference_mode():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
-            answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
+    prompts = [prompt_text(tokenizer, t, cfg) for t in texts]
+    answers = [""] * len(prompts)
+    for rows, batch in length_sorted_batches(tokenizer, prompts, batch_size, "generation", progress):
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        for row, answer in zip(rows, tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                                            skip_special_tokens=True)):
+            answers[row] = answer
     return answers
 
 

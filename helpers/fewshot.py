@@ -142,6 +142,22 @@ async def run_backend(name: str, base_url: str | None, api_key: str, model: str,
     return {"backend": name, "model": model, "shots": len(shots), **summary}
 
 
+async def run_local_models(served: dict, runs, test_df: pd.DataFrame, cfg: CourseConfig, cache: ResponseCache,
+                           log_path: Path) -> list[dict]:
+    """One llama.cpp server on 127.0.0.1 for the {alias: GGUF path} files in `served`, and one result row per
+    (alias, shots, method) in `runs`. Cached answers are keyed by the file's content hash, never by its name."""
+    from helpers.gguf import file_fingerprint
+    from helpers.serve import llama_server
+
+    rows = []
+    with llama_server(served, cfg, log_path) as base_url:
+        for alias, shots, method in runs:
+            row = await run_backend(f"llama.cpp:{file_fingerprint(served[alias])}", base_url, "local", alias,
+                                    test_df, cfg, cache, shots)
+            rows.append({**row, "method": method, "size_mb": Path(served[alias]).stat().st_size / 1e6})
+    return rows
+
+
 def cost_usd(results: list[dict], model: str, cfg: CourseConfig) -> float:
     """Token usage x the price table in the config; local models cost $0."""
     price = cfg.prices_per_million_tokens.get(model)

@@ -160,8 +160,9 @@ def read_gguf_metadata(path: Path) -> dict:
     }
 
 
-def load_gguf(path: Path, cfg: CourseConfig, n_ctx: int = 512):
-    """A llama.cpp model on the CPU with the machine's threads; logits of every position kept for label scoring."""
+def load_gguf(path: Path, cfg: CourseConfig, n_ctx: int = 2048):
+    """A llama.cpp model on the CPU with the machine's threads. Only the last position's logits are computed (that is
+    all label scoring reads), which spares the 49k-wide output layer on every prompt token."""
     llama_cpp_version()  # the install message if the bindings are missing
     import llama_cpp
 
@@ -169,8 +170,8 @@ def load_gguf(path: Path, cfg: CourseConfig, n_ctx: int = 512):
     if not path.exists():
         raise GGUFError(f"{path}: no such GGUF file. Run the conversion steps of notebook 03 first.")
     try:
-        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=cfg.threads, n_batch=n_ctx,
-                               logits_all=True, seed=cfg.seed, verbose=False)
+        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=cfg.threads, n_batch=512,
+                               logits_all=False, seed=cfg.seed, verbose=False)
     except (ValueError, RuntimeError) as err:
         raise GGUFError(f"llama.cpp could not load {path} ({err}). Is it a complete GGUF file from this llama.cpp "
                         f"release? Re-run the conversion.") from None
@@ -183,6 +184,8 @@ def _prompt_tokens(llm, prompt: str) -> list[int]:
 
 def _next_token_logits(llm, tokens: list[int]):
     """Evaluate `tokens`, reusing the KV cache of the longest prefix shared with the previous prompt."""
+    import numpy as np
+
     keep = 0
     for a, b in zip(llm.input_ids[:llm.n_tokens], tokens[:-1]):
         if a != b:
@@ -190,7 +193,8 @@ def _next_token_logits(llm, tokens: list[int]):
         keep += 1
     llm.n_tokens = keep
     llm.eval(tokens[keep:])
-    return llm.scores[llm.n_tokens - 1]
+    # Without logits_all the binding keeps no scores: read the last position's logits from the context itself.
+    return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).copy()
 
 
 def classify_gguf(llm, tokenizer, texts, cfg: CourseConfig, method: str = "scoring", progress: bool = True):

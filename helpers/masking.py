@@ -146,7 +146,8 @@ def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progr
         trainer, run = train_fresh(cfg, records, Path(out_dir) / f"trainer_{arm}", expect="answer" if masked else "all",
                                    progress=progress, completion_only_loss=masked, max_steps=cfg.ablation_steps,
                                    log_path=Path(out_dir) / f"train_log_{arm}.jsonl")
-        metrics = evaluate_model(trainer.model, trainer.processing_class, splits.test, cfg, progress=progress)
+        merged = trainer.model.merge_and_unload()  # the same predictions as the adapter, and faster to evaluate
+        metrics = evaluate_model(merged, trainer.processing_class, splits.test, cfg, progress=progress)
         results[arm] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"],
                         "confusion": metrics["confusion"], "train_seconds": run["train_seconds"],
                         "steps": cfg.ablation_steps, "loss_history": train_losses(run["log_history"])}

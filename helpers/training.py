@@ -7,6 +7,7 @@ training, the masking guard checks which tokens carry loss.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -30,17 +31,26 @@ def build_sft_config(cfg: CourseConfig, output_dir: Path, completion_only_loss: 
     from trl import SFTConfig
 
     device, _ = pick_device()
+    steps = extra.get("max_steps", cfg.max_steps)
     settings = dict(
         output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
-        warmup_steps=max(1, cfg.max_steps // 10), logging_steps=cfg.logging_steps, logging_first_step=True,
+        warmup_steps=max(1, steps // 10), logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if with_eval else "no", eval_steps=cfg.eval_steps, save_strategy="no",
         report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed, bf16=device == "cuda", use_cpu=device == "cpu",
         max_length=cfg.max_length, completion_only_loss=completion_only_loss, gradient_checkpointing=False,
         dataloader_num_workers=0, dataset_num_proc=None,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        # Under torchrun with several processes on CPUs, DDP needs gloo (NCCL is GPU-only); on GPUs the default NCCL.
+        ddp_backend="gloo" if device == "cpu" and world_size() > 1 else None,
     )
     settings.update(extra)
     return SFTConfig(**settings)
+
+
+def world_size() -> int:
+    """Processes training together: 1, or what torchrun / accelerate launch set in WORLD_SIZE."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -52,6 +62,8 @@ class JsonlLogCallback(TrainerCallback):
         self.path.write_text("")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # one log per run, however many processes train
+            return
         with self.path.open("a") as f:
             f.write(json.dumps({"step": state.global_step, **(logs or {})}) + "\n")
 
@@ -112,7 +124,8 @@ def train(trainer, source_rows: int, expect: str = "answer") -> dict:
 
 def save_adapter_and_merged(trainer, out_dir: Path) -> dict:
     """Save the LoRA adapter, then merge it into the (16/32-bit, never 4-bit) base and save the merged model.
-    Returns {"adapter": path, "merged": path}. Merging changes the model in place: evaluate before you call this."""
+    Returns {"adapter": path, "merged": path}. Merging changes `trainer.model` in place: afterwards it is the merged
+    model (the same logits to ~1e-6, and faster, with no LoRA layers beside the projections)."""
     out_dir = Path(out_dir)
     adapter, merged = out_dir / "adapter", out_dir / "merged"
     trainer.model.save_pretrained(adapter)
@@ -135,22 +148,32 @@ def read_train_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def learning_curve(cfg: CourseConfig, train_df, test_df, sizes=None, progress: bool = False) -> list[dict]:
+def learning_curve(cfg: CourseConfig, train_df, test_df, sizes=None, progress: bool = False,
+                   known: dict | None = None) -> list[dict]:
     """Macro-F1 of the fine-tuned LLM (one epoch of LoRA) and of TF-IDF + logistic regression, each trained on the
-    same balanced subsets of the training split, for each size in `sizes` (default: cfg.learning_curve_sizes)."""
+    same balanced subsets of the training split, for each size in `sizes` (default: cfg.learning_curve_sizes).
+    `known` = {size: LLM macro-F1} reuses runs already made with these settings (notebook 02 trains one epoch on the
+    whole training split): that point is added, or not retrained, at no cost."""
     from helpers.baselines import tfidf_logreg
     from helpers.data import balanced_sample, to_chat_records
     from helpers.evaluate import classification_metrics, evaluate_model
 
-    points = []
-    for size in sizes if sizes is not None else cfg.learning_curve_sizes:
+    points, known = [], dict(known or {})
+    sizes = list(sizes if sizes is not None else cfg.learning_curve_sizes)
+    if not sizes:
+        return points
+    for size in sorted(set(sizes) | set(known)):
         subset = balanced_sample(train_df, size, cfg.labels, cfg.seed, min_per_class=1, source="learning curve")
         steps = max(1, len(subset) // cfg.batch_size)
-        trainer, _ = train_fresh(cfg, to_chat_records(subset, cfg), Path(cfg.run_dir) / f"curve_{size}",
-                                 progress=progress, max_steps=steps)
-        llm = evaluate_model(trainer.model, trainer.processing_class, test_df, cfg, progress=progress)
+        if size in known:
+            llm_f1 = known[size]
+        else:
+            trainer, _ = train_fresh(cfg, to_chat_records(subset, cfg), Path(cfg.run_dir) / f"curve_{size}",
+                                     progress=progress, max_steps=steps)
+            llm_f1 = evaluate_model(trainer.model.merge_and_unload(), trainer.processing_class, test_df, cfg,
+                                    progress=progress)["macro_f1"]
         tfidf = tfidf_logreg(subset, test_df, cfg.labels, cfg.seed)
-        points.append({"size": len(subset), "steps": steps, "llm_macro_f1": llm["macro_f1"],
+        points.append({"size": len(subset), "steps": steps, "llm_macro_f1": llm_f1, "reused": size in known,
                        "tfidf_macro_f1": classification_metrics(test_df["label"], tfidf["predictions"],
                                                                 cfg.labels)["macro_f1"]})
     return points

@@ -1,3 +1,4 @@
+import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
@@ -78,6 +79,9 @@ def test_one_pass_scoring_matches_a_full_forward_and_the_multi_token_path(smollm
 
 def test_scoring_agrees_with_generation_where_generation_is_valid(smollm2):
     cfg, model, tokenizer = smollm2
+    # The untrained model rarely answers with a bare label to the course's terse prompt; a wordier one gets some.
+    cfg = dataclasses.replace(cfg, system_prompt="Classify the review's sentiment. Answer with one word: positive, "
+                                                 "negative or neutral.")
     generated, answers, _ = classify_by_generation(model, tokenizer, REVIEWS, cfg, progress=False)
     scored, _, _ = classify_by_scoring(model, tokenizer, REVIEWS, cfg, progress=False)
     valid = [(g, s) for g, s in zip(generated, scored) if g != INVALID]

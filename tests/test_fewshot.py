@@ -8,7 +8,7 @@ import pytest
 
 from helpers.data import prepare_splits
 from helpers.fewshot import (ResponseCache, build_messages, classify_async, cost_usd, fewshot_verdict, make_client,
-                             openai_key, pick_shots, run_backend)
+                             openai_key, pick_shots, run_backend, run_local_models)
 
 FAKE_KEY = "test-key-never-written-0123456789"
 
@@ -164,3 +164,22 @@ def test_verdict_names_the_margin():
     rows = [{"method": "base 5-shot", "shots": 5, "macro_f1": 0.37}, {"method": "fine-tuned x", "macro_f1": 0.68}]
     assert fewshot_verdict(rows) == ("The best fine-tuned model (fine-tuned x, macro-F1 0.680) beat the best few-shot "
                                      "prompt (base 5-shot, 0.370): +0.310 macro-F1.")
+
+
+def test_local_models_run_behind_one_real_server_one_row_per_run(cfg, tmp_path):
+    from pathlib import Path
+
+    from helpers.gguf import convert_to_gguf
+    from helpers.model import resolve_model
+
+    gguf = convert_to_gguf(cfg, Path(resolve_model(cfg)), tmp_path / "tiny.gguf")
+    df = pd.DataFrame({"text": ["Works well.", "Broke at once."], "label": ["positive", "negative"]})
+    cache = ResponseCache(tmp_path / "responses.jsonl")
+    runs = [("tiny", (), "0-shot"), ("tiny", [("Nice.", "positive")], "1-shot")]
+    rows = asyncio.run(run_local_models({"tiny": gguf}, runs, df, cfg, cache, tmp_path / "server.log"))
+    assert [r["method"] for r in rows] == ["0-shot", "1-shot"]
+    assert all(r["n"] == 2 and r["cached"] == 0 for r in rows)
+    assert rows[0]["size_mb"] == pytest.approx(gguf.stat().st_size / 1e6)
+    assert (tmp_path / "server.log").exists()
+    again = asyncio.run(run_local_models({"tiny": gguf}, runs, df, cfg, cache, tmp_path / "server.log"))
+    assert [r["cached"] for r in again] == [2, 2] and [r["predictions"] for r in again] == [r["predictions"] for r in rows]

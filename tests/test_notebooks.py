@@ -47,3 +47,19 @@ def test_notebook_runs_headless_and_reproduces(notebook, run_dir, tmp_path):
                             "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(out)],
                            capture_output=True, text=True, cwd=notebook.parent)
     assert nbval.returncode == 0, nbval.stdout[-3000:]
+
+
+def test_the_train_command_twin_gives_the_notebook_s_metrics(run_dir, tmp_path):
+    """`python -m helpers train` and notebook 02, same profile and seed: the same losses, predictions and scores."""
+    if not (run_dir / "02_logged_training" / "metrics.json").exists():
+        pytest.skip("notebook 02 did not run in this session")
+    notebook = json.loads((run_dir / "02_logged_training" / "metrics.json").read_text())
+    result = subprocess.run([sys.executable, "-m", "helpers", "train", "--profile", "smoke", "--run-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    twin = json.loads((tmp_path / "02_logged_training" / "metrics.json").read_text())
+    assert twin["test_predictions"] == notebook["test_predictions"]
+    for key in ("accuracy", "macro_f1"):
+        assert twin["fine_tuned"][key] == notebook["fine_tuned"][key]
+    losses = [[row["loss"] for row in m["log_history"] if "loss" in row] for m in (twin, notebook)]
+    assert losses[0] and losses[0] == pytest.approx(losses[1], rel=1e-4)

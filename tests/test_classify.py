@@ -1,0 +1,319 @@
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import classify
+from helpers.classify import ClassifyError, classify_file, find_model, load_classifier
+
+ADDED = ["row", "predicted_label", "p_negative", "p_neutral", "p_positive"]
+
+
+@pytest.fixture
+def cfg(cfg):
+    """The smoke profile on one thread: these tests share the machine."""
+    cfg.threads = 1
+    return cfg
+
+
+@pytest.fixture
+def hf_model(cfg):
+    from helpers.model import resolve_model
+
+    return Path(resolve_model(cfg))
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    """The tiny model converted to f16 and quantized to Q4_K_M by llama.cpp's own tools."""
+    from helpers.config import make_config
+    from helpers.gguf import convert_to_gguf, quantize_gguf
+    from helpers.model import resolve_model
+
+    folder = tmp_path_factory.mktemp("gguf")
+    cfg = make_config("smoke", run_dir=folder)
+    f16 = convert_to_gguf(cfg, Path(resolve_model(cfg)), folder / "tiny-f16.gguf")
+    return quantize_gguf(f16, folder / "tiny-q4_k_m.gguf")
+
+
+class Calls(list):
+    fail_after = None
+
+
+@pytest.fixture
+def asked(monkeypatch):
+    """Every batch of texts the model is asked to label. With `asked.fail_after = n` the model breaks after n
+    batches, like a run that dies half-way."""
+    real = classify.load_classifier
+    calls = Calls()
+
+    def load(cfg, path):
+        probabilities = real(cfg, path)
+
+        def counted(texts):
+            if calls.fail_after is not None and len(calls) >= calls.fail_after:
+                raise RuntimeError("the model broke")
+            calls.append(list(texts))
+            return probabilities(texts)
+        return counted
+
+    monkeypatch.setattr(classify, "load_classifier", load)
+    return calls
+
+
+def read_output(path):
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def errors_of(summary):
+    return [(int(r["row"]), r["reason"]) for r in read_output(summary["errors"])]
+
+
+def check_labels(rows, cfg):
+    for r in rows:
+        p = np.array([float(r[f"p_{label}"]) for label in cfg.labels])
+        assert abs(p.sum() - 1) < 2e-4 and r["predicted_label"] == cfg.labels[p.argmax()]
+
+
+REVIEWS = ["Great value, works as described", "It broke after\na week.", "Café ☕ — fine, I guess",
+           "Terrible support", "Five stars!"]
+
+
+def test_csv_with_the_hf_model_keeps_every_column_and_adds_label_and_probabilities(cfg, write, hf_model):
+    from helpers.evaluate import score_labels
+    from helpers.model import load_model
+
+    lines = ["id,text,stars"] + [f'{i},"{t}",{i % 5}' for i, t in enumerate(REVIEWS, 1)]
+    path = write("reviews.csv", b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")  # BOM, as Excel saves it
+    summary = classify_file(cfg, path, model_path=hf_model, batch_size=2, progress=False)
+
+    assert summary["output"] == path.with_name("reviews.labelled.csv") and summary["model"] == hf_model
+    assert (summary["rows_labelled"], summary["rows_skipped"], summary["bad_rows"]) == (5, 0, 0)
+    assert sum(summary["label_counts"].values()) == 5 and summary["reviews_per_second"] > 0
+    rows = read_output(summary["output"])
+    assert list(rows[0]) == ["id", "text", "stars"] + ADDED
+    assert [(r["id"], r["text"], r["stars"], r["row"]) for r in rows] == [
+        (str(i), t, str(i % 5), str(i)) for i, t in enumerate(REVIEWS, 1)]
+    check_labels(rows, cfg)
+    model, tokenizer = load_model(cfg, hf_model)
+    expected = score_labels(model, tokenizer, REVIEWS, cfg, progress=False)
+    got = np.array([[float(r[f"p_{label}"]) for label in cfg.labels] for r in rows])
+    assert np.abs(got - expected).max() <= 5e-5  # the model's own probabilities, rounded to 4 decimals
+    assert read_output(summary["errors"]) == []
+
+
+def test_jsonl_with_a_q4_k_m_gguf_keeps_every_field(cfg, write, tiny_gguf):
+    from helpers.gguf import classify_gguf, load_gguf
+    from helpers.model import load_tokenizer
+
+    records = [{"id": i, "text": t, "meta": {"tags": ["a", "ü"], "score": None}} for i, t in enumerate(REVIEWS)]
+    path = write("reviews.ndjson", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    out = path.with_name("custom.ndjson")
+    summary = classify_file(cfg, path, output_path=out, model_path=tiny_gguf, batch_size=3, progress=False)
+
+    assert summary["output"] == out and summary["rows_labelled"] == 5
+    rows = read_output(out)
+    assert [{k: r[k] for k in ("id", "text", "meta")} for r in rows] == records
+    assert list(rows[0]) == ["id", "text", "meta"] + ADDED and [r["row"] for r in rows] == [1, 2, 3, 4, 5]
+    check_labels(rows, cfg)
+    _, expected, _ = classify_gguf(load_gguf(tiny_gguf, cfg), load_tokenizer(cfg), REVIEWS, cfg, progress=False)
+    got = np.array([[r[f"p_{label}"] for label in cfg.labels] for r in rows])
+    assert np.abs(got - expected).max() <= 5e-5
+
+
+def test_bad_csv_rows_are_reported_with_their_row_numbers_and_the_rest_labelled(cfg, write, hf_model):
+    path = write("in.csv", b"\ntext,id\nfine product,1\n,2\n\"   \",3\ncaf\xe9 au lait,4\n\nlovely,5\nx,6,extra\nok,7\n")
+    summary = classify_file(cfg, path, model_path=hf_model, batch_size=2, progress=False)
+
+    assert [int(r["row"]) for r in read_output(summary["output"])] == [1, 5, 7]  # the blank line is not a row
+    assert errors_of(summary) == [(2, "empty text"), (3, "empty text"),
+                                  (4, "not valid utf-8 text (re-save the file as utf-8)"),
+                                  (6, "3 fields but the header has 2")]
+    assert (summary["rows_labelled"], summary["bad_rows"]) == (3, 4)
+
+
+def test_bad_jsonl_lines_are_reported_with_their_row_numbers_and_the_rest_labelled(cfg, write, hf_model):
+    lines = [b'{"text": "fine"}', b'{"text": "broken', b'{"title": "no text"}', b"[1, 2]", b'{"text": ""}',
+             b'{"text": "caf\xe9"}', b'{"text": 5}', b"", b'{"text": "good", "text2": null}']
+    path = write("in.jsonl", b"\n".join(lines))  # no line break after the last line either
+    summary = classify_file(cfg, path, model_path=hf_model, progress=False)
+
+    rows = read_output(summary["output"])
+    assert [(r["row"], r["text"]) for r in rows] == [(1, "fine"), (8, "good")] and rows[1]["text2"] is None
+    assert errors_of(summary) == [(2, "not valid JSON (Unterminated string starting at)"), (3, "no field 'text'"),
+                                  (4, "not a JSON object"), (5, "empty text"),
+                                  (6, "not valid utf-8 text (re-save the file as utf-8)"),
+                                  (7, "field 'text' is not a string")]
+
+
+def test_a_review_too_long_for_the_gguf_context_is_reported_and_the_rest_labelled(cfg, write, tiny_gguf):
+    path = write("in.csv", "text\ngood\n" + "word " * 2500 + "\nbad\n")  # more tokens than load_gguf's n_ctx
+    summary = classify_file(cfg, path, model_path=tiny_gguf, batch_size=3, progress=False)
+
+    assert [r["text"] for r in read_output(summary["output"])] == ["good", "bad"]
+    [(row, reason)] = errors_of(summary)
+    assert row == 2 and "longer than the model's context" in reason
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_an_interrupted_run_resumes_without_relabelling_anything(cfg, write, hf_model, asked, suffix):
+    texts = [f"review number {i}" for i in range(1, 9)]
+    texts[1] = " "  # row 2: a bad row, reported in the first run
+    if suffix == ".csv":
+        path = write("in.csv", "text\n" + "".join(f"{t}\n" for t in texts))
+    else:
+        path = write("in.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in texts))
+    asked.fail_after = 1
+    with pytest.raises(RuntimeError, match="the model broke"):  # a broken model stops the run
+        classify_file(cfg, path, model_path=hf_model, batch_size=2, progress=False)
+    out = path.with_name("in.labelled" + suffix)
+    assert [int(r["row"]) for r in read_output(out)] == [1, 3] and asked == [[texts[0], texts[2]]]
+
+    asked.clear()
+    asked.fail_after = None
+    summary = classify_file(cfg, path, model_path=hf_model, batch_size=2, progress=False)
+    assert asked == [texts[3:5], texts[5:7], texts[7:]]  # nothing labelled twice
+    assert (summary["rows_labelled"], summary["rows_skipped"], summary["bad_rows"]) == (5, 3, 0)
+    rows = read_output(out)
+    assert [int(r["row"]) for r in rows] == [1, 3, 4, 5, 6, 7, 8] and [r["text"] for r in rows] == texts[:1] + texts[2:]
+    check_labels(rows, cfg)
+    assert errors_of(summary) == [(2, "empty text")]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_half_written_last_row_is_cut_off_and_labelled_again(cfg, write, hf_model, asked, suffix):
+    texts = ["first", "second", "third\nhas two lines", "fourth", "fifth"]
+    if suffix == ".csv":
+        path = write("in.csv", "text\n" + "".join(f'"{t}"\n' for t in texts))
+    else:
+        path = write("in.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = classify_file(cfg, path, model_path=hf_model, progress=False)["output"]
+    complete = out.read_bytes()
+    # A crash in the middle of row 3: for the CSV, just after the line break inside its text.
+    cut = complete.index(b"third\n") + 6 if suffix == ".csv" else complete.index(b'"third') + 9
+    out.write_bytes(complete[:cut])
+
+    asked.clear()
+    summary = classify_file(cfg, path, model_path=hf_model, progress=False)
+    assert asked == [texts[2:]] and summary["rows_skipped"] == 2
+    rows = read_output(out)
+    assert [int(r["row"]) for r in rows] == [1, 2, 3, 4, 5] and [r["text"] for r in rows] == texts
+    assert out.read_bytes() == complete  # the same file as an uninterrupted run (the model is deterministic)
+
+
+def test_a_finished_output_is_not_labelled_again(cfg, write, hf_model, asked):
+    path = write("in.csv", "text\nfine\n,\nbad\n")
+    classify_file(cfg, path, model_path=hf_model, progress=False)
+    asked.clear()
+    summary = classify_file(cfg, path, model_path=hf_model, progress=False)
+    assert asked == [] and (summary["rows_labelled"], summary["rows_skipped"], summary["bad_rows"]) == (0, 3, 0)
+    assert len(read_output(summary["output"])) == 2 and len(read_output(summary["errors"])) == 1
+
+
+def test_unusable_files_fail_before_any_work_with_a_helpful_message(cfg, write, tmp_path, monkeypatch):
+    def no_model(*args):
+        raise AssertionError("the model was loaded for a file that cannot be labelled")
+    monkeypatch.setattr(classify, "load_classifier", no_model)
+
+    def fails(path, match, **kwargs):
+        with pytest.raises(ClassifyError, match=match):
+            classify_file(cfg, path, model_path=tmp_path, progress=False, **kwargs)
+        assert not path.with_name(path.stem + ".labelled" + path.suffix).exists()
+
+    fails(write("a.csv", "review,stars\ngood,5\n"),
+          r"a\.csv: no column 'text'\. Columns found: review, stars\. Name the text column with --text-column")
+    fails(write("b.jsonl", '{"review": "good"}\n'), r"no field 'text'\. Fields found in the first record: review\.")
+    fails(write("c.csv", ""), r"c\.csv: the file is empty\. It needs a header row")
+    fails(write("d.jsonl", "\n  \n"), r"d\.jsonl: the file is empty\. It needs one JSON object per line")
+    fails(write("e.txt", "text\ngood\n"), r"e\.txt: unknown file type '\.txt'\. Use a \.csv file .* or a \.jsonl")
+    fails(tmp_path / "missing.csv", r"missing\.csv: no such file")
+    fails(write("f.csv", "text,predicted_label\ngood,positive\n"),
+          r"already has the output column\(s\) predicted_label\. Columns found: text, predicted_label")
+    fails(write("g.csv", "text\ngood\n"), "would overwrite the input", output_path=tmp_path / "g.csv")
+    fails(write("g2.csv", "text\ngood\n"), r"input's format; give it the suffix \.csv",
+          output_path=tmp_path / "g2.jsonl")
+    other = write("h.labelled.csv", "id,text,row,predicted_label\n")
+    with pytest.raises(ClassifyError, match=r"h\.labelled\.csv exists but was not written for this input"):
+        classify_file(cfg, write("h.csv", "text\ngood\n"), model_path=tmp_path, progress=False)
+    assert other.read_text() == "id,text,row,predicted_label\n"  # left alone
+
+
+def test_the_text_column_option(cfg, write, hf_model):
+    path = write("in.csv", "review,stars\ngood,5\n")
+    summary = classify_file(cfg, path, model_path=hf_model, text_column="review", progress=False)
+    assert [(r["review"], r["row"]) for r in read_output(summary["output"])] == [("good", "1")]
+
+
+def test_a_missing_model_or_a_folder_that_is_no_model_is_named(cfg, write, tmp_path):
+    path = write("in.csv", "text\ngood\n")
+    with pytest.raises(ClassifyError, match=r"nope\.gguf: no such file or folder\. Pass a \.gguf file, a Hugging Face"):
+        classify_file(cfg, path, model_path=tmp_path / "nope.gguf", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ClassifyError, match=r"empty: not a model\. .*adapter_config\.json"):
+        load_classifier(cfg, tmp_path / "empty")
+
+
+def test_find_model_takes_the_newest_course_run(cfg, tmp_path):
+    def run(name, finished=True):
+        folder = tmp_path / name / "03_gguf_quantization"
+        folder.mkdir(parents=True)
+        if finished:
+            (folder / "model-Q4_K_M.gguf").write_bytes(b"GGUF")
+        return folder / "model-Q4_K_M.gguf"
+
+    with pytest.raises(ClassifyError, match=r"No trained model found.*Run `make course` first, or pass a model path"):
+        find_model(cfg, tmp_path)
+    run("bench"), run("lab-smoke"), run("20240101-090000-workshop")
+    newest = run("20250102-120000-smoke-1")
+    run("20250102-120000-smoke"), run("20260101-000000-smoke", finished=False)  # still running: no GGUF yet
+    assert find_model(cfg, tmp_path) == newest
+    with pytest.raises(ClassifyError, match="make course"):
+        find_model(cfg, tmp_path / "nothing-here")
+
+
+def test_a_course_gguf_uses_its_run_tokenizer_and_is_the_default_model(cfg, write, tiny_gguf, tmp_path, monkeypatch):
+    import shutil
+
+    from helpers.model import load_tokenizer
+
+    gguf = tmp_path / "20250101-000000-smoke" / "03_gguf_quantization" / "model-Q4_K_M.gguf"
+    gguf.parent.mkdir(parents=True)
+    shutil.copy(tiny_gguf, gguf)
+    seen = []
+    monkeypatch.setattr(classify, "load_tokenizer", lambda cfg, source=None: seen.append(source) or load_tokenizer(cfg))
+    load_classifier(cfg, gguf)
+    merged = gguf.parents[1] / "02_logged_training" / "merged"
+    load_tokenizer(cfg).save_pretrained(merged)
+    monkeypatch.setattr(classify, "find_model", lambda cfg: gguf)
+    summary = classify_file(cfg, write("in.csv", "text\ngood\n"), progress=False)
+    assert seen == [None, merged] and summary["model"] == gguf and summary["rows_labelled"] == 1
+
+
+def test_a_lora_adapter_folder_loads_on_the_base_model_and_labels(cfg, write, tmp_path):
+    import torch
+    from peft import get_peft_model
+
+    from helpers.evaluate import score_labels
+    from helpers.model import load_model
+    from helpers.training import build_lora_config
+
+    model, tokenizer = load_model(cfg)
+    base = score_labels(model, tokenizer, REVIEWS, cfg, progress=False)
+    peft_model = get_peft_model(model, build_lora_config(cfg))
+    torch.manual_seed(0)
+    with torch.no_grad():  # a fresh LoRA B is zero (no change at all): give the adapter something to change
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    adapted = score_labels(peft_model.eval(), tokenizer, REVIEWS, cfg, progress=False)
+    peft_model.save_pretrained(tmp_path / "adapter")
+
+    got = load_classifier(cfg, tmp_path / "adapter")(REVIEWS)
+    assert np.abs(got - adapted).max() < 1e-5 and np.abs(got - base).max() > 1e-3
+    summary = classify_file(cfg, write("in.csv", "text\ngood\n"), model_path=tmp_path / "adapter", progress=False)
+    check_labels(read_output(summary["output"]), cfg)

@@ -1,0 +1,85 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers.cli import COMMANDS, build_parser, config_from
+from helpers.config import ROOT, CourseConfig
+from helpers.model import resolve_model
+
+
+def run_cli(*args, timeout=600, runner=(sys.executable, "-m", "helpers")):
+    return subprocess.run([*runner, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def test_every_command_has_help_that_lists_every_knob_with_its_default():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == set(COMMANDS)
+    for name, sub in commands.items():
+        text = " ".join(sub.format_help().split())
+        for knob in ("--max-steps", "--learning-rate", "--lora-r", "--system-prompt", "--seed", "--threads"):
+            assert knob in text, (name, knob)
+        assert "default: 60 (smoke: 4, full: 600)" in text  # max_steps: its default and each profile's value
+        assert "--group-by-length | --no-group-by-length" in text
+
+
+def test_help_runs_as_a_module():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "classify" in result.stdout and "serve" in result.stdout
+    result = run_cli("classify", "--help")
+    assert result.returncode == 0 and "--trained" in result.stdout and "--text-column" in result.stdout
+
+
+def test_only_the_options_given_override_the_profile(tmp_path):
+    args = build_parser().parse_args(["train", "--profile", "smoke", "--max-steps", "7", "--sweep-learning-rates",
+                                      "1e-4", "2e-4", "--no-group-by-length", "--system-prompt", "Say it."])
+    cfg = config_from(args, tmp_path)
+    assert (cfg.max_steps, cfg.sweep_learning_rates, cfg.group_by_length) == (7, (1e-4, 2e-4), False)
+    assert cfg.system_prompt == "Say it." and cfg.train_size == 48 and cfg.model == "embedded:tiny"  # smoke's own
+    assert cfg.run_dir == tmp_path
+    default = config_from(build_parser().parse_args(["train"]), tmp_path)
+    assert default.max_steps == CourseConfig().max_steps and default.profile == "workshop"
+
+
+def test_classify_labels_a_csv_and_a_bad_file_is_one_clear_message(tmp_path):
+    reviews = tmp_path / "mine.csv"
+    reviews.write_text("id,text\n1,Great battery.\n2,\n3,Broke after a day.\n")
+    result = run_cli("classify", reviews, "--profile", "smoke", "--trained", resolve_model_dir())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 rows labelled" in result.stdout and "1 bad rows" in result.stdout
+    rows = list(csv.DictReader((tmp_path / "mine.labelled.csv").open()))
+    assert [r["id"] for r in rows] == ["1", "3"]
+    assert all(abs(sum(float(r[f"p_{lab}"]) for lab in ("negative", "neutral", "positive")) - 1) < 1e-3 for r in rows)
+    result = run_cli("classify", reviews, "--profile", "smoke", "--trained", resolve_model_dir(),
+                     "--text-column", "review")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error:") and "'review'" in result.stderr and "id, text" in result.stderr
+
+
+def resolve_model_dir():
+    from helpers.config import make_config
+
+    return resolve_model(make_config("smoke"))
+
+
+def test_training_runs_unchanged_under_torchrun_with_two_processes(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"  # installed with torch, beside this Python
+    result = run_cli("train", "--profile", "smoke", "--run-dir", tmp_path, "--max-steps", "2",
+                     runner=(torchrun, "--nproc_per_node", "2", "-m", "helpers"))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "process 1 of 2 done" in result.stdout
+    metrics = json.loads((tmp_path / "02_logged_training" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "02_logged_training" / "train_log.jsonl").open()]
+    train_steps = [row["step"] for row in rows if "loss" in row]
+    assert train_steps == [1, 2]  # one log, written by the first process only (two would repeat every row)
+    from peft import PeftModel
+
+    from helpers.config import make_config
+    from helpers.model import load_model
+
+    base, _ = load_model(make_config("smoke"))
+    model = PeftModel.from_pretrained(base, tmp_path / "02_logged_training" / "adapter")
+    assert any("lora_A" in name for name, _ in model.named_parameters())
