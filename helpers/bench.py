@@ -29,7 +29,7 @@ def allocator() -> str:
     return next((name for name in ("tcmalloc", "jemalloc") if name in preload), "glibc")
 
 
-def matmul_peak(threads: int, size: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(threads: int, size: int = 2048, repeats: int = 10) -> float:
     """The best fp32 FLOP/s of `size` x `size` matrix products with torch on `threads` threads."""
     import torch
 
@@ -224,6 +224,8 @@ def run_bench(cfg: CourseConfig, course: bool = False, run_dir: Path | None = No
         results["matmul_peak_flops"] = matmul_peak(cfg.threads)
     if "training" in parts:
         results["training"] = training_throughput(cfg, steps=steps, progress=progress)
+    if "matmul" in parts:  # a shared machine's peak drifts: measure it again and keep the higher (the harder bar)
+        results["matmul_peak_flops"] = max(results["matmul_peak_flops"], matmul_peak(cfg.threads))
     if "inference" in parts:
         model_dir, gguf = bench_models(cfg, run_dir, Path(cfg.run_dir))
         results["inference"] = inference_throughput(cfg, model_dir, gguf, prepare_splits(cfg).test, progress)

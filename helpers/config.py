@@ -46,7 +46,7 @@ class CourseConfig:
     max_length: int = 256  # tokens per example; the masking guard stops training if an answer would be cut off
     # Training
     max_steps: int = 60
-    ablation_steps: int = 15  # per arm of the masking ablation (notebook 01), the same for both arms
+    ablation_steps: int = 20  # per arm of the masking ablation (notebook 01), the same for both arms
     batch_size: int = 8
     group_by_length: bool = True  # batches of similar lengths: less padding, so fewer wasted tokens per step
     learning_rate: float = 3e-4
@@ -57,10 +57,10 @@ class CourseConfig:
     eval_steps: int = 30
     report_to: str = "none"  # "tensorboard" writes TensorBoard logs inside the run folder (pip install tensorboard)
     sweep_learning_rates: tuple = (3e-5, 1e-4, 3e-4)  # the "is my learning rate wrong?" sweep of notebook 02
-    sweep_steps: int = 4  # steps per learning rate in that sweep
+    sweep_steps: int = 3  # steps per learning rate in that sweep
     # Training sizes for the learning curve of notebook 04 (one epoch each; the whole training split comes free from
     # notebook 02); () turns it off
-    learning_curve_sizes: tuple = (96,)
+    learning_curve_sizes: tuple = (48,)
     seed: int = 42
     threads: int = 0  # 0: every core of the machine
     # Few-shot (notebook 04)

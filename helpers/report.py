@@ -61,9 +61,11 @@ def _sections(run_dir: Path, metrics: dict) -> list[dict]:
             else:
                 run_rows.append({"notebook": executed.stem, "wall seconds": None, "status": text})
     config = first.get("config", {})
+    seconds = [r["wall seconds"] for r in run_rows if r["wall seconds"] is not None]
     sections.append({"title": "Run", "text": [
         f"Run folder `{Path(run_dir).name}`; profile `{config.get('profile')}`, model `{config.get('model')}`, data "
-        f"`{config.get('dataset')}`, seed {config.get('seed')}.",
+        f"`{config.get('dataset')}`, seed {config.get('seed')}, {config.get('threads')} threads.",
+        f"Wall time of the {len(seconds)} finished notebooks: {sum(seconds) / 60:.1f} min in all.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())],
         "tables": [run_rows], "figures": []})
     if m := metrics.get("00_setup_and_data"):

@@ -1,4 +1,5 @@
 import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,7 +7,8 @@ import torch
 
 from helpers.config import make_config
 from helpers.evaluate import (INVALID, _label_logprobs, classification_metrics, classify_by_generation,
-                              classify_by_scoring, evaluate_model, parse_label, prompt_text, score_labels)
+                              classify_by_scoring, evaluate_model, normalise_rows, parse_label, prompt_text,
+                              score_labels)
 from helpers.model import load_model
 
 LABELS = ("negative", "neutral", "positive")
@@ -55,26 +57,37 @@ def test_scoring_gives_probabilities_and_a_valid_label(smollm2):
     assert set(labels) <= set(LABELS) and speed > 0
 
 
-def test_one_pass_scoring_matches_a_full_forward_and_the_multi_token_path(smollm2):
+def full_forward_logprobs(model, tokenizer, prompt, token_ids):
+    with torch.no_grad():
+        logits = model(**tokenizer(prompt, return_tensors="pt", add_special_tokens=False)).logits[0, -1]
+    return torch.log_softmax(logits, -1)[token_ids].numpy()
+
+
+def test_shared_prefix_scoring_matches_a_full_forward_pass_per_review(smollm2):
+    cfg, model, tokenizer = smollm2
+    first = [tokenizer.encode(label)[0] for label in LABELS]
+    # batch size 3 over 8 reviews of different lengths: padded batches and a short last batch
+    probs = score_labels(model, tokenizer, REVIEWS, cfg, batch_size=3, progress=False)
+    expected = normalise_rows([full_forward_logprobs(model, tokenizer, prompt_text(tokenizer, t, cfg), first)
+                               for t in REVIEWS])
+    assert np.allclose(probs, expected, atol=1e-4)
+    assert score_labels(model, tokenizer, REVIEWS[:1], cfg, progress=False) == pytest.approx(expected[:1], abs=1e-4)
+
+
+def test_multi_token_labels_sum_the_log_probabilities_of_their_tokens(smollm2):
     cfg, model, tokenizer = smollm2
     prompts = [prompt_text(tokenizer, t, cfg) for t in REVIEWS[:2]]
-    ids = [tokenizer.encode(label) for label in LABELS]
+    one, two = tokenizer.encode("positive"), tokenizer.encode("positive!")  # a two-token "label"
+    assert len(one) == 1 and len(two) == 2
     tokenizer.padding_side = "left"
-    fast = _label_logprobs(model, tokenizer, prompts, ids, torch)
-    with torch.no_grad():
-        for row, prompt in enumerate(prompts):
-            logp = torch.log_softmax(model(**tokenizer(prompt, return_tensors="pt")).logits[0, -1], -1)
-            assert np.allclose(fast[row], logp[[i[0] for i in ids]].numpy(), atol=1e-4)
-    two = tokenizer.encode("positive!")  # a two-token "label" takes the multi-token path
-    assert len(two) == 2
-    slow = _label_logprobs(model, tokenizer, prompts, [ids[0], two], torch)
+    slow = _label_logprobs(model, tokenizer, prompts, [one, two], torch)
     with torch.no_grad():
         enc = tokenizer(prompts[0] + "positive!", return_tensors="pt")
         logp = torch.log_softmax(model(**enc).logits[0], -1)
         n = enc["input_ids"].shape[1]
         expected = logp[n - 3, two[0]] + logp[n - 2, two[1]]
     assert slow[0, 1] == pytest.approx(expected.item(), abs=1e-3)
-    assert slow[0, 0] == pytest.approx(fast[0, 0], abs=1e-4)
+    assert slow[0, 0] == pytest.approx(full_forward_logprobs(model, tokenizer, prompts[0], one)[0], abs=1e-4)
 
 
 def test_scoring_agrees_with_generation_where_generation_is_valid(smollm2):

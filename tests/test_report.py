@@ -26,6 +26,7 @@ def test_report_has_each_finished_section_and_names_the_failed_cell(cfg):
     md_path, html_path = build_report(cfg.run_dir)
     md = md_path.read_text()
     assert "## Data" in md and "## Label masking ablation" in md and "## Logged training" not in md
+    assert "Wall time of the 1 finished notebooks: 0.1 min in all." in md  # 00's 7 s; 01 recorded none
     assert "masking helped (test verdict)" in md and "| masked | 0.600 | 0.550 | 3 | 1.000 |" in md
     assert "| 02_logged_training |  | FAILED in cell [4]: ZeroDivisionError: division by zero |" in md
     assert (cfg.run_dir / "report_figures" / "ablation_loss.png").read_bytes()[:4] == b"\x89PNG"
