@@ -191,10 +191,13 @@ def cmd_classify(args):
 
 def cmd_serve(args):
     """The fine-tuned GGUF as an OpenAI-compatible endpoint on 127.0.0.1 until Ctrl-C."""
+    import signal
     import time
 
     from helpers.classify import find_model
     from helpers.serve import llama_server
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server as cleanly as Ctrl-C
 
     cfg = config_from(args, args.run_dir)
     model = Path(args.trained) if args.trained else find_model(cfg)
@@ -208,7 +211,7 @@ def cmd_serve(args):
         try:
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
             pass
     return cfg, "server stopped"
 

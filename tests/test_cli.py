@@ -83,3 +83,33 @@ def test_training_runs_unchanged_under_torchrun_with_two_processes(tmp_path):
     base, _ = load_model(make_config("smoke"))
     model = PeftModel.from_pretrained(base, tmp_path / "02_logged_training" / "adapter")
     assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def test_serve_answers_the_openai_client_on_localhost_and_stops_on_sigterm(tmp_path):
+    import signal
+    import time
+
+    from openai import OpenAI
+
+    from helpers.config import make_config
+    from helpers.gguf import convert_to_gguf
+    from helpers.serve import free_port, port_is_taken
+
+    cfg = make_config("smoke", run_dir=tmp_path)
+    gguf = convert_to_gguf(cfg, Path(resolve_model(cfg)), tmp_path / "tiny.gguf")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "helpers", "serve", "--profile", "smoke", "--trained", str(gguf),
+                               "--port", str(port)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        banner = server.stdout.readline()  # printed once the server answers
+        assert f"http://127.0.0.1:{port}/v1" in banner, banner
+        reply = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local").chat.completions.create(
+            model="sentiment", max_tokens=2, messages=[{"role": "user", "content": "Great battery."}])
+        assert reply.model == "sentiment" and reply.usage.completion_tokens <= 2
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    deadline = time.time() + 10
+    while port_is_taken(port) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not port_is_taken(port)  # the llama.cpp server went down with the command
