@@ -75,22 +75,20 @@ def new_run_dir(args) -> Path:
 def cmd_ablation(args):
     """Notebook 01: train masked and unmasked arms with the same budget, score both on the test split."""
     from helpers.data import prepare_splits
-    from helpers.masking import ablation_verdict, run_masking_ablation
+    from helpers.masking import ablation_summary, ablation_verdict, run_masking_ablation
     from helpers.runs import notebook_dir, record_metrics
 
     cfg = config_from(args, new_run_dir(args))
     notebook = "01_label_masking"
     results = run_masking_ablation(cfg, prepare_splits(cfg), notebook_dir(cfg, notebook))
-    summary = {arm: {k: r[k] for k in ("accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history")}
-               for arm, r in results.items()}
-    record_metrics(cfg, notebook, ablation=summary, verdict=ablation_verdict(results))
+    record_metrics(cfg, notebook, ablation=ablation_summary(results), verdict=ablation_verdict(results))
     return cfg, ablation_verdict(results)
 
 
 def cmd_train(args):
     """Notebook 02: LoRA training with a JSONL log, label-scoring evaluation, adapter + merged model saved."""
     from helpers.data import prepare_splits, to_chat_records
-    from helpers.evaluate import evaluate_model
+    from helpers.evaluate import evaluate_model, metrics_summary
     from helpers.model import load_model
     from helpers.runs import notebook_dir, record_metrics
     from helpers.training import folder_sizes, make_trainer, save_adapter_and_merged, train, world_size
@@ -108,8 +106,7 @@ def cmd_train(args):
         return cfg, f"process {trainer.args.process_index} of {world_size()} done"
     saved = save_adapter_and_merged(trainer, out_dir)  # as in the notebook: the merged model is evaluated
     scored = evaluate_model(trainer.model, tokenizer, splits.test, cfg, method="scoring")
-    keep = ("accuracy", "macro_f1", "invalid_rate", "reviews_per_second", "per_class", "confusion")
-    record_metrics(cfg, notebook, fine_tuned={k: scored[k] for k in keep}, train_seconds=run["train_seconds"],
+    record_metrics(cfg, notebook, fine_tuned=metrics_summary(scored), train_seconds=run["train_seconds"],
                    log_history=run["log_history"], artifacts=saved, artifact_mb=folder_sizes(saved),
                    test_labels=list(splits.test["label"]), test_predictions=scored["predictions"],
                    test_probabilities=scored["probabilities"], world_size=world_size())

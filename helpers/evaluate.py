@@ -197,6 +197,12 @@ def evaluate_model(model, tokenizer, df, cfg: CourseConfig, method: str = "scori
             "reviews_per_second": speed, "predictions": predicted, **extra}
 
 
+def metrics_summary(metrics: dict) -> dict:
+    """The scores of an `evaluate_model` result without its per-review lists, for a metrics file."""
+    return {k: metrics[k] for k in ("accuracy", "macro_f1", "invalid_rate", "reviews_per_second", "per_class",
+                                    "confusion")}
+
+
 def expected_calibration_error(probabilities, gold, labels, bins: int = 10) -> dict:
     """How far confidence (the top probability) is from accuracy, over equal-width confidence bins.
 

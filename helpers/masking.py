@@ -156,6 +156,12 @@ def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progr
 
 
 
+def ablation_summary(results: dict) -> dict:
+    """What the metrics file keeps of each arm (the confusion matrices stay in the notebook)."""
+    return {arm: {k: r[k] for k in ("accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history")}
+            for arm, r in results.items()}
+
+
 def ablation_verdict(results: dict) -> str:
     """One honest sentence on the ablation, whatever the numbers say."""
     m, u = results["masked"], results["unmasked"]

@@ -7,8 +7,8 @@ import torch
 
 from helpers.config import make_config
 from helpers.evaluate import (INVALID, _label_logprobs, classification_metrics, classify_by_generation,
-                              classify_by_scoring, evaluate_model, normalise_rows, parse_label, prompt_text,
-                              score_labels)
+                              classify_by_scoring, evaluate_model, metrics_summary, normalise_rows, parse_label,
+                              prompt_text, score_labels)
 from helpers.model import load_model
 
 LABELS = ("negative", "neutral", "positive")
@@ -150,3 +150,11 @@ def test_normalise_rows_is_a_stable_softmax():
 
     probs = normalise_rows([[0.0, 0.0, 0.0], [1000.0, 0.0, -1000.0]])
     assert np.allclose(probs[0], 1 / 3) and probs[1].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_metrics_summary_keeps_the_scores_and_drops_the_per_review_lists():
+    full = {**classification_metrics(["positive", "negative"], ["positive", "positive"], LABELS), "method": "scoring",
+            "reviews_per_second": 3.0, "predictions": ["positive", "positive"], "probabilities": [[0, 0, 1]] * 2}
+    summary = metrics_summary(full)
+    assert set(summary) == {"accuracy", "macro_f1", "invalid_rate", "reviews_per_second", "per_class", "confusion"}
+    assert summary["accuracy"] == 0.5 and summary["confusion"] == full["confusion"]

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 
 from helpers.data import prepare_splits, to_chat_records
-from helpers.masking import (MaskingError, check_trained_tokens, expected_answer, injected_system_prompt,
-                             run_masking_ablation, token_table, token_table_html, token_table_text)
+from helpers.masking import (MaskingError, ablation_summary, check_trained_tokens, expected_answer,
+                             injected_system_prompt, run_masking_ablation, token_table, token_table_html,
+                             token_table_text)
 from helpers.model import load_model
 from helpers.training import make_trainer
 
@@ -135,3 +136,6 @@ def test_ablation_returns_both_arms_on_a_tiny_run(cfg):
         assert 0 <= arm["accuracy"] <= 1 and 0 <= arm["macro_f1"] <= 1 and arm["steps"] == 2
         assert [step for step, _ in arm["loss_history"]] == [1, 2]
     assert (cfg.run_dir / "ablation" / "train_log_unmasked.jsonl").read_text().count('"loss"') == 2
+    summary = ablation_summary(results)
+    assert set(summary["masked"]) == {"accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history"}
+    assert summary["unmasked"]["accuracy"] == results["unmasked"]["accuracy"]
