@@ -86,36 +86,31 @@ def training_throughput(cfg: CourseConfig, steps: int = 8, warmup: int = 2, prog
 
 
 def inference_throughput(cfg: CourseConfig, model_dir: Path, gguf_path: Path, test_df, progress: bool = False) -> dict:
-    """Reviews per second and accuracy of one model on the same reviews: HF label scoring, HF generation and
-    llama.cpp label scoring of the GGUF file."""
-    from helpers.evaluate import classification_metrics, classify_by_generation, classify_by_scoring
-    from helpers.gguf import classify_gguf, load_gguf
+    """Reviews per second and accuracy of one model on the same reviews: HF label scoring and llama.cpp label
+    scoring of the GGUF file (notebook 03's comparison), and HF generation."""
+    from helpers.evaluate import evaluate_model
+    from helpers.gguf import compare_formats
     from helpers.model import load_model
 
-    texts, gold = list(test_df["text"]), list(test_df["label"])
+    hf, gguf = compare_formats(cfg, model_dir, {"GGUF Q4_K_M": gguf_path}, test_df, progress)
     model, tokenizer = load_model(cfg, model_dir)
-    runs = {"hf_scoring": classify_by_scoring(model, tokenizer, texts, cfg, progress=progress),
-            "hf_generation": classify_by_generation(model, tokenizer, texts, cfg, progress=progress)}
-    del model
-    runs["gguf_scoring"] = classify_gguf(load_gguf(gguf_path, cfg), tokenizer, texts, cfg, progress=progress)
-    out = {}
-    for name, (predicted, _, speed) in runs.items():
-        metrics = classification_metrics(gold, predicted, cfg.labels)
-        out[name] = {"reviews_per_second": speed, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                     "invalid_rate": metrics["invalid_rate"]}
-    return {"reviews": len(texts), "model": str(model_dir), "gguf": str(gguf_path), **out}
+    generation = evaluate_model(model, tokenizer, test_df, cfg, method="generation", progress=progress)
+    keys = ("reviews_per_second", "accuracy", "macro_f1", "invalid_rate")
+    return {"reviews": len(test_df), "model": str(model_dir), "gguf": str(gguf_path),
+            **{name: {k: row[k] for k in keys} for name, row in
+               (("hf_scoring", hf), ("hf_generation", generation), ("gguf_scoring", gguf))}}
 
 
 def latest_run(profile: str, root: Path = ROOT / "runs") -> Path | None:
-    """The newest `runs/<timestamp>-<profile>` folder in which every notebook recorded its wall time, or None."""
-    from helpers.runs import course_notebooks
+    """The newest course run of `profile` in which every notebook recorded its wall time, or None."""
+    from helpers.runs import course_notebooks, course_runs
 
     names = {nb.stem for nb in course_notebooks()}
-    for run in sorted(root.glob(f"*-{profile}"), reverse=True):
+
+    def finished(run):
         metrics = load_metrics(run)
-        if names <= set(metrics) and all("wall_seconds" in metrics[n] for n in names):
-            return run
-    return None
+        return all("wall_seconds" in metrics.get(name, {}) for name in names)
+    return next((run for run in course_runs(profile, root) if finished(run)), None)
 
 
 def notebook_wall_times(run_dir: Path) -> dict:

@@ -26,7 +26,6 @@ from helpers.gguf import classify_gguf, load_gguf
 from helpers.model import load_model, load_tokenizer
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-RUN_NAME = re.compile(r"\d{8}-\d{6}")  # runs/<timestamp>-<profile>, as helpers.runs.new_run_dir names them
 DEFAULT_GGUF = "03_gguf_quantization/model-Q4_K_M.gguf"
 SURROGATE = re.compile("[\ud800-\udfff]")  # what errors="surrogateescape" turns undecodable bytes into
 ERROR_COLUMNS = ["row", "reason"]
@@ -40,12 +39,14 @@ def find_model(cfg: CourseConfig, runs_root: Path = ROOT / "runs") -> Path:
     """The Q4_K_M GGUF file of the newest finished course run (`runs/<timestamp>-<profile>/`, newest by name).
 
     Folders not named by a timestamp (`runs/bench`, JupyterLab's `runs/lab-<profile>`) are not course runs."""
-    found = sorted(p for p in Path(runs_root).glob(f"*/{DEFAULT_GGUF}") if RUN_NAME.match(p.parents[1].name))
-    if not found:
+    from helpers.runs import latest_run
+
+    run = latest_run(DEFAULT_GGUF, root=runs_root)
+    if run is None:
         raise ClassifyError(f"No trained model found: no {runs_root}/<timestamp>-<profile>/{DEFAULT_GGUF}. "
                             f"Run `make course` first, or pass a model path (a .gguf file, a Hugging Face model "
                             f"folder or a LoRA adapter folder).")
-    return found[-1]
+    return run / DEFAULT_GGUF
 
 
 def load_classifier(cfg: CourseConfig, model_path: str | Path):

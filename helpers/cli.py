@@ -51,13 +51,13 @@ def config_from(args: argparse.Namespace, run_dir: Path | None) -> CourseConfig:
 
 def latest_run_dir(args, needs: str) -> Path:
     """--run-dir, else the newest runs/<timestamp>-<profile> folder that holds `needs`."""
-    if args.run_dir:
-        return args.run_dir
-    found = sorted(p for p in (ROOT / "runs").glob(f"[0-9]*-{args.profile}") if (p / needs).exists())
-    if not found:
+    from helpers.runs import latest_run
+
+    run = args.run_dir or latest_run(needs, args.profile)
+    if run is None:
         sys.exit(f"No run folder of profile {args.profile!r} holds {needs}: run the step before it first, or pass "
                  f"--run-dir.")
-    return found[-1]
+    return run
 
 
 def new_run_dir(args) -> Path:

@@ -294,7 +294,7 @@ def compare_formats(cfg: CourseConfig, model_dir: Path, files: dict, test_df, pr
 
 
 def _scores(metrics: dict) -> dict:
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    return {k: metrics[k] for k in ("accuracy", "macro_f1", "invalid_rate")}
 
 
 def format_verdict(rows: list[dict]) -> str:

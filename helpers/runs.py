@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import time
 from datetime import datetime
 from importlib import metadata
@@ -42,6 +43,23 @@ def new_run_dir(profile: str, root: Path = ROOT / "runs") -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"Could not make a new run folder under {root}.")
+
+
+RUN_NAME = re.compile(r"\d{8}-\d{6}-(?P<profile>.+?)(-\d+)?")  # <timestamp>-<profile>[-n], as new_run_dir names them
+
+
+def course_runs(profile: str = "*", root: Path = ROOT / "runs") -> list[Path]:
+    """The run folders of `make course` and the commands ("*": of any profile), newest first. JupyterLab's
+    `runs/lab-<profile>` and `runs/bench` are not course runs."""
+    def matches(path: Path) -> bool:
+        name = RUN_NAME.fullmatch(path.name)
+        return path.is_dir() and name is not None and profile in ("*", name["profile"])
+    return sorted((p for p in Path(root).glob("*") if matches(p)), reverse=True)
+
+
+def latest_run(holding: str, profile: str = "*", root: Path = ROOT / "runs") -> Path | None:
+    """The newest course run folder that holds `holding` (a path inside it), or None."""
+    return next((run for run in course_runs(profile, root) if (run / holding).exists()), None)
 
 
 def notebook_dir(cfg: CourseConfig, notebook: str) -> Path:

@@ -51,3 +51,16 @@ def test_run_course_stops_at_a_failure_and_keeps_what_finished(tmp_path, capsys)
     assert "wall_seconds" in json.loads((run_dir / "00_ok" / "metrics.json").read_text())
     assert (run_dir / "01_bad" / "01_bad.ipynb").exists()
     assert "FAILED: 01_bad.ipynb: cell [3], ZeroDivisionError: division by zero" in capsys.readouterr().out
+
+
+def test_course_runs_are_the_timestamped_folders_newest_first(tmp_path):
+    from helpers.runs import course_runs, latest_run
+
+    for name in ("bench", "lab-smoke", "20240101-000000-smoke", "20240101-000000-smoke-1", "20250101-000000-workshop"):
+        (tmp_path / name).mkdir()
+    assert [p.name for p in course_runs("smoke", tmp_path)] == ["20240101-000000-smoke-1", "20240101-000000-smoke"]
+    assert [p.name for p in course_runs(root=tmp_path)][0] == "20250101-000000-workshop"
+    (tmp_path / "20240101-000000-smoke" / "02_logged_training").mkdir()
+    (tmp_path / "lab-smoke" / "02_logged_training").mkdir()  # a JupyterLab folder never counts
+    assert latest_run("02_logged_training", root=tmp_path) == tmp_path / "20240101-000000-smoke"
+    assert latest_run("03_gguf_quantization", root=tmp_path) is None
