@@ -28,38 +28,53 @@ def _timed(fit, predict, n):
             "reviews_per_second": n / max(done - fitted, 1e-9)}
 
 
+def _labelled(test: pd.DataFrame, labels):
+    """predict(model) for `_timed`: the fitted model's probabilities on `test` and the argmax labels."""
+    def predict(model):
+        probs = model(test["text"])
+        return [labels[i] for i in probs.argmax(1)], probs
+    return predict
+
+
+def fit_majority_class(train: pd.DataFrame, labels):
+    """Always the most frequent training label (ties: the first in label order). Returns `predict(texts)` ->
+    probabilities (all mass on that label)."""
+    counts = train["label"].value_counts()
+    label = max(labels, key=lambda lab: (counts.get(lab, 0), -list(labels).index(lab)))
+    row = np.eye(len(labels))[list(labels).index(label)]
+    return lambda texts: np.tile(row, (len(texts), 1))
+
+
 def majority_class(train: pd.DataFrame, test: pd.DataFrame, labels) -> dict:
-    """Always the most frequent training label (ties: the first in label order)."""
-    def fit():
-        counts = train["label"].value_counts()
-        return max(labels, key=lambda lab: (counts.get(lab, 0), -list(labels).index(lab)))
-
-    def predict(label):
-        probs = np.tile(np.eye(len(labels))[list(labels).index(label)], (len(test), 1))
-        return [label] * len(test), probs
-    return _timed(fit, predict, len(test))
+    """The majority class on `test`, timed like the other baselines."""
+    return _timed(lambda: fit_majority_class(train, labels), _labelled(test, labels), len(test))
 
 
-def tfidf_logreg(train: pd.DataFrame, test: pd.DataFrame, labels, seed: int = 0) -> dict:
-    """TF-IDF on word 1-2 grams + logistic regression, fitted on `train` only."""
+def fit_tfidf_logreg(train: pd.DataFrame, labels, seed: int = 0):
+    """TF-IDF on word 1-2 grams + logistic regression, fitted on `train` only. Returns `predict(texts)` ->
+    probabilities in `labels` order (0 for a label the training rows lack)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    def fit():
-        pipeline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-                                 LogisticRegression(max_iter=2000, C=4.0, random_state=seed))
-        return pipeline.fit(list(train["text"]), list(train["label"]))
+    pipeline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+                             LogisticRegression(max_iter=2000, C=4.0, random_state=seed))
+    pipeline.fit(list(train["text"]), list(train["label"]))
+    classes = list(pipeline.classes_)
 
-    def predict(pipeline):
-        classes = list(pipeline.classes_)
-        raw = pipeline.predict_proba(list(test["text"]))
-        probs = np.zeros((len(test), len(labels)))
+    def predict(texts):
+        raw = pipeline.predict_proba(list(texts))
+        probs = np.zeros((len(raw), len(labels)))
         for j, lab in enumerate(labels):
             if lab in classes:
                 probs[:, j] = raw[:, classes.index(lab)]
-        return [labels[i] for i in probs.argmax(1)], probs
-    return _timed(fit, predict, len(test))
+        return probs
+    return predict
+
+
+def tfidf_logreg(train: pd.DataFrame, test: pd.DataFrame, labels, seed: int = 0) -> dict:
+    """TF-IDF + logistic regression fitted on `train`, predicting `test`."""
+    return _timed(lambda: fit_tfidf_logreg(train, labels, seed), _labelled(test, labels), len(test))
 
 
 def vader_label(compound: float, threshold: float = VADER_THRESHOLD) -> str:
@@ -70,13 +85,17 @@ def vader_label(compound: float, threshold: float = VADER_THRESHOLD) -> str:
     return "neutral"
 
 
-def vader(test: pd.DataFrame, threshold: float = VADER_THRESHOLD) -> dict:
-    """VADER's compound score with its documented thresholds; no training, no probabilities."""
+def vader_predict(texts, threshold: float = VADER_THRESHOLD) -> list[str]:
+    """VADER's labels for `texts`: its compound score with the documented thresholds (no training, no probabilities)."""
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-    def predict(analyzer):
-        return [vader_label(analyzer.polarity_scores(t)["compound"], threshold) for t in test["text"]], None
-    return _timed(SentimentIntensityAnalyzer, predict, len(test))
+    analyzer = SentimentIntensityAnalyzer()
+    return [vader_label(analyzer.polarity_scores(t)["compound"], threshold) for t in texts]
+
+
+def vader(test: pd.DataFrame, threshold: float = VADER_THRESHOLD) -> dict:
+    """VADER on `test`, timed like the other baselines."""
+    return _timed(lambda: None, lambda _: (vader_predict(test["text"], threshold), None), len(test))
 
 
 def run_baselines(cfg: CourseConfig, train: pd.DataFrame, test: pd.DataFrame) -> list[dict]:
