@@ -6,7 +6,9 @@
   blocks: the embedding is a lookup, and TRL's fused LM head (tied to it) projects only the answer positions.
 - Classification throughput of the HF fp32 model and of GGUF Q4_K_M on the same reviews, and of label scoring vs
   generation on the same model, each with its accuracy.
-- The wall time of each notebook of a course run (read from its metrics files, or measured by running the course).
+- The wall time of each notebook of a course run (read from its metrics files, or measured by running the course),
+  and the practitioner's alternatives that notebook 05 of that run measured beside the LLM: accuracy, macro-F1,
+  training seconds, reviews per second and size of every method, and the human rater's agreement.
 Every figure comes from the same helpers the notebooks call; nothing here has logic of its own beyond the timing.
 """
 from __future__ import annotations
@@ -113,6 +115,16 @@ def latest_run(profile: str, root: Path = ROOT / "runs") -> Path | None:
     return next((run for run in course_runs(profile, root) if finished(run)), None)
 
 
+def alternatives(run_dir: Path) -> dict | None:
+    """Notebook 05's in-domain rows and human ceiling of a course run, best macro-F1 first (None if it did not run)."""
+    m = load_metrics(run_dir).get("05_practitioners_alternatives")
+    if not m:
+        return None
+    keys = ("method", "accuracy", "macro_f1", "train_seconds", "reviews_per_second", "size_mb")
+    rows = sorted(m["results"]["test"], key=lambda r: -r["macro_f1"])
+    return {"rows": [{k: r.get(k) for k in keys} for r in rows], "human": m["human"].get("test")}
+
+
 def notebook_wall_times(run_dir: Path) -> dict:
     """{notebook: seconds} of a course run, as `make course` recorded them, plus the total."""
     times = {name: m["wall_seconds"] for name, m in load_metrics(run_dir).items() if "wall_seconds" in m}
@@ -162,12 +174,26 @@ def format_results(results: dict) -> str:
     if "notebooks" in results:
         lines.append(f"notebook wall times ({results['course_run']}):")
         lines += [f"  {name:<28} {seconds:7.1f} s" for name, seconds in results["notebooks"].items()]
+    if results.get("alternatives"):
+        alt = results["alternatives"]
+        lines.append("every method on the same test reviews (notebook 05 of that run):")
+        lines += [f"  {r['method']:<48} accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  train "
+                  f"{_or_dash(r['train_seconds'], '{:7.1f} s')}  {_or_dash(r['reviews_per_second'], '{:7.1f} reviews/s')}"
+                  f"  {_or_dash(r['size_mb'], '{:6.1f} MB')}" for r in alt["rows"]]
+        if alt["human"]:
+            h = alt["human"]
+            lines.append(f"  {'one human rater vs the others':<48} accuracy {h['accuracy_mean']:.3f}  macro-F1 "
+                         f"{h['macro_f1_mean']:.3f} ± {h['macro_f1_sd']:.3f}")
     for name, value in results["ratios"].items():
         op, target = TARGETS.get(name, (None, None))
         met = "" if op is None else (" (target %s %g: %s)" % (op, target, "met" if (value >= target if op == ">="
                                                                                        else value <= target) else "missed"))
         lines.append(f"{name}: {value:.3f}{met}")
     return "\n".join(lines)
+
+
+def _or_dash(value, fmt: str) -> str:
+    return fmt.format(value) if value is not None else "-".rjust(len(fmt.format(0)))
 
 
 def save_results(results: dict, folder: Path = ROOT / "runs" / "bench") -> Path:
@@ -226,5 +252,6 @@ def run_bench(cfg: CourseConfig, course: bool = False, run_dir: Path | None = No
         results["inference"] = inference_throughput(cfg, model_dir, gguf, prepare_splits(cfg).test, progress)
     if "notebooks" in parts and run_dir is not None:
         results["course_run"], results["notebooks"] = str(run_dir), notebook_wall_times(run_dir)
+        results["alternatives"] = alternatives(run_dir)
     results["ratios"] = ratios(results)
     return results

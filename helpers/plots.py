@@ -119,14 +119,51 @@ def plot_reliability(calibrations: dict):
     return fig
 
 
-def plot_learning_curve(points: list[dict]):
-    """Macro-F1 against the number of training examples, fine-tuned LLM and TF-IDF + LR on one plot."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    sizes = [p["size"] for p in points]
-    ax.plot(sizes, [p["llm_macro_f1"] for p in points], marker="o", label="fine-tuned LLM (LoRA, 1 epoch)")
-    ax.plot(sizes, [p["tfidf_macro_f1"] for p in points], marker="s", label="TF-IDF + logistic regression")
-    ax.set(xlabel="training examples", ylabel="macro-F1 (test)", title="Learning curve")
+def _human_band(ax, human: dict | None, vertical: bool):
+    """The human ceiling as a line (mean over draws) with a band of ± one standard deviation."""
+    if not human:
+        return
+    mean, sd = human["macro_f1_mean"], human["macro_f1_sd"]
+    span, line = (ax.axvspan, ax.axvline) if vertical else (ax.axhspan, ax.axhline)
+    span(mean - sd, mean + sd, color="grey", alpha=0.15)
+    line(mean, color="grey", linestyle="--", label=f"one human rater ({mean:.3f} ± {sd:.3f})")
+
+
+def plot_learning_curve(points: list[dict], human: dict | None = None):
+    """Macro-F1 against the number of training examples (log scale), one line per method, with the human ceiling.
+    `points` are {"method", "size", "macro_f1"} rows."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    for i, method in enumerate(methods):
+        mine = sorted((p["size"], p["macro_f1"]) for p in points if p["method"] == method)
+        ax.plot(*zip(*mine), marker="osD^v<>"[i % 7], label=method)
+    _human_band(ax, human, vertical=False)
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    sizes = sorted({p["size"] for p in points})
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set(xlabel="training examples (balanced)", ylabel="macro-F1 (test)", title="Learning curve")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+KIND_COLOURS = {"fine-tuned LLM": "C3", "LLM": "C1", "encoder": "C0", "classic": "C2"}
+
+
+def plot_ranked(rows: list[dict], human: dict | None = None, title: str = "macro-F1 on the test split"):
+    """Horizontal bars of macro-F1, best at the top, coloured by kind of method, with the human ceiling."""
+    rows = sorted(rows, key=lambda r: r["macro_f1"])
+    fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.32 * len(rows)))
+    bars = ax.barh(range(len(rows)), [r["macro_f1"] for r in rows],
+                   color=[KIND_COLOURS.get(r.get("kind"), "C7") for r in rows])
+    ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_yticks(range(len(rows)), [r["method"] for r in rows], fontsize=8)
+    _human_band(ax, human, vertical=True)
+    ax.set(xlabel="macro-F1", xlim=(0, 1), title=title)
+    kinds = [k for k in KIND_COLOURS if any(r.get("kind") == k for r in rows)]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=KIND_COLOURS[k], label=k) for k in kinds]
+    ax.legend(handles=handles + ax.get_legend_handles_labels()[0], fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig

@@ -16,7 +16,8 @@ from helpers.runs import load_metrics
 
 NOTEBOOK_TITLES = {"00_setup_and_data": "Data", "01_label_masking": "Label masking ablation",
                    "02_logged_training": "Logged training", "03_gguf_quantization": "GGUF size, speed and accuracy",
-                   "04_few_shot_vs_finetuned": "Few-shot vs fine-tuned vs classic baselines"}
+                   "04_few_shot_vs_finetuned": "Few-shot vs fine-tuned vs classic baselines",
+                   "05_practitioners_alternatives": "The practitioner's alternatives, a human ceiling, out of domain"}
 
 
 def _fmt(value) -> str:
@@ -104,11 +105,42 @@ def _sections(run_dir: Path, metrics: dict) -> list[dict]:
                  "size MB": r.get("size_mb")} for r in m["results"]]
         figures = [("methods", plots.plot_comparison(m["results"], [("accuracy", "accuracy"), ("macro_f1", "macro-F1")],
                                                      name_key="method"))]
-        if m.get("learning_curve"):
-            figures.append(("learning_curve", plots.plot_learning_curve(m["learning_curve"])))
         sections.append({"title": NOTEBOOK_TITLES["04_few_shot_vs_finetuned"], "text": [m["verdict"]],
                          "tables": [rows], "figures": figures})
+    if m := metrics.get("05_practitioners_alternatives"):
+        sections.append(_alternatives_section(m))
     return sections
+
+
+def _alternatives_section(m: dict) -> dict:
+    """Notebook 05: the comparison per domain with the human rows, the learning curve, and the computed verdicts."""
+    from helpers import plots
+
+    def table(domain):
+        rows = [{"method": r["method"], "kind": r["kind"], "accuracy": r["accuracy"], "macro-F1": r["macro_f1"],
+                 "train s": r.get("train_seconds"), "reviews/s": r.get("reviews_per_second"),
+                 "size MB": r.get("size_mb"), "trained on": r.get("n_train")}
+                for r in sorted(m["results"][domain], key=lambda r: -r["macro_f1"])]
+        if human := m["human"].get(domain):
+            rows.append({"method": f"one human rater vs the others ({human['draws']} draws)", "kind": "human",
+                         "accuracy": f"{human['accuracy_mean']:.3f} ± {human['accuracy_sd']:.3f}",
+                         "macro-F1": f"{human['macro_f1_mean']:.3f} ± {human['macro_f1_sd']:.3f}"})
+        return rows
+    domains = [d for d in ("test", "ood") if d in m["results"]]
+    figures = [(f"ranked_{d}", plots.plot_ranked(m["results"][d], m["human"].get(d),
+                                                 title="in domain" if d == "test" else f"out of domain: {m['ood_dataset']}"))
+               for d in domains]
+    curve = m.get("learning_curve") or []
+    if curve:
+        figures.append(("learning_curve_all", plots.plot_learning_curve(curve, m["human"].get("test"))))
+    sizes = sorted({p["size"] for p in curve})
+    curve_rows = [{"method": method, **{str(s): next((p["macro_f1"] for p in curve if p["method"] == method
+                                                      and p["size"] == s), None) for s in sizes}}
+                  for method in dict.fromkeys(p["method"] for p in curve)]
+    text = list(m["verdict"].values()) + ["Tables: in domain, out of domain (" + str(m.get("ood_dataset")) +
+                                          "), then macro-F1 by training size (the learning curve)."]
+    return {"title": NOTEBOOK_TITLES["05_practitioners_alternatives"], "text": text,
+            "tables": [table(d) for d in domains] + ([curve_rows] if curve_rows else []), "figures": figures}
 
 
 def _markdown_table(rows: list[dict]) -> str:

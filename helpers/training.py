@@ -146,34 +146,3 @@ def folder_sizes(paths: dict) -> dict:
 def read_train_log(path: Path) -> list[dict]:
     """The rows a training run appended to its JSONL log (what survives a crash)."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def learning_curve(cfg: CourseConfig, train_df, test_df, sizes=None, progress: bool = False,
-                   known: dict | None = None) -> list[dict]:
-    """Macro-F1 of the fine-tuned LLM (one epoch of LoRA) and of TF-IDF + logistic regression, each trained on the
-    same balanced subsets of the training split, for each size in `sizes` (default: cfg.learning_curve_sizes).
-    `known` = {size: LLM macro-F1} reuses runs already made with these settings (notebook 02 trains one epoch on the
-    whole training split): that point is added, or not retrained, at no cost."""
-    from helpers.baselines import tfidf_logreg
-    from helpers.data import balanced_sample, to_chat_records
-    from helpers.evaluate import classification_metrics, evaluate_model
-
-    points, known = [], dict(known or {})
-    sizes = list(sizes if sizes is not None else cfg.learning_curve_sizes)
-    if not sizes:
-        return points
-    for size in sorted(set(sizes) | set(known)):
-        subset = balanced_sample(train_df, size, cfg.labels, cfg.seed, min_per_class=1, source="learning curve")
-        steps = max(1, len(subset) // cfg.batch_size)
-        if size in known:
-            llm_f1 = known[size]
-        else:
-            trainer, _ = train_fresh(cfg, to_chat_records(subset, cfg), Path(cfg.run_dir) / f"curve_{size}",
-                                     progress=progress, max_steps=steps)
-            llm_f1 = evaluate_model(trainer.model.merge_and_unload(), trainer.processing_class, test_df, cfg,
-                                    progress=progress)["macro_f1"]
-        tfidf = tfidf_logreg(subset, test_df, cfg.labels, cfg.seed)
-        points.append({"size": len(subset), "steps": steps, "llm_macro_f1": llm_f1, "reused": size in known,
-                       "tfidf_macro_f1": classification_metrics(test_df["label"], tfidf["predictions"],
-                                                                cfg.labels)["macro_f1"]})
-    return points

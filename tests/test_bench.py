@@ -73,3 +73,22 @@ def test_training_and_inference_figures_on_the_tiny_model(cfg, tmp_path):
     assert set(results["ratios"]) == {"gguf_q4_k_m_vs_hf_fp32", "scoring_vs_generation"}
     saved = bench.save_results(results, tmp_path / "bench")
     assert json.loads(saved.read_text())["inference"]["reviews"] == cfg.test_size
+
+
+def test_the_alternatives_of_a_run_are_printed_best_first_with_the_human_row(tmp_path):
+    run = tmp_path / "20260101-000000-workshop"
+    rows = [{"method": "TF-IDF", "accuracy": 0.55, "macro_f1": 0.54, "train_seconds": 0.5, "reviews_per_second": 900.0,
+             "size_mb": None, "predictions": ["x"]},
+            {"method": "MiniLM fine-tuned", "accuracy": 0.70, "macro_f1": 0.68, "train_seconds": 80.0,
+             "reviews_per_second": 150.0, "size_mb": 90.9}]
+    (run / "05_practitioners_alternatives").mkdir(parents=True)
+    merge_json(run / "05_practitioners_alternatives" / "metrics.json", {"results": {"test": rows}, "human": {"test": {
+        "accuracy_mean": 0.76, "macro_f1_mean": 0.747, "macro_f1_sd": 0.021}}})
+    alt = bench.alternatives(run)
+    assert [r["method"] for r in alt["rows"]] == ["MiniLM fine-tuned", "TF-IDF"] and "predictions" not in alt["rows"][1]
+    text = bench.format_results({"cpus": 2, "threads": 2, "allocator": "glibc", "torch": "x", "ratios": {},
+                                 "alternatives": alt})
+    assert "MiniLM fine-tuned" in text and "macro-F1 0.680  train    80.0 s    150.0 reviews/s    90.9 MB" in text
+    assert "TF-IDF" in text and "train     0.5 s    900.0 reviews/s          -" in text  # no size: a dash
+    assert "one human rater vs the others" in text and "macro-F1 0.747 ± 0.021" in text
+    assert bench.alternatives(tmp_path) is None

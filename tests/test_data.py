@@ -3,8 +3,8 @@ import pytest
 
 from helpers.config import LABELS
 from helpers.data import (DataError, balanced_sample, class_balance, label_consistency_report, load_amazon,
-                          load_dataset, load_tweets, prepare_splits, rating_to_label, read_labelled_file,
-                          split_by_group, to_chat_records)
+                          load_dataset, load_hutto, load_tweets, parse_rater_ratings, prepare_splits, rating_to_label,
+                          read_labelled_file, split_by_group, to_chat_records)
 
 GOOD_CSV = "text,label\n" + "".join(f"review {i} {lab},{lab.upper()}\n" for i in range(6) for lab in LABELS)
 
@@ -133,3 +133,20 @@ def test_consistency_report_finds_only_conflicting_duplicates():
     report = label_consistency_report(df)
     assert len(report) == 1
     assert report.iloc[0]["labels"] == {"neutral": 1, "positive": 2} and report.iloc[0]["copies"] == 3
+
+
+def test_hutto_corpora_load_with_groups_and_thresholded_labels():
+    tweets = load_hutto("tweets")
+    assert len(tweets) == 4200 and tweets["group"].nunique() == 4200  # a tweet stands alone
+    assert (tweets.loc[tweets["rating"] >= 1.0, "label"] == "positive").all()
+    amazon = load_hutto("amazon")
+    assert amazon["group"].nunique() == 300 and amazon["group"].iloc[-1] == "amazon-309"  # reviews stay together
+    with pytest.raises(DataError, match="Unknown corpus 'reddit'"):
+        load_hutto("reddit")
+
+
+def test_rater_ratings_file_skips_blank_lines_and_names_a_bad_line():
+    assert parse_rater_ratings("1_1\t-0.9\t0.7\t[0, -1, -2]\r\n\r\n2\t1\t0\t[1, 1]\n", "f") == {"1_1": [0, -1, -2],
+                                                                                           "2": [1, 1]}
+    with pytest.raises(DataError, match="f, line 2: expected id, mean, sd and a list of ratings"):
+        parse_rater_ratings("1\t0\t0\t[1]\n2\t0\t0\n", "f")

@@ -73,11 +73,27 @@ def test_reliability_diagram_has_the_diagonal_and_one_line_per_model():
     assert labels == ["perfectly calibrated", "base (ECE 0.100)", "fine-tuned (ECE 0.100)"]
 
 
-def test_learning_curve_plot_has_both_methods():
+def test_learning_curve_plot_has_one_line_per_method_and_the_human_ceiling():
     from helpers.plots import plot_learning_curve
 
-    fig = plot_learning_curve([{"size": 48, "llm_macro_f1": 0.4, "tfidf_macro_f1": 0.5},
-                               {"size": 144, "llm_macro_f1": 0.6, "tfidf_macro_f1": 0.55}])
+    points = [{"method": "LLM", "size": 144, "macro_f1": 0.6}, {"method": "TF-IDF", "size": 48, "macro_f1": 0.5},
+              {"method": "LLM", "size": 48, "macro_f1": 0.4}, {"method": "TF-IDF", "size": 144, "macro_f1": 0.55},
+              {"method": "SetFit", "size": 24, "macro_f1": 0.3}]
+    fig = plot_learning_curve(points, {"macro_f1_mean": 0.75, "macro_f1_sd": 0.02})
     lines = fig.axes[0].get_lines()
-    assert [list(line.get_xdata()) for line in lines] == [[48, 144], [48, 144]]
+    assert [list(line.get_xdata()) for line in lines[:3]] == [[48, 144], [48, 144], [24]]  # sorted by size
     assert list(lines[0].get_ydata()) == [0.4, 0.6]
+    assert list(lines[3].get_ydata()) == [0.75, 0.75]  # the human line
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][-1] == "one human rater (0.750 ± 0.020)"
+
+
+def test_ranked_plot_puts_the_best_on_top_with_the_human_line():
+    from helpers.plots import plot_ranked
+
+    rows = [{"method": "b", "kind": "classic", "macro_f1": 0.5}, {"method": "a", "kind": "encoder", "macro_f1": 0.7}]
+    fig = plot_ranked(rows, {"macro_f1_mean": 0.75, "macro_f1_sd": 0.02})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "a"]  # the top bar is the last tick
+    assert list(ax.get_lines()[0].get_xdata()) == [0.75, 0.75]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["encoder", "classic", "one human rater (0.750 ± 0.020)"]
+    assert len(plot_ranked(rows).axes[0].get_lines()) == 0  # no human data, no line

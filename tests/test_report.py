@@ -39,3 +39,22 @@ def test_notebook_failure_is_none_for_a_clean_or_missing_notebook(tmp_path):
     path = tmp_path / "ok.ipynb"
     path.write_text(json.dumps(new_notebook(cells=[new_code_cell("1", outputs=[])])))
     assert notebook_failure(path) is None
+
+
+def test_report_shows_the_alternatives_with_the_human_row_and_the_curve(cfg):
+    row = {"method": "MiniLM fine-tuned end to end", "kind": "encoder", "accuracy": 0.7, "macro_f1": 0.68,
+           "train_seconds": 75.0, "reviews_per_second": 300.0, "size_mb": 90.9, "n_train": 480}
+    human = {"n": 240, "draws": 200, "accuracy_mean": 0.76, "accuracy_sd": 0.02, "macro_f1_mean": 0.747,
+             "macro_f1_sd": 0.021}
+    record_metrics(cfg, "05_practitioners_alternatives", ood_dataset="hutto:tweets",
+                   results={"test": [row], "ood": [{**row, "macro_f1": 0.5}]}, human={"test": human},
+                   learning_curve=[{"method": "TF-IDF", "size": 48, "macro_f1": 0.45},
+                                   {"method": "TF-IDF", "size": 480, "macro_f1": 0.55}],
+                   verdict={"advice": "computed advice (test)"})
+    md = build_report(cfg.run_dir)[0].read_text()
+    assert "## The practitioner's alternatives, a human ceiling, out of domain" in md and "computed advice (test)" in md
+    assert "| MiniLM fine-tuned end to end | encoder | 0.700 | 0.680 | 75.000 | 300 | 90.900 | 480 |" in md
+    assert "| one human rater vs the others (200 draws) | human | 0.760 ± 0.020 | 0.747 ± 0.021 |" in md
+    assert "| TF-IDF | 0.450 | 0.550 |" in md
+    assert {p.name for p in (cfg.run_dir / "report_figures").glob("*.png")} == {"ranked_test.png", "ranked_ood.png",
+                                                                             "learning_curve_all.png"}

@@ -76,16 +76,6 @@ def test_adapter_and_merged_model_are_saved_and_merged_matches(cfg, records):
     assert 0 < sizes["adapter"] < sizes["merged"]
 
 
-def test_learning_curve_gives_one_point_per_size(cfg):
-    from helpers.training import learning_curve
-
-    splits = prepare_splits(cfg)
-    points = learning_curve(cfg, splits.train, splits.test.head(6), sizes=(6, 12))
-    assert [p["size"] for p in points] == [6, 12] and [p["steps"] for p in points] == [1, 3]
-    assert all(0 <= p["llm_macro_f1"] <= 1 and 0 <= p["tfidf_macro_f1"] <= 1 for p in points)
-    assert cfg.learning_curve_sizes == () and learning_curve(cfg, None, None) == []  # off in smoke: no data touched
-
-
 def test_train_losses_skip_eval_and_summary_rows():
     log = [{"step": 5, "loss": 2.0}, {"step": 5, "eval_loss": 1.5}, {"step": 10, "loss": 1.0},
            {"step": 10, "train_runtime": 3.0, "train_loss": 1.5}]

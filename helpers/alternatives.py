@@ -1,0 +1,376 @@
+"""Does the fine-tuned LLM earn its cost? The methods a practitioner would pick instead, on the same split (notebook 05).
+
+Every method becomes a `predict(texts)` callable that returns class probabilities (or labels, for rules), so each is
+scored the same way on the in-domain test split and on an out-of-domain set it never trained on. Around them: the
+human ceiling (one rater against the mean of the others), a learning curve, a paired bootstrap that says when a
+difference is inside the test set's noise, and verdict sentences built from the numbers only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers.baselines import fit_tfidf_logreg
+from helpers.config import CourseConfig
+from helpers.data import (HUTTO_CORPORA, DataError, balanced_sample, load_dataset, load_rater_ratings, rating_to_label,
+                          to_chat_records)
+from helpers.evaluate import classification_metrics
+from helpers.training import train_fresh
+
+SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "invalid_rate", "per_class", "confusion")
+
+
+# --- the human ceiling ----------------------------------------------------------------------------------------------
+
+def rater_ratings(dataset: str) -> dict[str, list[int]] | None:
+    """Every rater's rating per snippet id for VADER's rated corpora ("amazon", "hutto:<corpus>"); None for other data."""
+    corpus = dataset[6:] if dataset.startswith("hutto:") else dataset
+    return load_rater_ratings(corpus) if corpus in HUTTO_CORPORA else None
+
+
+def human_agreement(df: pd.DataFrame, ratings: dict, labels, threshold: float, draws: int, seed: int) -> dict:
+    """One human rater against the mean of the remaining raters, on the snippets of `df` (matched by its `id` column).
+
+    Each draw picks one rater at random per snippet; that rating and the mean of the others are both thresholded like
+    the gold labels, and scored like a model. Returns the mean and standard deviation over `draws` of accuracy and
+    macro-F1, and how many snippets had at least two ratings."""
+    rated = [ratings[i] for i in df["id"] if i in ratings and len(ratings[i]) >= 2] if "id" in df else []
+    if not rated:
+        raise DataError("No snippet of this set has two or more individual ratings: a human ceiling needs them.")
+    rng = np.random.default_rng(seed)
+    scores = {"accuracy": [], "macro_f1": []}
+    for _ in range(draws):
+        one, rest = [], []
+        for values in rated:
+            k = rng.integers(len(values))
+            one.append(rating_to_label(values[k], threshold))
+            rest.append(rating_to_label((sum(values) - values[k]) / (len(values) - 1), threshold))
+        metrics = classification_metrics(rest, one, labels)
+        for key in scores:
+            scores[key].append(metrics[key])
+    return {"n": len(rated), "draws": draws, **{f"{k}_mean": float(np.mean(v)) for k, v in scores.items()},
+            **{f"{k}_sd": float(np.std(v)) for k, v in scores.items()}}
+
+
+# --- out of domain --------------------------------------------------------------------------------------------------
+
+def out_of_domain_set(cfg: CourseConfig) -> pd.DataFrame | None:
+    """`cfg.ood_size` balanced rows of `cfg.ood_dataset` (thresholded like the default data), or None when it is off."""
+    if not cfg.ood_dataset:
+        return None
+    df = load_dataset(dataclasses.replace(cfg, dataset=cfg.ood_dataset))
+    return balanced_sample(df, cfg.ood_size, cfg.labels, cfg.seed, cfg.min_per_class, source=cfg.ood_dataset)
+
+
+# --- scoring any method the same way --------------------------------------------------------------------------------
+
+def score(predict, df: pd.DataFrame, labels) -> dict:
+    """Metrics of `predict` (texts -> probabilities in label order, or labels) on `df`, with reviews per second and
+    the predictions."""
+    start = time.perf_counter()
+    out = predict(list(df["text"]))
+    seconds = time.perf_counter() - start
+    predictions = [labels[i] for i in np.asarray(out).argmax(1)] if np.ndim(out) == 2 else list(out)
+    metrics = classification_metrics(df["label"], predictions, labels)
+    return {**{k: metrics[k] for k in SUMMARY_KEYS}, "reviews_per_second": len(df) / max(seconds, 1e-9),
+            "predictions": predictions}
+
+
+def timed_fit(fit, *args, **kwargs):
+    """(what `fit(*args, **kwargs)` returns, the seconds it took)."""
+    start = time.perf_counter()
+    out = fit(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def method_row(method: str, kind: str, metrics: dict, train_seconds: float | None, size_mb: float | None,
+               n_train: int | None) -> dict:
+    """One row of the comparison table: a method's scores beside what it cost."""
+    speed = metrics.get("reviews_per_second")
+    return {**metrics, "method": method, "kind": kind, "train_seconds": train_seconds, "size_mb": size_mb,
+            "n_train": n_train, "serve_seconds": 1000 / speed if speed else None}
+
+
+def paired_bootstrap(gold, a, b, labels, draws: int = 1000, seed: int = 0) -> dict:
+    """macro-F1 of predictions `a` minus `b` on the same items, with a 95 % interval from resampling the items.
+    An interval that contains 0 means the test set cannot tell the two apart."""
+    gold, a, b = (np.asarray(x) for x in (gold, a, b))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(len(gold), size=(draws, len(gold)))
+    diffs = _macro_f1(gold[idx], a[idx], labels) - _macro_f1(gold[idx], b[idx], labels)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"difference": float(_macro_f1(gold[None], a[None], labels)[0] - _macro_f1(gold[None], b[None], labels)[0]),
+            "low": float(low), "high": float(high)}
+
+
+def _macro_f1(gold: np.ndarray, predicted: np.ndarray, labels) -> np.ndarray:
+    """Row-wise macro-F1 of (draws, n) label arrays (as sklearn's, zero_division=0)."""
+    f1 = []
+    for label in labels:
+        tp = ((gold == label) & (predicted == label)).sum(1)
+        fp = ((gold != label) & (predicted == label)).sum(1)
+        fn = ((gold == label) & (predicted != label)).sum(1)
+        f1.append(np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0))
+    return np.mean(f1, axis=0)
+
+
+class Comparison:
+    """Every method scored the same way on every domain ("test": the in-domain test split, "ood": out of domain).
+    `rows[domain]` holds one row per method, with its predictions, for the table, the figures and the verdicts."""
+
+    def __init__(self, domains: dict[str, pd.DataFrame], labels):
+        self.domains, self.labels = domains, tuple(labels)
+        self.rows = {name: [] for name in domains}
+
+    def add(self, method: str, kind: str, load, train_seconds: float | None = None, size_mb: float | None = None,
+            n_train: int | None = None, known: dict | None = None) -> dict:
+        """Score `load()` (a zero-argument function that returns `predict(texts)`; called once, only if a domain needs
+        it) on every domain, except those in `known` ({domain: metrics measured before}). Returns the rows added."""
+        known, predict, added = dict(known or {}), None, {}
+        for name, df in self.domains.items():
+            if name in known:
+                metrics = known[name]
+            elif load is None:
+                continue
+            else:
+                predict = predict or load()
+                metrics = score(predict, df, self.labels)
+            added[name] = method_row(method, kind, metrics, train_seconds, size_mb, n_train)
+            self.rows[name].append(added[name])
+        return added
+
+    def table(self, domain: str = "test") -> pd.DataFrame:
+        """The rows of one domain as a table, best macro-F1 first (serving cost as seconds per 1,000 reviews)."""
+        columns = ["method", "kind", "accuracy", "macro_f1", "train_seconds", "reviews_per_second", "size_mb",
+                   "n_train"]
+        frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in self.rows[domain]], columns=columns)
+        return frame.sort_values("macro_f1", ascending=False).set_index("method")
+
+    def summary(self) -> dict:
+        """The rows without per-review lists, for the metrics file."""
+        return {name: [{k: v for k, v in r.items() if k not in ("predictions", "per_class")} for r in rows]
+                for name, rows in self.rows.items()}
+
+
+def run_llm_rows(cfg: CourseConfig, n_train: int) -> list[dict]:
+    """What notebooks 02 and 04 measured on this test split, as `Comparison.add` arguments with the model file each
+    came from (nothing is re-run here; a notebook not yet run adds no row)."""
+    from helpers.model import resolve_model
+
+    run = Path(cfg.run_dir)
+    m02 = _metrics(run / "02_logged_training")
+    m04 = _metrics(run / "04_few_shot_vs_finetuned")
+    out = []
+    if m02:
+        tuned = {**m02["fine_tuned"], "n": len(m02["test_labels"]), "predictions": m02["test_predictions"]}
+        base = {**m02["zero_shot"], "n": len(m02["test_labels"]),
+                "predictions": [cfg.labels[i] for i in np.asarray(m02["zero_shot_probabilities"]).argmax(1)]}
+        out += [dict(method="fine-tuned LLM, HF fp32 (LoRA, merged)", kind="fine-tuned LLM",
+                     model=run / "02_logged_training" / "merged", train_seconds=m02["train_seconds"],
+                     size_mb=m02["artifact_mb"]["merged"], n_train=n_train, known={"test": tuned}),
+                dict(method="base LLM 0-shot (HF label scoring)", kind="LLM", model=Path(resolve_model(cfg)),
+                     train_seconds=0.0, size_mb=None, n_train=0, known={"test": base})]
+    for r in (m04 or {}).get("results", []):
+        if r["method"].startswith("fine-tuned 0-shot (GGUF"):
+            out.append(dict(method="fine-tuned LLM, GGUF Q4_K_M", kind="fine-tuned LLM", known={"test": r},
+                            model=run / "03_gguf_quantization" / "model-Q4_K_M.gguf", size_mb=r.get("size_mb"),
+                            train_seconds=m02["train_seconds"] if m02 else None, n_train=n_train))
+        elif r["method"].startswith("base") and "shot (GGUF" in r["method"]:
+            out.append(dict(method=f"base LLM {r['method'][5:]}", kind="LLM", model=None, known={"test": r},
+                            train_seconds=0.0, size_mb=None, n_train=0))
+    return out
+
+
+def _metrics(folder: Path) -> dict | None:
+    import json
+
+    path = folder / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# --- the learning curve ---------------------------------------------------------------------------------------------
+
+def curve_subsets(cfg: CourseConfig, train_df: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """{size: balanced subset of the training split} for every learning-curve size, the whole split included."""
+    sizes = sorted({s for s in cfg.learning_curve_sizes if s < len(train_df)} | {len(train_df)})
+    return {size: balanced_sample(train_df, size, cfg.labels, cfg.seed, min_per_class=1, source="learning curve")
+            for size in sizes}
+
+
+def fit_llm_adapter(cfg: CourseConfig, subset: pd.DataFrame, out_dir: Path, progress: bool = False):
+    """A fresh LoRA adapter trained for one epoch on `subset`, merged; returns `predict(texts)` by label scoring."""
+    from helpers.evaluate import score_labels
+
+    steps = max(1, len(subset) // cfg.batch_size)
+    trainer, _ = train_fresh(cfg, to_chat_records(subset, cfg), Path(out_dir) / f"curve_llm_{len(subset)}",
+                             progress=progress, max_steps=steps)
+    model, tokenizer = trainer.model.merge_and_unload(), trainer.processing_class
+    return lambda texts: score_labels(model, tokenizer, list(texts), cfg, progress=progress)
+
+
+# The methods of the learning curve, by the name their whole-split row has in the comparison table.
+TFIDF, FROZEN, SETFIT = ("TF-IDF + logistic regression", "MiniLM frozen embeddings + logistic regression",
+                         "SetFit (MiniLM)")
+ENCODER, LLM = "MiniLM fine-tuned end to end", "fine-tuned LLM, HF fp32 (LoRA, merged)"
+
+
+def known_curve_points(rows: list[dict]) -> list[dict]:
+    """Learning-curve points already measured for the comparison table (each method at its training size)."""
+    return [curve_point(name, r["n_train"], r, r["train_seconds"], reused=True) for r in rows
+            for name in (TFIDF, FROZEN, SETFIT, ENCODER, LLM) if r["method"].startswith(name) and r["n_train"]]
+
+
+def learning_curve(cfg: CourseConfig, train_df: pd.DataFrame, test_df: pd.DataFrame, known: list[dict],
+                   out_dir: Path, progress: bool = False) -> list[dict]:
+    """Macro-F1 on `test_df` of each method trained on balanced subsets of the training split (`curve_subsets`).
+    TF-IDF, the frozen encoder and the fine-tuned encoder train at every size; the LLM at
+    `cfg.learning_curve_llm_sizes` only (it costs the most); SetFit only at its own few-shot sizes. `known` points
+    (see `known_curve_points`) are kept and not retrained."""
+    from helpers import encoder
+
+    points = list(known)
+    fits = {TFIDF: lambda subset, size: fit_tfidf_logreg(subset, cfg.labels, cfg.seed),
+            FROZEN: lambda subset, size: encoder.fit_frozen_logreg(cfg, subset),
+            ENCODER: lambda subset, size: encoder.finetune_encoder(cfg, subset, Path(out_dir) / f"curve_encoder_{size}",
+                                                                   progress=progress)["predict"],
+            LLM: lambda subset, size: fit_llm_adapter(cfg, subset, out_dir, progress)}
+    for size, subset in curve_subsets(cfg, train_df).items():
+        for method, fit in fits.items():
+            if (method, size) in {(p["method"], p["size"]) for p in points}:
+                continue
+            if method == LLM and size not in cfg.learning_curve_llm_sizes:
+                continue
+            predict, seconds = timed_fit(fit, subset, size)
+            points.append(curve_point(method, size, score(predict, test_df, cfg.labels), seconds))
+    return sorted(points, key=lambda p: (p["method"], p["size"]))
+
+
+def curve_point(method: str, size: int, metrics: dict, train_seconds: float | None, reused: bool = False) -> dict:
+    return {"method": method, "size": size, "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
+            "train_seconds": train_seconds, "reused": reused}
+
+
+# --- verdicts -------------------------------------------------------------------------------------------------------
+
+def compare_sentence(gold, first: dict, second: dict, labels, what: str, seed: int) -> dict:
+    """Paired bootstrap of two rows' predictions and one sentence that calls a difference inside the noise a tie."""
+    test = paired_bootstrap(gold, first["predictions"], second["predictions"], labels, seed=seed)
+    tie = test["low"] <= 0 <= test["high"]
+    if tie:
+        text = (f"{what}: {first['method']} ({first['macro_f1']:.3f} macro-F1) and {second['method']} "
+                f"({second['macro_f1']:.3f}) are tied within the test set's noise ({test['difference']:+.3f}, "
+                f"95 % interval {test['low']:+.3f} to {test['high']:+.3f}).")
+    else:
+        ahead = test["difference"] > 0
+        lead, trail = (first, second) if ahead else (second, first)
+        low, high = (test["low"], test["high"]) if ahead else (-test["high"], -test["low"])
+        text = (f"{what}: {lead['method']} ({lead['macro_f1']:.3f} macro-F1) beats {trail['method']} "
+                f"({trail['macro_f1']:.3f}) by {abs(test['difference']):.3f} (95 % interval {low:+.3f} to {high:+.3f}).")
+    return {**test, "tie": bool(tie), "winner": None if tie else (first if test["difference"] > 0 else second)["method"],
+            "sentence": text}
+
+
+def best(rows: list[dict], kinds: tuple) -> dict | None:
+    """The row of the highest macro-F1 among the rows of these kinds that carry predictions."""
+    rows = [r for r in rows if r["kind"] in kinds and r.get("predictions") is not None]
+    return max(rows, key=lambda r: r["macro_f1"], default=None)
+
+
+ALTERNATIVES = ("encoder", "classic")
+
+
+def llm_vs_alternatives(gold, rows: list[dict], labels, what: str, seed: int) -> dict | None:
+    """The best fine-tuned LLM row against the best alternative (encoder, SetFit, classic), on the same items."""
+    llm, rival = best(rows, ("fine-tuned LLM",)), best(rows, ALTERNATIVES)
+    if llm is None or rival is None:
+        return None
+    return compare_sentence(gold, llm, rival, labels, what, seed)
+
+
+def cheapest_within_noise(gold, rows: list[dict], labels, cost: str, seed: int) -> str:
+    """The method with the lowest `cost` ("train_seconds", or "serve_seconds" per 1,000 reviews) whose macro-F1 is
+    tied with the best method's, by the paired bootstrap."""
+    scored = [r for r in rows if r.get("predictions") is not None and r.get(cost) is not None]
+    top = max(scored, key=lambda r: r["macro_f1"])
+    tied = [r for r in scored if r is top or paired_bootstrap(gold, r["predictions"], top["predictions"], labels,
+                                                              seed=seed)["high"] >= 0]
+    cheap = min(tied, key=lambda r: r[cost])
+    unit = "s of training" if cost == "train_seconds" else "s per 1,000 reviews served"
+    if cheap is top:
+        return (f"Per {'second of training' if cost == 'train_seconds' else 'review served'}: the best method, "
+                f"{top['method']} ({top['macro_f1']:.3f}), is also the cheapest among those tied with it "
+                f"({top[cost]:.1f} {unit}).")
+    return (f"Per {'second of training' if cost == 'train_seconds' else 'review served'}: {cheap['method']} "
+            f"({cheap['macro_f1']:.3f} macro-F1, {cheap[cost]:.1f} {unit}) is tied with the best, {top['method']} "
+            f"({top['macro_f1']:.3f}, {top[cost]:.1f} {unit}), at {top[cost] / max(cheap[cost], 1e-9):.0f}x less cost.")
+
+
+def little_data_sentence(curve: list[dict], human: dict | None) -> str:
+    """Which method leads at the smallest training size that the LLM was trained at, and the LLM's gap to it."""
+    llm_sizes = sorted(p["size"] for p in curve if p["method"].startswith("fine-tuned LLM"))
+    if not llm_sizes:
+        return "Little data: no LLM point on the learning curve in this profile."
+    size = llm_sizes[0]
+    at = [p for p in curve if p["size"] == size]
+    top = max(at, key=lambda p: p["macro_f1"])
+    llm = next(p for p in at if p["method"].startswith("fine-tuned LLM"))
+    ceiling = f"; one human rater reaches {human['macro_f1_mean']:.3f}" if human else ""
+    if top is llm:
+        return f"With little data ({size} examples): the fine-tuned LLM leads ({llm['macro_f1']:.3f} macro-F1){ceiling}."
+    return (f"With little data ({size} examples): {top['method']} leads ({top['macro_f1']:.3f} macro-F1), the "
+            f"fine-tuned LLM reaches {llm['macro_f1']:.3f} ({llm['macro_f1'] - top['macro_f1']:+.3f}){ceiling}.")
+
+
+def when_to_fine_tune(in_domain: dict | None, out_of_domain: dict | None) -> str:
+    """The closing advice, chosen by what the two comparisons found."""
+    def won(test):
+        return test is not None and test["winner"] is not None and test["winner"].startswith("fine-tuned LLM")
+
+    def lost(test):
+        return test is not None and test["winner"] is not None and not test["winner"].startswith("fine-tuned LLM")
+
+    if won(in_domain) and won(out_of_domain):
+        return ("On this data the fine-tuned LLM earns its cost: it beats every alternative in domain and out of "
+                "domain beyond the test set's noise.")
+    if won(out_of_domain):
+        return ("Fine-tune an LLM here when your inputs will drift from your training data: in domain a cheaper "
+                "model does as well, out of domain the LLM's pre-training carries it further.")
+    if won(in_domain):
+        return ("The fine-tuned LLM wins in domain but not out of domain: worth it when tomorrow's reviews look like "
+                "today's training data.")
+    if lost(in_domain) or lost(out_of_domain):
+        return ("On this data a cheaper model is the right tool: the fine-tuned LLM loses to it beyond the test "
+                "set's noise. Reach for an LLM when you need its generation, its instructions or a longer context.")
+    return ("On this data the fine-tuned LLM ties the best cheap alternative: pick the cheaper one unless you need "
+            "what only the LLM gives (generation, instructions, one model for many tasks).")
+
+
+def ceiling_sentence(rows: list[dict], human: dict | None, where: str) -> str:
+    """The best model of a domain against one human rater's agreement with the others."""
+    top = max(rows, key=lambda r: r["macro_f1"])
+    if not human:
+        return f"{where}: no individual ratings for this data, so no human ceiling; the best model is {top['method']}."
+    gap = top["macro_f1"] - human["macro_f1_mean"]
+    side = "above" if gap > human["macro_f1_sd"] else "below" if gap < -human["macro_f1_sd"] else "level with"
+    return (f"{where}: the best model, {top['method']} ({top['macro_f1']:.3f} macro-F1), is {side} one human rater "
+            f"against the others ({human['macro_f1_mean']:.3f} ± {human['macro_f1_sd']:.3f}).")
+
+
+def verdicts(comparison: Comparison, curve: list[dict], humans: dict, seed: int) -> dict[str, str]:
+    """Every conclusion of notebook 05 as a sentence computed from the numbers."""
+    gold = {name: list(df["label"]) for name, df in comparison.domains.items()}
+    labels, rows = comparison.labels, comparison.rows
+    tests = {name: llm_vs_alternatives(gold[name], rows[name], labels, what, seed)
+             for name, what in (("test", "In domain"), ("ood", "Out of domain")) if name in rows}
+    out = {f"{name}_llm_vs_alternatives": t["sentence"] for name, t in tests.items() if t}
+    out.update({f"{name}_ceiling": ceiling_sentence(rows[name], humans.get(name), where)
+                for name, where in (("test", "In domain"), ("ood", "Out of domain")) if rows.get(name)})
+    out["little_data"] = little_data_sentence(curve, humans.get("test"))
+    for cost in ("train_seconds", "serve_seconds"):
+        out[f"per_{cost}"] = cheapest_within_noise(gold["test"], rows["test"], labels, cost, seed)
+    out["advice"] = when_to_fine_tune(tests.get("test"), tests.get("ood"))
+    return out

@@ -1,0 +1,223 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from helpers.alternatives import (Comparison, cheapest_within_noise, compare_sentence, curve_subsets, human_agreement,
+                                  fit_llm_adapter, known_curve_points, learning_curve,
+                                  little_data_sentence, out_of_domain_set, ceiling_sentence, verdicts, paired_bootstrap,
+                                  rater_ratings, run_llm_rows, score, when_to_fine_tune, _macro_f1)
+from helpers.data import DataError, load_hutto, prepare_splits
+from helpers.runs import record_metrics
+
+LABELS = ("negative", "neutral", "positive")
+
+
+def frame(ids):
+    return pd.DataFrame({"id": ids, "text": ids, "label": "neutral"})
+
+
+def test_one_rater_against_the_others_is_exact_on_hand_made_ratings():
+    # a: all raters agree (positive); b: whoever is picked, the others' mean falls on the other side of the threshold
+    ratings = {"a": [2, 2, 2], "b": [4, 0, 0], "c": [1]}  # c has one rating: no "others", left out
+    human = human_agreement(frame(["a", "b", "c", "zz"]), ratings, LABELS, threshold=1.0, draws=30, seed=0)
+    assert human["n"] == 2 and human["draws"] == 30
+    assert human["accuracy_mean"] == 0.5 and human["accuracy_sd"] == 0.0
+    agree = human_agreement(frame(["a"]), {"a": [-3, -2, -4, -1]}, LABELS, 1.0, 5, 0)
+    assert agree["accuracy_mean"] == 1.0 and agree["macro_f1_sd"] == 0.0
+
+
+def test_human_agreement_varies_with_the_draw_and_is_seeded():
+    ratings = {str(i): [2, 2, 0, -2] for i in range(12)}
+    first = human_agreement(frame(list(ratings)), ratings, LABELS, 1.0, 50, seed=3)
+    assert first == human_agreement(frame(list(ratings)), ratings, LABELS, 1.0, 50, seed=3)
+    assert first["accuracy_sd"] > 0 and 0 < first["accuracy_mean"] < 1
+
+
+def test_human_agreement_needs_individual_ratings():
+    with pytest.raises(DataError, match="two or more individual ratings"):
+        human_agreement(frame(["x"]), {"y": [1, 2]}, LABELS, 1.0, 3, 0)
+    with pytest.raises(DataError):
+        human_agreement(pd.DataFrame({"text": ["t"], "label": ["neutral"]}), {"t": [1, 2]}, LABELS, 1.0, 3, 0)
+
+
+def test_real_rater_ratings_match_the_ground_truth_means():
+    ratings = rater_ratings("amazon")
+    df = load_hutto("amazon")
+    assert len(ratings) == len(df) == 3708 and all(len(v) == 20 for v in ratings.values())
+    means = df.set_index("id")["rating"]
+    assert all(abs(np.mean(ratings[i]) - means[i]) < 0.01 for i in list(ratings)[:500])
+    assert rater_ratings("my_reviews.csv") is None  # the learner's own data: no human ceiling
+    assert rater_ratings("hutto:nyt") is not None
+
+
+def test_out_of_domain_set_is_balanced_and_can_be_off(cfg):
+    ood = out_of_domain_set(cfg)
+    assert len(ood) == cfg.ood_size and set(ood["label"].value_counts()) == {cfg.ood_size // 3}
+    assert ood["group"].str.startswith("tweets-").all()
+    cfg.ood_dataset = ""
+    assert out_of_domain_set(cfg) is None
+
+
+def test_row_wise_macro_f1_equals_sklearn():
+    rng = np.random.default_rng(0)
+    gold, pred = (np.array(LABELS)[rng.integers(3, size=(5, 40))] for _ in range(2))
+    pred[0] = "positive"  # a label never predicted: F1 0 for the others, as sklearn with zero_division=0
+    expected = [f1_score(g, p, labels=list(LABELS), average="macro", zero_division=0) for g, p in zip(gold, pred)]
+    assert _macro_f1(gold, pred, LABELS) == pytest.approx(expected)
+
+
+def test_paired_bootstrap_calls_equal_predictions_a_tie_and_a_clear_gap_a_win():
+    gold = list(np.array(LABELS)[np.arange(60) % 3])
+    same = paired_bootstrap(gold, gold, gold, LABELS)
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0}
+    wrong = [LABELS[(LABELS.index(g) + 1) % 3] for g in gold]
+    gap = paired_bootstrap(gold, gold, wrong, LABELS)
+    assert gap["difference"] == 1.0 and gap["low"] > 0.5
+
+
+def test_compare_sentence_says_tie_inside_the_noise_and_names_the_winner_outside():
+    gold = list(np.array(LABELS)[np.arange(60) % 3])
+    almost = list(gold)
+    almost[0] = "neutral"
+    a = {"method": "A", "macro_f1": 1.0, "predictions": gold}
+    b = {"method": "B", "macro_f1": 0.98, "predictions": almost}
+    tie = compare_sentence(gold, b, a, LABELS, "In domain", seed=0)
+    assert tie["tie"] and tie["winner"] is None and "are tied within the test set's noise" in tie["sentence"]
+    c = {"method": "C", "macro_f1": 0.0, "predictions": [LABELS[(LABELS.index(g) + 1) % 3] for g in gold]}
+    win = compare_sentence(gold, c, a, LABELS, "Out of domain", seed=0)
+    assert win["winner"] == "A" and win["sentence"].startswith("Out of domain: A (1.000 macro-F1) beats C (0.000) by "
+                                                               "1.000 (95 % interval +1.000 to +1.000)")
+
+
+def test_cheapest_within_noise_prefers_the_cheap_tie():
+    gold = list(np.array(LABELS)[np.arange(60) % 3])
+    almost = list(gold)
+    almost[0] = "neutral"
+    rows = [{"method": "big", "macro_f1": 1.0, "predictions": gold, "train_seconds": 100.0},
+            {"method": "small", "macro_f1": 0.98, "predictions": almost, "train_seconds": 1.0},
+            {"method": "bad", "macro_f1": 0.0, "train_seconds": 0.1,
+             "predictions": [LABELS[(LABELS.index(g) + 1) % 3] for g in gold]}]
+    sentence = cheapest_within_noise(gold, rows, LABELS, "train_seconds", seed=0)
+    assert sentence.startswith("Per second of training: small (0.980 macro-F1, 1.0 s of training) is tied with the "
+                               "best, big (1.000, 100.0 s of training), at 100x less cost.")
+
+
+def test_when_to_fine_tune_follows_the_two_comparisons():
+    win = {"winner": "fine-tuned LLM, HF"}
+    lose = {"winner": "encoder"}
+    tie = {"winner": None}
+    assert "earns its cost" in when_to_fine_tune(win, win)
+    assert "drift" in when_to_fine_tune(tie, win)
+    assert "a cheaper model is the right tool" in when_to_fine_tune(lose, tie)
+    assert "ties the best cheap alternative" in when_to_fine_tune(tie, None)
+
+
+def test_little_data_sentence_names_the_leader_at_the_llm_s_smallest_size():
+    curve = [{"method": "TF-IDF", "size": 48, "macro_f1": 0.45}, {"method": "fine-tuned LLM", "size": 48, "macro_f1": 0.3},
+             {"method": "fine-tuned LLM", "size": 480, "macro_f1": 0.7}, {"method": "SetFit", "size": 24, "macro_f1": 0.5}]
+    assert little_data_sentence(curve, None) == ("With little data (48 examples): TF-IDF leads (0.450 macro-F1), the "
+                                                 "fine-tuned LLM reaches 0.300 (-0.150).")
+    assert little_data_sentence(curve[:1], None).startswith("Little data: no LLM point")
+
+
+def test_comparison_scores_every_domain_once_and_keeps_known_rows():
+    domains = {"test": pd.DataFrame({"text": ["a", "b"], "label": ["positive", "negative"]}),
+               "ood": pd.DataFrame({"text": ["c"], "label": ["neutral"]})}
+    comparison, loads = Comparison(domains, LABELS), []
+
+    def load():
+        loads.append(1)
+        return lambda texts: np.tile([0.1, 0.2, 0.7], (len(texts), 1))
+    comparison.add("always positive", "classic", load, train_seconds=1.0)
+    known = {"accuracy": 0.9, "macro_f1": 0.8}
+    comparison.add("measured before", "fine-tuned LLM", lambda: pytest.fail("must not load"), known={"test": known,
+                                                                                                      "ood": known})
+    comparison.add("rules", "classic", lambda: (lambda texts: ["neutral"] * len(texts)))
+    assert loads == [1]
+    assert [r["accuracy"] for r in comparison.rows["test"]] == [0.5, 0.9, 0.0]
+    assert comparison.rows["ood"][2]["accuracy"] == 1.0 and comparison.rows["ood"][0]["predictions"] == ["positive"]
+    assert list(comparison.table("test").index) == ["measured before", "always positive", "rules"]
+    assert "predictions" not in json.dumps(comparison.summary())
+
+
+def test_run_llm_rows_reads_notebooks_02_and_04(cfg):
+    record_metrics(cfg, "02_logged_training", fine_tuned={"accuracy": 0.7, "macro_f1": 0.69}, train_seconds=120.0,
+                   zero_shot={"accuracy": 0.5, "macro_f1": 0.4}, artifact_mb={"merged": 538.0},
+                   test_labels=["positive", "negative"], test_predictions=["positive", "positive"],
+                   zero_shot_probabilities=[[0.1, 0.2, 0.7], [0.8, 0.1, 0.1]])
+    record_metrics(cfg, "04_few_shot_vs_finetuned", results=[
+        {"method": "base 5-shot (GGUF)", "accuracy": 0.49, "macro_f1": 0.39},
+        {"method": "fine-tuned 0-shot (GGUF Q4_K_M)", "accuracy": 0.66, "macro_f1": 0.66, "size_mb": 105.0},
+        {"method": "VADER (rules, no training)", "accuracy": 0.55, "macro_f1": 0.54}])
+    rows = run_llm_rows(cfg, n_train=480)
+    assert [r["method"] for r in rows] == ["fine-tuned LLM, HF fp32 (LoRA, merged)", "base LLM 0-shot (HF label scoring)",
+                                           "base LLM 5-shot (GGUF)", "fine-tuned LLM, GGUF Q4_K_M"]
+    assert rows[0]["known"]["test"]["predictions"] == ["positive", "positive"] and rows[0]["size_mb"] == 538.0
+    assert rows[1]["known"]["test"]["predictions"] == ["positive", "negative"]
+    assert rows[3]["train_seconds"] == 120.0 and rows[3]["model"].name == "model-Q4_K_M.gguf"
+    assert rows[2]["model"] is None
+
+
+def test_curve_subsets_add_the_whole_split(cfg):
+    splits = prepare_splits(cfg)
+    cfg.learning_curve_sizes = (12, 24, 999)
+    subsets = curve_subsets(cfg, splits.train)
+    assert list(subsets) == [12, 24, len(splits.train)] and len(subsets[12]) == 12
+    assert set(subsets[12]["label"].value_counts()) == {4}
+
+
+def test_known_points_are_kept_and_only_missing_ones_trained(cfg, monkeypatch):
+    from helpers import encoder
+
+    splits = prepare_splits(cfg)
+    cfg.learning_curve_sizes, cfg.learning_curve_llm_sizes = (12,), ()
+    fitted = []
+    monkeypatch.setattr(encoder, "fit_frozen_logreg", lambda cfg, subset: fitted.append(len(subset)) or
+                        (lambda texts: np.tile([0.2, 0.3, 0.5], (len(texts), 1))))
+    monkeypatch.setattr(encoder, "finetune_encoder", lambda cfg, subset, out, progress: fitted.append(-len(subset)) or
+                        {"predict": lambda texts: ["neutral"] * len(texts)})
+    rows = [{"method": "TF-IDF + logistic regression", "n_train": 48, "macro_f1": 0.5, "accuracy": 0.5,
+             "train_seconds": 1.0}, {"method": "SetFit (MiniLM), 2 per class", "n_train": 6, "macro_f1": 0.4,
+                                     "accuracy": 0.4, "train_seconds": 3.0}]
+    points = learning_curve(cfg, splits.train, splits.test, known_curve_points(rows), cfg.run_dir)
+    assert sorted(fitted) == [-48, -12, 12, 48]  # the encoders at both sizes; TF-IDF at 48 was known
+    by = {(p["method"], p["size"]): p for p in points}
+    assert by[("TF-IDF + logistic regression", 48)]["reused"] and not by[("TF-IDF + logistic regression", 12)]["reused"]
+    assert by[("SetFit (MiniLM)", 6)]["macro_f1"] == 0.4
+    assert by[("MiniLM fine-tuned end to end", 12)]["macro_f1"] == pytest.approx(1 / 6)  # all neutral on 8/8/8
+    assert not any(m.startswith("fine-tuned LLM") for m, _ in by)  # no LLM size in this profile
+
+
+def test_fit_llm_adapter_trains_one_epoch_and_scores(cfg):
+    splits = prepare_splits(cfg)
+    predict = fit_llm_adapter(cfg, splits.train.head(12), cfg.run_dir)
+    out = score(predict, splits.test.head(6), cfg.labels)
+    probabilities = np.asarray(predict(["fine", "awful"]))
+    assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(1), 1) and 0 <= out["macro_f1"] <= 1
+
+
+def test_ceiling_sentence_reads_the_gap_against_the_spread():
+    rows = [{"method": "A", "macro_f1": 0.70}, {"method": "B", "macro_f1": 0.60}]
+    human = {"macro_f1_mean": 0.75, "macro_f1_sd": 0.02}
+    assert ceiling_sentence(rows, human, "In domain") == ("In domain: the best model, A (0.700 macro-F1), is below one "
+                                                         "human rater against the others (0.750 ± 0.020).")
+    assert "level with" in ceiling_sentence(rows, {**human, "macro_f1_mean": 0.71}, "x")
+    assert "no human ceiling" in ceiling_sentence(rows, None, "x")
+
+
+def test_verdicts_cover_every_question(cfg):
+    gold = list(np.array(LABELS)[np.arange(30) % 3])
+    domains = {name: pd.DataFrame({"text": [f"t{i}" for i in range(30)], "label": gold}) for name in ("test", "ood")}
+    comparison = Comparison(domains, LABELS)
+    perfect = lambda: (lambda texts: gold)  # noqa: E731
+    comparison.add("fine-tuned LLM, HF", "fine-tuned LLM", perfect, train_seconds=100.0)
+    comparison.add("TF-IDF + logistic regression", "classic", lambda: (lambda texts: ["neutral"] * len(texts)),
+                   train_seconds=1.0)
+    out = verdicts(comparison, [], {}, seed=0)
+    assert set(out) == {"test_llm_vs_alternatives", "ood_llm_vs_alternatives", "test_ceiling", "ood_ceiling",
+                        "little_data", "per_train_seconds", "per_serve_seconds", "advice"}
+    assert out["test_llm_vs_alternatives"].startswith("In domain: fine-tuned LLM, HF (1.000 macro-F1) beats TF-IDF")
+    assert "earns its cost" in out["advice"]
