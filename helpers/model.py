@@ -8,6 +8,7 @@ loads (and which llama.cpp's converter accepts). So the "base model" of the offl
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 from helpers.config import CourseConfig
@@ -37,11 +38,25 @@ def model_dir(cfg: CourseConfig, name: str) -> Path:
     return cfg.cache_dir / "models" / EMBEDDED[name]
 
 
-def prepare_embedded_model(cfg: CourseConfig) -> Path:
-    """Dequantize the embedded GGUF into a Hugging Face folder in the cache, once (~30 s, 538 MB fp32)."""
-    out = model_dir(cfg, "embedded:smollm2")
+def build_once(out: Path, build) -> Path:
+    """`out` if an earlier build finished (it holds model.safetensors); else `build(folder)` fills a fresh
+    `<out>.partial` folder, which then becomes `out`, so an interrupted build never looks finished."""
     if (out / "model.safetensors").exists():
         return out
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def prepare_embedded_model(cfg: CourseConfig) -> Path:
+    """Dequantize the embedded GGUF into a Hugging Face folder in the cache, once (~30 s, 538 MB fp32)."""
+    return build_once(model_dir(cfg, "embedded:smollm2"), _dequantize_embedded)
+
+
+def _dequantize_embedded(out: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf = embedded_gguf_path()
@@ -55,32 +70,24 @@ def prepare_embedded_model(cfg: CourseConfig) -> Path:
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
     model.tie_weights()
-    tmp = out.with_name(out.name + ".partial")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(out)
-    return out
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def prepare_tiny_model(cfg: CourseConfig) -> Path:
     """A tiny random Llama (2 layers, width 64) with SmolLM2's real tokenizer and chat template, for CI."""
-    out = model_dir(cfg, "embedded:tiny")
-    if (out / "model.safetensors").exists():
-        return out
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    def build(out: Path) -> None:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    source = prepare_embedded_model(cfg)
-    config = AutoConfig.from_pretrained(source)
-    config.update(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, head_dim=16))
-    torch.manual_seed(cfg.seed)
-    model = AutoModelForCausalLM.from_config(config)
-    tmp = out.with_name(out.name + ".partial")
-    model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
-    tmp.rename(out)
-    return out
+        source = prepare_embedded_model(cfg)
+        config = AutoConfig.from_pretrained(source)
+        config.update(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=16))
+        torch.manual_seed(cfg.seed)
+        AutoModelForCausalLM.from_config(config).save_pretrained(out)
+        AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    return build_once(model_dir(cfg, "embedded:tiny"), build)
 
 
 def resolve_model(cfg: CourseConfig) -> str:

@@ -64,3 +64,31 @@ def test_hub_id_offline_says_to_use_the_embedded_model(cfg, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelError, match="seems to be offline or the id is wrong.*model='embedded:smollm2'"):
         load_model(cfg, "Qwen/Qwen2.5-0.5B-Instruct")
+
+
+def test_build_once_builds_into_a_partial_folder_and_never_again(tmp_path):
+    from helpers.model import build_once
+
+    calls = []
+
+    def build(folder):
+        calls.append(folder.name)
+        folder.mkdir()
+        (folder / "model.safetensors").write_text("weights")
+    (tmp_path / "m.partial").mkdir()
+    (tmp_path / "m.partial" / "stale").write_text("from an interrupted build")
+    out = build_once(tmp_path / "m", build)
+    assert out == tmp_path / "m" and calls == ["m.partial"] and not (tmp_path / "m.partial").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # nothing stale carried over
+    assert build_once(tmp_path / "m", build) == out and calls == ["m.partial"]
+
+
+def test_an_interrupted_build_leaves_no_finished_looking_folder(tmp_path):
+    from helpers.model import build_once
+
+    def broken(folder):
+        folder.mkdir()
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        build_once(tmp_path / "m", broken)
+    assert not (tmp_path / "m").exists()
