@@ -301,9 +301,10 @@ def cheapest_within_noise(gold, rows: list[dict], labels, cost: str, seed: int) 
     cheap = min(tied, key=lambda r: r[cost])
     unit = "s of training" if cost == "train_seconds" else "s per 1,000 reviews served"
     if cheap is top:
+        others = "; ".join(f"{r['method']}, {r[cost]:.1f}" for r in tied if r is not top) or "none"
         return (f"Per {'second of training' if cost == 'train_seconds' else 'review served'}: the best method, "
-                f"{top['method']} ({top['macro_f1']:.3f}), is also the cheapest among those tied with it "
-                f"({top[cost]:.1f} {unit}).")
+                f"{top['method']} ({top['macro_f1']:.3f}, {top[cost]:.1f} {unit}), is also the cheapest of those tied "
+                f"with it (others tied: {others}).")
     return (f"Per {'second of training' if cost == 'train_seconds' else 'review served'}: {cheap['method']} "
             f"({cheap['macro_f1']:.3f} macro-F1, {cheap[cost]:.1f} {unit}) is tied with the best, {top['method']} "
             f"({top['macro_f1']:.3f}, {top[cost]:.1f} {unit}), at {top[cost] / max(cheap[cost], 1e-9):.0f}x less cost.")

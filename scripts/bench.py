@@ -1,7 +1,8 @@
 """Measure the course's speed on this machine, side by side in one run (what `make bench` does).
 
 Prints the fp32 matmul peak, training utilisation, reviews per second of HF fp32 vs GGUF Q4_K_M and of label scoring
-vs generation (with accuracies), and each notebook's wall time; saves the figures to runs/bench/bench-<time>.json.
+vs generation (with accuracies), each notebook's wall time, and every method notebook 05 measured beside the LLM
+(accuracy, macro-F1, training seconds, reviews/s, size) with the human ceiling; saves runs/bench/bench-<time>.json.
 """
 import argparse
 import ast

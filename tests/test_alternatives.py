@@ -103,6 +103,10 @@ def test_cheapest_within_noise_prefers_the_cheap_tie():
     sentence = cheapest_within_noise(gold, rows, LABELS, "train_seconds", seed=0)
     assert sentence.startswith("Per second of training: small (0.980 macro-F1, 1.0 s of training) is tied with the "
                                "best, big (1.000, 100.0 s of training), at 100x less cost.")
+    rows[0]["train_seconds"] = 0.5
+    assert cheapest_within_noise(gold, rows, LABELS, "train_seconds", seed=0) == (
+        "Per second of training: the best method, big (1.000, 0.5 s of training), is also the cheapest of those tied "
+        "with it (others tied: small, 1.0).")
 
 
 def test_when_to_fine_tune_follows_the_two_comparisons():
