@@ -19,6 +19,7 @@ from helpers.config import CourseConfig
 from helpers.data import (HUTTO_CORPORA, DataError, balanced_sample, load_dataset, load_rater_ratings, rating_to_label,
                           to_chat_records)
 from helpers.evaluate import classification_metrics
+from helpers.runs import FEWSHOT, TRAINING, layout
 from helpers.training import train_fresh
 
 SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "invalid_rate", "per_class", "confusion")
@@ -161,35 +162,27 @@ def run_llm_rows(cfg: CourseConfig, n_train: int) -> list[dict]:
     came from (nothing is re-run here; a notebook not yet run adds no row)."""
     from helpers.model import resolve_model
 
-    run = Path(cfg.run_dir)
-    m02 = _metrics(run / "02_logged_training")
-    m04 = _metrics(run / "04_few_shot_vs_finetuned")
+    run = layout(cfg)
+    m02, m04 = run.metrics(TRAINING), run.metrics(FEWSHOT)
     out = []
     if m02:
         tuned = {**m02["fine_tuned"], "n": len(m02["test_labels"]), "predictions": m02["test_predictions"]}
         base = {**m02["zero_shot"], "n": len(m02["test_labels"]),
                 "predictions": [cfg.labels[i] for i in np.asarray(m02["zero_shot_probabilities"]).argmax(1)]}
         out += [dict(method="fine-tuned LLM, HF fp32 (LoRA, merged)", kind="fine-tuned LLM",
-                     model=run / "02_logged_training" / "merged", train_seconds=m02["train_seconds"],
+                     model=run.merged, train_seconds=m02["train_seconds"],
                      size_mb=m02["artifact_mb"]["merged"], n_train=n_train, known={"test": tuned}),
                 dict(method="base LLM 0-shot (HF label scoring)", kind="LLM", model=Path(resolve_model(cfg)),
                      train_seconds=0.0, size_mb=None, n_train=0, known={"test": base})]
     for r in (m04 or {}).get("results", []):
         if r["method"].startswith("fine-tuned 0-shot (GGUF"):
             out.append(dict(method="fine-tuned LLM, GGUF Q4_K_M", kind="fine-tuned LLM", known={"test": r},
-                            model=run / "03_gguf_quantization" / "model-Q4_K_M.gguf", size_mb=r.get("size_mb"),
+                            model=run.gguf("Q4_K_M"), size_mb=r.get("size_mb"),
                             train_seconds=m02["train_seconds"] if m02 else None, n_train=n_train))
         elif r["method"].startswith("base") and "shot (GGUF" in r["method"]:
             out.append(dict(method=f"base LLM {r['method'][5:]}", kind="LLM", model=None, known={"test": r},
                             train_seconds=0.0, size_mb=None, n_train=0))
     return out
-
-
-def _metrics(folder: Path) -> dict | None:
-    import json
-
-    path = folder / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 # --- the learning curve ---------------------------------------------------------------------------------------------

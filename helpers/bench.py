@@ -22,7 +22,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from helpers.config import ROOT, CourseConfig
-from helpers.runs import load_metrics
+from helpers.runs import ALTERNATIVES, RunLayout, load_metrics
 
 
 def allocator() -> str:
@@ -117,7 +117,7 @@ def latest_run(profile: str, root: Path = ROOT / "runs") -> Path | None:
 
 def alternatives(run_dir: Path) -> dict | None:
     """Notebook 05's in-domain rows and human ceiling of a course run, best macro-F1 first (None if it did not run)."""
-    m = load_metrics(run_dir).get("05_practitioners_alternatives")
+    m = RunLayout(run_dir).metrics(ALTERNATIVES)
     if not m:
         return None
     keys = ("method", "accuracy", "macro_f1", "train_seconds", "reviews_per_second", "size_mb")
@@ -213,7 +213,7 @@ def bench_models(cfg: CourseConfig, run_dir: Path | None, work_dir: Path) -> tup
     from helpers.model import resolve_model
 
     if run_dir is not None:
-        merged, gguf = run_dir / "02_logged_training" / "merged", run_dir / "03_gguf_quantization" / "model-Q4_K_M.gguf"
+        merged, gguf = RunLayout(run_dir).merged, RunLayout(run_dir).gguf("Q4_K_M")
         if merged.is_dir() and gguf.is_file():
             return merged, gguf
     model_dir = Path(resolve_model(cfg))

@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from helpers.config import ROOT, CourseConfig
 from helpers.gguf import classify_gguf, load_gguf
 from helpers.model import load_model, load_tokenizer
+from helpers.runs import RELATIVE, RunLayout, latest_run
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-DEFAULT_GGUF = "03_gguf_quantization/model-Q4_K_M.gguf"
+DEFAULT_GGUF = RELATIVE.gguf("Q4_K_M")  # inside a course run folder
 SURROGATE = re.compile("[\ud800-\udfff]")  # what errors="surrogateescape" turns undecodable bytes into
 ERROR_COLUMNS = ["row", "reason"]
 
@@ -39,8 +40,6 @@ def find_model(cfg: CourseConfig, runs_root: Path = ROOT / "runs") -> Path:
     """The Q4_K_M GGUF file of the newest finished course run (`runs/<timestamp>-<profile>/`, newest by name).
 
     Folders not named by a timestamp (`runs/bench`, JupyterLab's `runs/lab-<profile>`) are not course runs."""
-    from helpers.runs import latest_run
-
     run = latest_run(DEFAULT_GGUF, root=runs_root)
     if run is None:
         raise ClassifyError(f"No trained model found: no {runs_root}/<timestamp>-<profile>/{DEFAULT_GGUF}. "
@@ -52,13 +51,13 @@ def find_model(cfg: CourseConfig, runs_root: Path = ROOT / "runs") -> Path:
 def load_classifier(cfg: CourseConfig, model_path: str | Path):
     """`probabilities(texts) -> (n, labels) array` for a GGUF file, a Hugging Face model folder or a LoRA adapter
     folder (loaded on the base model of `cfg`), by label scoring. A GGUF file from a course run takes its chat
-    template from the run's merged model (`02_logged_training/merged`), else from the base model of `cfg`."""
+    template from the merged model of the run it was exported in, else from the base model of `cfg`."""
     from helpers.evaluate import score_labels  # sklearn and torch: loaded only when a model is
 
     path = Path(model_path)
     if path.is_file() and path.suffix == ".gguf":
         llm = load_gguf(path, cfg)
-        merged = path.parent.parent / "02_logged_training" / "merged"
+        merged = RunLayout(path.parent.parent).merged  # the run folder the GGUF file was exported in
         tokenizer = load_tokenizer(cfg, merged if (merged / "tokenizer_config.json").exists() else None)
         return lambda texts: classify_gguf(llm, tokenizer, texts, cfg, progress=False)[1]
     if (path / "adapter_config.json").is_file():

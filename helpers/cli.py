@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from helpers.config import PROFILES, ROOT, CourseConfig, make_config
+from helpers.runs import EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, layout
 
 SKIPPED_KNOBS = {"profile", "run_dir", "prices_per_million_tokens"}  # set otherwise, or too structured for a flag
 
@@ -79,7 +80,7 @@ def cmd_ablation(args):
     from helpers.runs import notebook_dir, record_metrics
 
     cfg = config_from(args, new_run_dir(args))
-    notebook = "01_label_masking"
+    notebook = MASKING
     results = run_masking_ablation(cfg, prepare_splits(cfg), notebook_dir(cfg, notebook))
     record_metrics(cfg, notebook, ablation=ablation_summary(results), verdict=ablation_verdict(results))
     return cfg, ablation_verdict(results)
@@ -94,17 +95,17 @@ def cmd_train(args):
     from helpers.training import folder_sizes, make_trainer, save_adapter_and_merged, train, world_size
 
     cfg = config_from(args, new_run_dir(args))
-    notebook = "02_logged_training"
+    notebook = TRAINING
     out_dir = notebook_dir(cfg, notebook)
     splits = prepare_splits(cfg)
     model, tokenizer = load_model(cfg)
     trainer = make_trainer(cfg, model, tokenizer, to_chat_records(splits.train, cfg),
                            to_chat_records(splits.eval, cfg), output_dir=out_dir / "trainer",
-                           log_path=out_dir / "train_log.jsonl")
+                           log_path=layout(cfg).train_log)
     run = train(trainer, len(splits.train))
     if not trainer.is_world_process_zero():  # under torchrun: the first process evaluates and saves
         return cfg, f"process {trainer.args.process_index} of {world_size()} done"
-    saved = save_adapter_and_merged(trainer, out_dir)  # as in the notebook: the merged model is evaluated
+    saved = save_adapter_and_merged(trainer, layout(cfg))  # as in the notebook: the merged model is evaluated
     scored = evaluate_model(trainer.model, tokenizer, splits.test, cfg, method="scoring")
     record_metrics(cfg, notebook, fine_tuned=metrics_summary(scored), train_seconds=run["train_seconds"],
                    log_history=run["log_history"], artifacts=saved, artifact_mb=folder_sizes(saved),
@@ -120,10 +121,11 @@ def cmd_export(args):
     from helpers.gguf import build_gguf_files, compare_formats, format_verdict, merged_model_dir
     from helpers.runs import notebook_dir, record_metrics
 
-    cfg = config_from(args, latest_run_dir(args, "02_logged_training/adapter"))
-    notebook = "03_gguf_quantization"
+    cfg = config_from(args, latest_run_dir(args, RELATIVE.adapter))
+    notebook = EXPORT
     merged = merged_model_dir(cfg)
-    files = build_gguf_files(cfg, merged, notebook_dir(cfg, notebook))
+    notebook_dir(cfg, notebook)
+    files = build_gguf_files(cfg, merged, layout(cfg))
     rows = compare_formats(cfg, merged, files, prepare_splits(cfg).test)
     record_metrics(cfg, notebook, formats=[{k: v for k, v in r.items() if k != "predictions"} for r in rows],
                    verdict=format_verdict(rows), gguf_files=files)
@@ -141,11 +143,11 @@ def cmd_compare(args):
     from helpers.gguf import base_model_gguf
     from helpers.runs import notebook_dir, record_metrics
 
-    notebook, finetuned = "04_few_shot_vs_finetuned", "03_gguf_quantization/model-Q4_K_M.gguf"
-    cfg = config_from(args, latest_run_dir(args, finetuned))
+    notebook = FEWSHOT
+    cfg = config_from(args, latest_run_dir(args, RELATIVE.gguf("Q4_K_M")))
     splits = prepare_splits(cfg)
     shots, cache = pick_shots(splits.train, cfg), ResponseCache(cfg.cache_dir / "responses.jsonl")
-    served = {"base": base_model_gguf(cfg), "finetuned": Path(cfg.run_dir) / finetuned}
+    served = {"base": base_model_gguf(cfg), "finetuned": layout(cfg).gguf("Q4_K_M")}
     runs = [("base", shots, f"base {cfg.shots}-shot (GGUF)"), ("finetuned", (), "fine-tuned 0-shot (GGUF Q4_K_M)")]
     results = asyncio.run(run_local_models(served, runs, splits.test, cfg, cache,
                                            notebook_dir(cfg, notebook) / "server.log"))

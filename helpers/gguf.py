@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from helpers.config import CourseConfig
+from helpers.runs import RunLayout, layout
 
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
 
@@ -236,28 +237,27 @@ def classify_gguf(llm, tokenizer, texts, cfg: CourseConfig, method: str = "scori
 
 def merged_model_dir(cfg: CourseConfig) -> Path:
     """The merged fine-tuned model of notebook 02 in this run folder; merged from the adapter if only that exists."""
-    trained = Path(cfg.run_dir) / "02_logged_training"
-    merged, adapter = trained / "merged", trained / "adapter"
-    if (merged / "config.json").exists():
-        return merged
-    if not (adapter / "adapter_config.json").exists():
-        raise GGUFError(f"No fine-tuned model in {trained}. Run notebook 02 with the same run_dir first.")
+    run = layout(cfg)
+    if (run.merged / "config.json").exists():
+        return run.merged
+    if not (run.adapter / "adapter_config.json").exists():
+        raise GGUFError(f"No fine-tuned model in {run.adapter.parent}. Run notebook 02 with the same run_dir first.")
     from peft import PeftModel
 
     from helpers.model import load_model
 
     base, tokenizer = load_model(cfg)  # full precision (fp32 on a CPU): never merge into a 4-bit base
-    PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(merged)
-    tokenizer.save_pretrained(merged)
-    return merged
+    PeftModel.from_pretrained(base, run.adapter).merge_and_unload().save_pretrained(run.merged)
+    tokenizer.save_pretrained(run.merged)
+    return run.merged
 
 
-def build_gguf_files(cfg: CourseConfig, model_dir: Path, out_dir: Path) -> dict:
-    """f16 and q8_0 by the converter, then Q4_K_M from the f16 file by the quantizer: {format: path}."""
-    out_dir = Path(out_dir)
-    f16 = convert_to_gguf(cfg, model_dir, out_dir / "model-f16.gguf", "f16")
-    q8 = convert_to_gguf(cfg, model_dir, out_dir / "model-q8_0.gguf", "q8_0")
-    q4 = quantize_gguf(f16, out_dir / "model-Q4_K_M.gguf", "Q4_K_M")
+def build_gguf_files(cfg: CourseConfig, model_dir: Path, run: RunLayout) -> dict:
+    """f16 and q8_0 by the converter, then Q4_K_M from the f16 file by the quantizer, where the run layout keeps
+    them: {format: path}."""
+    f16 = convert_to_gguf(cfg, model_dir, run.gguf("f16"), "f16")
+    q8 = convert_to_gguf(cfg, model_dir, run.gguf("q8_0"), "q8_0")
+    q4 = quantize_gguf(f16, run.gguf("Q4_K_M"), "Q4_K_M")
     return {"GGUF f16": f16, "GGUF Q8_0": q8, "GGUF Q4_K_M": q4}
 
 

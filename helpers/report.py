@@ -12,12 +12,11 @@ import io
 import json
 from pathlib import Path
 
-from helpers.runs import load_metrics
+from helpers.runs import ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, TRAINING, load_metrics
 
-NOTEBOOK_TITLES = {"00_setup_and_data": "Data", "01_label_masking": "Label masking ablation",
-                   "02_logged_training": "Logged training", "03_gguf_quantization": "GGUF size, speed and accuracy",
-                   "04_few_shot_vs_finetuned": "Few-shot vs fine-tuned vs classic baselines",
-                   "05_practitioners_alternatives": "The practitioner's alternatives, a human ceiling, out of domain"}
+NOTEBOOK_TITLES = {DATA: "Data", MASKING: "Label masking ablation", TRAINING: "Logged training",
+                   EXPORT: "GGUF size, speed and accuracy", FEWSHOT: "Few-shot vs fine-tuned vs classic baselines",
+                   ALTERNATIVES: "The practitioner's alternatives, a human ceiling, out of domain"}
 
 
 def _fmt(value) -> str:
@@ -69,45 +68,47 @@ def _sections(run_dir: Path, metrics: dict) -> list[dict]:
         f"Wall time of the {len(seconds)} finished notebooks: {sum(seconds) / 60:.1f} min in all.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())],
         "tables": [run_rows], "figures": []})
-    if m := metrics.get("00_setup_and_data"):
-        sections.append({"title": NOTEBOOK_TITLES["00_setup_and_data"], "text": [
+    if m := metrics.get(DATA):
+        sections.append({"title": NOTEBOOK_TITLES[DATA], "text": [
             f"{m['rows']} labelled rows from {m['groups']} groups; class balance {m['class_balance']}; split sizes "
             f"{m['split_sizes']}; {m['conflicting_texts']} texts with conflicting labels."], "tables": [],
             "figures": [("class_balance", plots.plot_class_balance(m["split_balance"]))]})
-    if m := metrics.get("01_label_masking"):
+    if m := metrics.get(MASKING):
         rows = [{"run": arm, "accuracy": r["accuracy"], "macro-F1": r["macro_f1"], "steps": r["steps"],
                  "train s": r["train_seconds"]} for arm, r in m["ablation"].items()]
-        sections.append({"title": NOTEBOOK_TITLES["01_label_masking"], "text": [m["verdict"]], "tables": [rows],
+        sections.append({"title": NOTEBOOK_TITLES[MASKING], "text": [m["verdict"]], "tables": [rows],
                          "figures": [("ablation_loss", plots.plot_loss_curves(
                              {arm: r["loss_history"] for arm, r in m["ablation"].items()}))]})
-    if m := metrics.get("02_logged_training"):
+    if m := metrics.get(TRAINING):
+        # The notebook records more than the `train` command (no zero-shot row, no diagnosis): show what is there.
         rows = [{"model": name, "accuracy": m[key]["accuracy"], "macro-F1": m[key]["macro_f1"],
                  "invalid": m[key]["invalid_rate"], "reviews/s": m[key]["reviews_per_second"]}
                 for name, key in (("zero-shot base", "zero_shot"), ("fine-tuned (scoring)", "fine_tuned"),
-                                  ("fine-tuned (generation)", "fine_tuned_generation"))]
-        text = [f"Trained in {m['train_seconds']:.0f} s. Diagnosis: {' '.join(m['diagnosis']['advice'])}"]
+                                  ("fine-tuned (generation)", "fine_tuned_generation")) if key in m]
+        text = [f"Trained in {m['train_seconds']:.0f} s."
+                + (f" Diagnosis: {' '.join(m['diagnosis']['advice'])}" if "diagnosis" in m else "")]
         if "calibration_ece" in m:
             text.append("Expected calibration error: " + ", ".join(f"{k} {v:.3f}" for k, v in m["calibration_ece"].items()))
-        sections.append({"title": NOTEBOOK_TITLES["02_logged_training"], "text": text, "tables": [rows],
+        sections.append({"title": NOTEBOOK_TITLES[TRAINING], "text": text, "tables": [rows],
                          "figures": [("loss_curve", plots.plot_training(m["log_history"])),
                                      ("confusion_finetuned", plots.plot_confusion(m["fine_tuned"]["confusion"],
                                                                                   "fine-tuned (scoring)"))]})
-    if m := metrics.get("03_gguf_quantization"):
+    if m := metrics.get(EXPORT):
         rows = [{"format": r["format"], "size MB": r["size_mb"], "load s": r["load_seconds"],
                  "reviews/s": r["reviews_per_second"], "accuracy": r["accuracy"], "macro-F1": r["macro_f1"],
                  "changed vs HF": r["changed_vs_hf"]} for r in m["formats"]]
-        sections.append({"title": NOTEBOOK_TITLES["03_gguf_quantization"], "text": [m["verdict"]], "tables": [rows],
+        sections.append({"title": NOTEBOOK_TITLES[EXPORT], "text": [m["verdict"]], "tables": [rows],
                          "figures": [("formats", plots.plot_comparison(m["formats"]))]})
-    if m := metrics.get("04_few_shot_vs_finetuned"):
+    if m := metrics.get(FEWSHOT):
         rows = [{"method": r["method"], "accuracy": r["accuracy"], "macro-F1": r["macro_f1"],
                  "invalid": r["invalid_rate"], "median latency s": r.get("median_latency_s"),
                  "reviews/s": r.get("reviews_per_second"), "$ per 1000": r.get("cost_per_1000_usd"),
                  "size MB": r.get("size_mb")} for r in m["results"]]
         figures = [("methods", plots.plot_comparison(m["results"], [("accuracy", "accuracy"), ("macro_f1", "macro-F1")],
                                                      name_key="method"))]
-        sections.append({"title": NOTEBOOK_TITLES["04_few_shot_vs_finetuned"], "text": [m["verdict"]],
+        sections.append({"title": NOTEBOOK_TITLES[FEWSHOT], "text": [m["verdict"]],
                          "tables": [rows], "figures": figures})
-    if m := metrics.get("05_practitioners_alternatives"):
+    if m := metrics.get(ALTERNATIVES):
         sections.append(_alternatives_section(m))
     return sections
 
@@ -139,7 +140,7 @@ def _alternatives_section(m: dict) -> dict:
                   for method in dict.fromkeys(p["method"] for p in curve)]
     text = list(m["verdict"].values()) + ["Tables: in domain, out of domain (" + str(m.get("ood_dataset")) +
                                           "), then macro-F1 by training size (the learning curve)."]
-    return {"title": NOTEBOOK_TITLES["05_practitioners_alternatives"], "text": text,
+    return {"title": NOTEBOOK_TITLES[ALTERNATIVES], "text": text,
             "tables": [table(d) for d in domains] + ([curve_rows] if curve_rows else []), "figures": figures}
 
 

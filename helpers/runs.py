@@ -10,6 +10,7 @@ import math
 import platform
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -62,9 +63,56 @@ def latest_run(holding: str, profile: str = "*", root: Path = ROOT / "runs") -> 
     return next((run for run in course_runs(profile, root) if (run / holding).exists()), None)
 
 
+# The notebooks, by the folder each keeps inside a run folder.
+DATA, MASKING, TRAINING = "00_setup_and_data", "01_label_masking", "02_logged_training"
+EXPORT, FEWSHOT, ALTERNATIVES = "03_gguf_quantization", "04_few_shot_vs_finetuned", "05_practitioners_alternatives"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where every artifact and metrics file of one run folder lives: the one place that spells the layout out.
+    `RunLayout(Path())` gives the same paths relative to any run folder."""
+
+    root: Path
+
+    def folder(self, notebook: str) -> Path:
+        return Path(self.root) / notebook
+
+    def metrics_file(self, notebook: str) -> Path:
+        return self.folder(notebook) / "metrics.json"
+
+    def metrics(self, notebook: str) -> dict | None:
+        """What `notebook` recorded in this run, or None if it has not run here."""
+        path = self.metrics_file(notebook)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    @property
+    def adapter(self) -> Path:
+        return self.folder(TRAINING) / "adapter"
+
+    @property
+    def merged(self) -> Path:
+        return self.folder(TRAINING) / "merged"
+
+    @property
+    def train_log(self) -> Path:
+        return self.folder(TRAINING) / "train_log.jsonl"
+
+    def gguf(self, fmt: str) -> Path:
+        """The exported model in `fmt` ("f16", "q8_0" by the converter; "Q4_K_M" by the quantizer)."""
+        return self.folder(EXPORT) / f"model-{fmt}.gguf"
+
+
+RELATIVE = RunLayout(Path())
+
+
+def layout(cfg: CourseConfig) -> RunLayout:
+    return RunLayout(Path(cfg.run_dir))
+
+
 def notebook_dir(cfg: CourseConfig, notebook: str) -> Path:
     """Where one notebook keeps its metrics and artifacts inside the run folder."""
-    path = Path(cfg.run_dir) / notebook
+    path = layout(cfg).folder(notebook)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -96,7 +144,8 @@ def merge_json(path: Path, values: dict, first: dict | None = None) -> Path:
 def record_metrics(cfg: CourseConfig, notebook: str, **values) -> Path:
     """Merge `values` into `<run_dir>/<notebook>/metrics.json` (with the config and versions the first time)."""
     first = {"notebook": notebook, "config": cfg.to_dict(), "versions": package_versions()}
-    return merge_json(notebook_dir(cfg, notebook) / "metrics.json", values, first)
+    notebook_dir(cfg, notebook)
+    return merge_json(layout(cfg).metrics_file(notebook), values, first)
 
 
 def load_metrics(run_dir: Path) -> dict:

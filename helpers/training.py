@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 from helpers.config import CourseConfig
 from helpers.masking import check_assistant_only_loss, check_trained_tokens
 from helpers.model import pick_device
+from helpers.runs import RunLayout
 
 
 def build_lora_config(cfg: CourseConfig):
@@ -122,18 +123,17 @@ def train(trainer, source_rows: int, expect: str = "answer") -> dict:
     return {"train_seconds": time.perf_counter() - start, "log_history": trainer.state.log_history}
 
 
-def save_adapter_and_merged(trainer, out_dir: Path) -> dict:
-    """Save the LoRA adapter, then merge it into the (16/32-bit, never 4-bit) base and save the merged model.
-    Returns {"adapter": path, "merged": path}. Merging changes `trainer.model` in place: afterwards it is the merged
-    model (the same logits to ~1e-6, and faster, with no LoRA layers beside the projections)."""
-    out_dir = Path(out_dir)
-    adapter, merged = out_dir / "adapter", out_dir / "merged"
-    trainer.model.save_pretrained(adapter)
-    trainer.processing_class.save_pretrained(adapter)
+def save_adapter_and_merged(trainer, run: RunLayout) -> dict:
+    """Save the LoRA adapter, then merge it into the (16/32-bit, never 4-bit) base and save the merged model, where the
+    run layout keeps them. Returns {"adapter": path, "merged": path}. Merging changes `trainer.model` in place:
+    afterwards it is the merged model (the same logits to ~1e-6, and faster, with no LoRA layers beside the
+    projections)."""
+    trainer.model.save_pretrained(run.adapter)
+    trainer.processing_class.save_pretrained(run.adapter)
     model = trainer.model.merge_and_unload()
-    model.save_pretrained(merged)
-    trainer.processing_class.save_pretrained(merged)
-    return {"adapter": adapter, "merged": merged}
+    model.save_pretrained(run.merged)
+    trainer.processing_class.save_pretrained(run.merged)
+    return {"adapter": run.adapter, "merged": run.merged}
 
 
 def folder_sizes(paths: dict) -> dict:

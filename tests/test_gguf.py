@@ -174,6 +174,7 @@ def test_merged_model_comes_from_notebook_02_or_is_merged_from_its_adapter(cfg):
     from helpers.data import prepare_splits, to_chat_records
     from helpers.gguf import merged_model_dir
     from helpers.model import load_model
+    from helpers.runs import layout
     from helpers.training import make_trainer, save_adapter_and_merged, train
 
     with pytest.raises(GGUFError, match="No fine-tuned model in .*02_logged_training. Run notebook 02"):
@@ -183,7 +184,7 @@ def test_merged_model_comes_from_notebook_02_or_is_merged_from_its_adapter(cfg):
     model, tokenizer = load_model(cfg)
     trainer = make_trainer(cfg, model, tokenizer, records, disable_tqdm=True)
     train(trainer, len(records))
-    saved = save_adapter_and_merged(trainer, cfg.run_dir / "02_logged_training")
+    saved = save_adapter_and_merged(trainer, layout(cfg))
     assert merged_model_dir(cfg) == saved["merged"]
     reference = (saved["merged"] / "model.safetensors").read_bytes()
     shutil.rmtree(saved["merged"])

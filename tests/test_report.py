@@ -58,3 +58,15 @@ def test_report_shows_the_alternatives_with_the_human_row_and_the_curve(cfg):
     assert "| TF-IDF | 0.450 | 0.550 |" in md
     assert {p.name for p in (cfg.run_dir / "report_figures").glob("*.png")} == {"ranked_test.png", "ranked_ood.png",
                                                                              "learning_curve_all.png"}
+
+
+def test_report_works_on_a_run_made_by_the_train_command(cfg):
+    """`python -m helpers train` records less than notebook 02 (no zero-shot row, no diagnosis)."""
+    scores = {"accuracy": 0.7, "macro_f1": 0.69, "invalid_rate": 0.0, "reviews_per_second": 20.0,
+              "confusion": {"labels": ["negative", "neutral", "positive", "invalid"],
+                            "matrix": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]}}
+    record_metrics(cfg, "02_logged_training", fine_tuned=scores, train_seconds=12.0,
+                   log_history=[{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}])
+    md = build_report(cfg.run_dir)[0].read_text()
+    assert "## Logged training" in md and "Trained in 12 s." in md
+    assert "| fine-tuned (scoring) | 0.700 | 0.690 | 0.000 | 20.000 |" in md and "zero-shot" not in md

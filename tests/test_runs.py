@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
@@ -64,3 +65,23 @@ def test_course_runs_are_the_timestamped_folders_newest_first(tmp_path):
     (tmp_path / "lab-smoke" / "02_logged_training").mkdir()  # a JupyterLab folder never counts
     assert latest_run("02_logged_training", root=tmp_path) == tmp_path / "20240101-000000-smoke"
     assert latest_run("03_gguf_quantization", root=tmp_path) is None
+
+
+def test_the_run_layout_is_spelled_out_once():
+    from helpers.runs import RELATIVE, RunLayout
+
+    run = RunLayout(Path("/r"))
+    assert (run.adapter, run.merged, run.train_log) == (Path("/r/02_logged_training/adapter"),
+                                                        Path("/r/02_logged_training/merged"),
+                                                        Path("/r/02_logged_training/train_log.jsonl"))
+    assert run.gguf("Q4_K_M") == Path("/r/03_gguf_quantization/model-Q4_K_M.gguf")
+    assert run.metrics_file("04_few_shot_vs_finetuned") == Path("/r/04_few_shot_vs_finetuned/metrics.json")
+    assert RELATIVE.gguf("f16") == Path("03_gguf_quantization/model-f16.gguf")
+
+
+def test_layout_metrics_reads_what_record_metrics_wrote(cfg):
+    from helpers.runs import layout, record_metrics
+
+    assert layout(cfg).metrics("02_logged_training") is None
+    record_metrics(cfg, "02_logged_training", train_seconds=3.0)
+    assert layout(cfg).metrics("02_logged_training")["train_seconds"] == 3.0

@@ -5,6 +5,7 @@ import torch
 
 from helpers.data import prepare_splits, to_chat_records
 from helpers.model import load_model
+from helpers.runs import RunLayout
 from helpers.training import (build_lora_config, build_sft_config, folder_sizes, make_trainer, read_train_log,
                               save_adapter_and_merged, train, train_losses)
 
@@ -67,7 +68,9 @@ def test_adapter_and_merged_model_are_saved_and_merged_matches(cfg, records):
     enc = tokenizer("a review", return_tensors="pt")
     with torch.no_grad():
         before = trainer.model(**enc).logits
-    saved = save_adapter_and_merged(trainer, cfg.run_dir / "out")
+    saved = save_adapter_and_merged(trainer, RunLayout(cfg.run_dir))
+    assert saved == {"adapter": cfg.run_dir / "02_logged_training" / "adapter",
+                     "merged": cfg.run_dir / "02_logged_training" / "merged"}  # where the run layout keeps them
     assert (saved["adapter"] / "adapter_config.json").exists() and (saved["merged"] / "model.safetensors").exists()
     merged, _ = load_model(cfg, saved["merged"])
     with torch.no_grad():
