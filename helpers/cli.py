@@ -76,7 +76,7 @@ def new_run_dir(args) -> Path:
 def cmd_ablation(args):
     """Notebook 01: train masked and unmasked arms with the same budget, score both on the test split."""
     from helpers.data import prepare_splits
-    from helpers.masking import ablation_summary, ablation_verdict, run_masking_ablation
+    from helpers.ablation import ablation_summary, ablation_verdict, run_masking_ablation
     from helpers.runs import notebook_dir, record_metrics
 
     cfg = config_from(args, new_run_dir(args))

@@ -7,12 +7,9 @@ check here is read from the dataset TRL prepared — the exact tensors the train
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import pandas as pd
 
-from helpers.config import CourseConfig
-from helpers.data import Splits, to_chat_records
 
 IGNORE = -100
 
@@ -129,45 +126,3 @@ def check_assistant_only_loss(tokenizer) -> None:
         raise MaskingError("assistant_only_loss=True needs {% generation %}...{% endgeneration %} around the assistant "
                            "turn in the chat template, and this template has none (TRL cannot patch it). Use "
                            "prompt/completion records instead: TRL masks the prompt by itself.") from None
-
-
-def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progress: bool = True) -> dict:
-    """Train the same base model on the same records, seed and steps twice — answer-only loss ("masked") and loss
-    on every token ("unmasked") — and evaluate both on the same test reviews by label scoring.
-
-    Returns {"masked": {...}, "unmasked": {...}} with accuracy, macro-F1, the loss history and the train time.
-    Each arm's log rows land in `out_dir/train_log_<arm>.jsonl` as they are written."""
-    from helpers.evaluate import evaluate_model
-    from helpers.training import train_fresh, train_losses  # training imports this module's guard
-
-    records = to_chat_records(splits.train, cfg)
-    results = {}
-    for arm, masked in (("masked", True), ("unmasked", False)):
-        trainer, run = train_fresh(cfg, records, Path(out_dir) / f"trainer_{arm}", expect="answer" if masked else "all",
-                                   progress=progress, completion_only_loss=masked, max_steps=cfg.ablation_steps,
-                                   log_path=Path(out_dir) / f"train_log_{arm}.jsonl")
-        merged = trainer.model.merge_and_unload()  # the same predictions as the adapter, and faster to evaluate
-        metrics = evaluate_model(merged, trainer.processing_class, splits.test, cfg, progress=progress)
-        results[arm] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"],
-                        "confusion": metrics["confusion"], "train_seconds": run["train_seconds"],
-                        "steps": cfg.ablation_steps, "loss_history": train_losses(run["log_history"])}
-        del trainer
-    return results
-
-
-
-def ablation_summary(results: dict) -> dict:
-    """What the metrics file keeps of each arm (the confusion matrices stay in the notebook)."""
-    return {arm: {k: r[k] for k in ("accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history")}
-            for arm, r in results.items()}
-
-
-def ablation_verdict(results: dict) -> str:
-    """One honest sentence on the ablation, whatever the numbers say."""
-    m, u = results["masked"], results["unmasked"]
-    delta = m["macro_f1"] - u["macro_f1"]
-    verdict = ("masking helped" if delta > 0.02 else "masking hurt" if delta < -0.02
-               else "no clear difference (within 0.02 macro-F1)")
-    return (f"After {m['steps']} steps each, answer-only loss reached accuracy {m['accuracy']:.3f} / macro-F1 "
-            f"{m['macro_f1']:.3f}, loss on every token {u['accuracy']:.3f} / {u['macro_f1']:.3f}: {verdict} "
-            f"({delta:+.3f} macro-F1) on {m.get('n', 'the')} test reviews.")

@@ -1,12 +1,11 @@
 """Which tokens carry loss, read from what TRL's SFTTrainer prepared, for the embedded tokenizer and a Qwen2.5-style
-ChatML template; the guard on each silent pitfall; the ablation on a tiny run."""
+ChatML template; the guard on each silent pitfall."""
 import pandas as pd
 import pytest
 
-from helpers.data import prepare_splits, to_chat_records
-from helpers.masking import (MaskingError, ablation_summary, check_trained_tokens, expected_answer,
-                             injected_system_prompt, run_masking_ablation, token_table, token_table_html,
-                             token_table_text)
+from helpers.data import to_chat_records
+from helpers.masking import (MaskingError, check_trained_tokens, expected_answer, injected_system_prompt, token_table,
+                             token_table_html, token_table_text)
 from helpers.model import load_model
 from helpers.training import make_trainer
 
@@ -126,16 +125,3 @@ def test_assistant_only_loss_without_generation_markers_fails_before_training(ti
     messages = [{"messages": r["prompt"] + r["completion"]} for r in records]
     with pytest.raises(MaskingError, match=r"needs \{% generation %\}"):
         prepared(tiny, messages, assistant_only_loss=True)
-
-
-def test_ablation_returns_both_arms_on_a_tiny_run(cfg):
-    cfg.ablation_steps = 2
-    results = run_masking_ablation(cfg, prepare_splits(cfg), cfg.run_dir / "ablation", progress=False)
-    assert set(results) == {"masked", "unmasked"}
-    for arm in results.values():
-        assert 0 <= arm["accuracy"] <= 1 and 0 <= arm["macro_f1"] <= 1 and arm["steps"] == 2
-        assert [step for step, _ in arm["loss_history"]] == [1, 2]
-    assert (cfg.run_dir / "ablation" / "train_log_unmasked.jsonl").read_text().count('"loss"') == 2
-    summary = ablation_summary(results)
-    assert set(summary["masked"]) == {"accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history"}
-    assert summary["unmasked"]["accuracy"] == results["unmasked"]["accuracy"]

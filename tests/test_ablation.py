@@ -1,0 +1,22 @@
+from helpers.ablation import ablation_summary, ablation_verdict, run_masking_ablation
+from helpers.data import prepare_splits
+
+
+def test_ablation_returns_both_arms_on_a_tiny_run(cfg):
+    """Both arms train `ablation_steps` steps (a derived setting, not a keyword override) and are scored."""
+    cfg.ablation_steps = 2
+    results = run_masking_ablation(cfg, prepare_splits(cfg), cfg.run_dir / "ablation", progress=False)
+    assert set(results) == {"masked", "unmasked"}
+    for arm in results.values():
+        assert 0 <= arm["accuracy"] <= 1 and 0 <= arm["macro_f1"] <= 1 and arm["steps"] == 2
+        assert [step for step, _ in arm["loss_history"]] == [1, 2]
+    assert (cfg.run_dir / "ablation" / "train_log_unmasked.jsonl").read_text().count('"loss"') == 2
+    summary = ablation_summary(results)
+    assert set(summary["masked"]) == {"accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history"}
+    assert summary["unmasked"]["accuracy"] == results["unmasked"]["accuracy"]
+
+
+def test_ablation_verdict_calls_a_small_difference_no_difference():
+    arm = {"accuracy": 0.6, "macro_f1": 0.60, "steps": 20, "n": 240}
+    assert "no clear difference" in ablation_verdict({"masked": arm, "unmasked": {**arm, "macro_f1": 0.59}})
+    assert "masking helped (+0.100 macro-F1)" in ablation_verdict({"masked": arm, "unmasked": {**arm, "macro_f1": 0.5}})
