@@ -198,9 +198,9 @@ def fit_llm_adapter(cfg: CourseConfig, subset: pd.DataFrame, out_dir: Path, prog
     """A fresh LoRA adapter trained for one epoch on `subset`, merged; returns `predict(texts)` by label scoring."""
     from helpers.evaluate import score_labels
 
-    steps = max(1, len(subset) // cfg.batch_size)
-    trainer, _ = train_fresh(cfg, to_chat_records(subset, cfg), Path(out_dir) / f"curve_llm_{len(subset)}",
-                             progress=progress, max_steps=steps)
+    one_epoch = dataclasses.replace(cfg, max_steps=max(1, len(subset) // cfg.batch_size))
+    trainer, _ = train_fresh(one_epoch, to_chat_records(subset, cfg), Path(out_dir) / f"curve_llm_{len(subset)}",
+                             progress=progress)
     model, tokenizer = trainer.model.merge_and_unload(), trainer.processing_class
     return lambda texts: score_labels(model, tokenizer, list(texts), cfg, progress=progress)
 

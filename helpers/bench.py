@@ -13,6 +13,7 @@ Every figure comes from the same helpers the notebooks call; nothing here has lo
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -70,8 +71,8 @@ def training_throughput(cfg: CourseConfig, steps: int = 8, warmup: int = 2, prog
     from helpers.training import fresh_trainer, train
 
     records = to_chat_records(prepare_splits(cfg).train, cfg)
-    trainer = fresh_trainer(cfg, records, Path(cfg.run_dir) / "bench-trainer", max_steps=warmup + steps,
-                            logging_steps=1, disable_tqdm=not progress)
+    timed = dataclasses.replace(cfg, max_steps=warmup + steps, logging_steps=1)
+    trainer = fresh_trainer(timed, records, Path(cfg.run_dir) / "bench-trainer", disable_tqdm=not progress)
     timer = StepTimer()
     trainer.add_callback(timer)
     history = train(trainer, len(records))["log_history"]

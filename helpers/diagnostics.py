@@ -5,6 +5,7 @@ rate, the batch size, and the labels themselves (identical texts with different 
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def lr_sweep(cfg: CourseConfig, splits: Splits, out_dir: Path, progress: bool = 
     """Train a fresh adapter for `cfg.sweep_steps` steps at each of `cfg.sweep_learning_rates`.
     Returns {learning_rate: [(step, loss), ...]}."""
     records = to_chat_records(splits.train, cfg)
-    return {lr: train_losses(train_fresh(cfg, records, Path(out_dir) / f"sweep_{lr:g}", progress=progress,
-                                         learning_rate=lr, max_steps=cfg.sweep_steps, logging_steps=1,
-                                         warmup_steps=0)[1]["log_history"])
-            for lr in cfg.sweep_learning_rates}
+    runs = {lr: dataclasses.replace(cfg, learning_rate=lr, max_steps=cfg.sweep_steps, logging_steps=1)
+            for lr in cfg.sweep_learning_rates}  # each run's settings, derived from the course's
+    return {lr: train_losses(train_fresh(run, records, Path(out_dir) / f"sweep_{lr:g}", progress=progress,
+                                         warmup_steps=0)[1]["log_history"]) for lr, run in runs.items()}

@@ -28,15 +28,15 @@ def build_lora_config(cfg: CourseConfig):
 
 def build_sft_config(cfg: CourseConfig, output_dir: Path, completion_only_loss: bool = True,
                      with_eval: bool = False, **extra):
-    """SFTConfig from the course config. `extra` passes any other SFTConfig field (e.g. max_steps for a sweep)."""
+    """SFTConfig from the course config. `extra` passes SFTConfig fields that are not course knobs (e.g. disable_tqdm);
+    a run with other course settings gets its own config (`dataclasses.replace(cfg, max_steps=...)`)."""
     from trl import SFTConfig
 
     device, _ = pick_device()
-    steps = extra.get("max_steps", cfg.max_steps)
     settings = dict(
         output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
-        warmup_steps=max(1, steps // 10), logging_steps=cfg.logging_steps, logging_first_step=True,
+        warmup_steps=max(1, cfg.max_steps // 10), logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if with_eval else "no", eval_steps=cfg.eval_steps, save_strategy="no",
         report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed, bf16=device == "cuda", use_cpu=device == "cpu",
         max_length=cfg.max_length, completion_only_loss=completion_only_loss, gradient_checkpointing=False,
