@@ -167,13 +167,14 @@ def run_llm_rows(cfg: CourseConfig, n_train: int) -> list[dict]:
     out = []
     if m02:
         tuned = {**m02["fine_tuned"], "n": len(m02["test_labels"]), "predictions": m02["test_predictions"]}
+        out.append(dict(method="fine-tuned LLM, HF fp32 (LoRA, merged)", kind="fine-tuned LLM", model=run.merged,
+                        train_seconds=m02["train_seconds"], size_mb=m02["artifact_mb"]["merged"], n_train=n_train,
+                        known={"test": tuned}))
+    if m02 and "zero_shot" in m02:  # the notebook scores the base model first; the `train` command does not
         base = {**m02["zero_shot"], "n": len(m02["test_labels"]),
                 "predictions": [cfg.labels[i] for i in np.asarray(m02["zero_shot_probabilities"]).argmax(1)]}
-        out += [dict(method="fine-tuned LLM, HF fp32 (LoRA, merged)", kind="fine-tuned LLM",
-                     model=run.merged, train_seconds=m02["train_seconds"],
-                     size_mb=m02["artifact_mb"]["merged"], n_train=n_train, known={"test": tuned}),
-                dict(method="base LLM 0-shot (HF label scoring)", kind="LLM", model=Path(resolve_model(cfg)),
-                     train_seconds=0.0, size_mb=None, n_train=0, known={"test": base})]
+        out.append(dict(method="base LLM 0-shot (HF label scoring)", kind="LLM", model=Path(resolve_model(cfg)),
+                        train_seconds=0.0, size_mb=None, n_train=0, known={"test": base}))
     for r in (m04 or {}).get("results", []):
         if r["method"].startswith("fine-tuned 0-shot (GGUF"):
             out.append(dict(method="fine-tuned LLM, GGUF Q4_K_M", kind="fine-tuned LLM", known={"test": r},

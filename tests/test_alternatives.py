@@ -165,6 +165,14 @@ def test_run_llm_rows_reads_notebooks_02_and_04(cfg):
     assert rows[2]["model"] is None
 
 
+def test_run_llm_rows_of_a_run_made_by_the_train_command(cfg):
+    record_metrics(cfg, "02_logged_training", fine_tuned={"accuracy": 0.7, "macro_f1": 0.69}, train_seconds=120.0,
+                   artifact_mb={"merged": 538.0}, test_labels=["positive"], test_predictions=["positive"])
+    assert [r["method"] for r in run_llm_rows(cfg, 480)] == ["fine-tuned LLM, HF fp32 (LoRA, merged)"]
+    cfg.run_dir = cfg.run_dir / "empty"
+    assert run_llm_rows(cfg, 480) == []  # notebook 02 not run here: no LLM row
+
+
 def test_curve_subsets_add_the_whole_split(cfg):
     splits = prepare_splits(cfg)
     cfg.learning_curve_sizes = (12, 24, 999)
