@@ -92,7 +92,7 @@ def inference_throughput(cfg: CourseConfig, model_dir: Path, gguf_path: Path, te
     """Reviews per second and accuracy of one model on the same reviews: HF label scoring and llama.cpp label
     scoring of the GGUF file (notebook 03's comparison), and HF generation."""
     from helpers.evaluate import evaluate_model
-    from helpers.gguf import compare_formats
+    from helpers.formats import compare_formats
     from helpers.model import load_model
 
     hf, gguf = compare_formats(cfg, model_dir, {"GGUF Q4_K_M": gguf_path}, test_df, progress)

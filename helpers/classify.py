@@ -6,8 +6,8 @@ million reviews take no more memory than a hundred. Each output row is the input
 Rows that cannot be labelled (empty text, text not in the configured encoding, a JSONL line that is not JSON or
 lacks the text field) go to `<output>.errors.csv` with their row number and the reason; the rest keep going.
 An interrupted run resumes: rows already in the output or the errors file are skipped, never labelled twice.
-The model is a GGUF file (llama.cpp), a Hugging Face folder or a LoRA adapter folder; by default the Q4_K_M file of
-the newest `make course` run.
+The model is anything `helpers.predict.load_predictor` loads (a GGUF file, a Hugging Face folder, a LoRA adapter,
+a fine-tuned encoder or SetFit folder); by default the Q4_K_M file of the newest `make course` run.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from helpers.config import ROOT, CourseConfig
-from helpers.gguf import classify_gguf, load_gguf
-from helpers.model import load_model, load_tokenizer
-from helpers.runs import RELATIVE, RunLayout, latest_run
+from helpers.model import ModelError
+from helpers.predict import load_predictor
+from helpers.runs import RELATIVE, latest_run
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 DEFAULT_GGUF = RELATIVE.gguf("Q4_K_M")  # inside a course run folder
@@ -49,29 +49,12 @@ def find_model(cfg: CourseConfig, runs_root: Path = ROOT / "runs") -> Path:
 
 
 def load_classifier(cfg: CourseConfig, model_path: str | Path):
-    """`probabilities(texts) -> (n, labels) array` for a GGUF file, a Hugging Face model folder or a LoRA adapter
-    folder (loaded on the base model of `cfg`), by label scoring. A GGUF file from a course run takes its chat
-    template from the merged model of the run it was exported in, else from the base model of `cfg`."""
-    from helpers.evaluate import score_labels  # sklearn and torch: loaded only when a model is
-
-    path = Path(model_path)
-    if path.is_file() and path.suffix == ".gguf":
-        llm = load_gguf(path, cfg)
-        merged = RunLayout(path.parent.parent).merged  # the run folder the GGUF file was exported in
-        tokenizer = load_tokenizer(cfg, merged if (merged / "tokenizer_config.json").exists() else None)
-        return lambda texts: classify_gguf(llm, tokenizer, texts, cfg, progress=False)[1]
-    if (path / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base, tokenizer = load_model(cfg)
-        model = PeftModel.from_pretrained(base, path).eval()
-    elif (path / "config.json").is_file():
-        model, tokenizer = load_model(cfg, path)
-    else:
-        raise ClassifyError(f"{path}: {'no such file or folder' if not path.exists() else 'not a model'}. "
-                            f"Pass a .gguf file, a Hugging Face model folder (with config.json) or a LoRA adapter "
-                            f"folder (with adapter_config.json).")
-    return lambda texts: score_labels(model, tokenizer, list(texts), cfg, progress=False)
+    """`probabilities(texts) -> (n, labels) array` of any trained model (see `helpers.predict.load_predictor`):
+    a GGUF file, a Hugging Face folder, a LoRA adapter folder, a fine-tuned encoder or a SetFit folder."""
+    try:
+        return load_predictor(cfg, model_path).probabilities
+    except ModelError as err:
+        raise ClassifyError(str(err)) from None
 
 
 def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | Path | None = None,

@@ -118,7 +118,8 @@ def cmd_train(args):
 def cmd_export(args):
     """Notebook 03: merged model -> GGUF f16 / Q8_0 / Q4_K_M, then size, speed and accuracy against HF fp32."""
     from helpers.data import prepare_splits
-    from helpers.gguf import build_gguf_files, compare_formats, format_verdict, merged_model_dir
+    from helpers.formats import compare_formats, format_verdict
+    from helpers.gguf import build_gguf_files, merged_model_dir
     from helpers.runs import notebook_dir, record_metrics
 
     cfg = config_from(args, latest_run_dir(args, RELATIVE.adapter))
@@ -166,13 +167,13 @@ def cmd_compare(args):
 
 def cmd_evaluate(args):
     """Accuracy and macro-F1 of any model (GGUF file, HF folder or LoRA adapter) on the test split."""
-    from helpers.classify import load_classifier
+    from helpers.predict import load_predictor
     from helpers.data import prepare_splits
     from helpers.evaluate import classification_metrics
 
     cfg = config_from(args, args.run_dir)
     test = prepare_splits(cfg).test
-    probabilities = load_classifier(cfg, args.trained)(list(test["text"]))
+    probabilities = load_predictor(cfg, args.trained).probabilities(test["text"])
     metrics = classification_metrics(test["label"], [cfg.labels[i] for i in probabilities.argmax(1)], cfg.labels)
     return cfg, json.dumps({k: metrics[k] for k in ("n", "accuracy", "macro_f1", "confusion")})
 
@@ -227,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func in COMMANDS.items():
         p = sub.add_parser(name, help=func.__doc__, description=func.__doc__)
         if name in ("evaluate",):
-            p.add_argument("--trained", required=True, help="a .gguf file, a Hugging Face folder or a LoRA adapter")
+            p.add_argument("--trained", required=True, help="a .gguf file, a Hugging Face folder, a LoRA adapter, or a "
+                                                            "fine-tuned encoder or SetFit folder (notebook 05)")
         if name == "classify":
             p.add_argument("file", type=Path, help="a .csv (with a header row) or .jsonl file")
             p.add_argument("--output", type=Path, help="default: <file stem>.labelled.<suffix> beside the input")

@@ -261,54 +261,6 @@ def build_gguf_files(cfg: CourseConfig, model_dir: Path, run: RunLayout) -> dict
     return {"GGUF f16": f16, "GGUF Q8_0": q8, "GGUF Q4_K_M": q4}
 
 
-def compare_formats(cfg: CourseConfig, model_dir: Path, files: dict, test_df, progress: bool = True) -> list[dict]:
-    """Size on disk, load time, reviews per second, accuracy and macro-F1 of the HF model and each GGUF file on the
-    same reviews by label scoring, and how many answers changed against the HF model."""
-    import time
-
-    from helpers.evaluate import classification_metrics, classify_by_scoring
-    from helpers.model import load_model
-
-    texts, gold = list(test_df["text"]), list(test_df["label"])
-    start = time.perf_counter()
-    model, tokenizer = load_model(cfg, model_dir)
-    load_seconds = time.perf_counter() - start
-    reference, _, speed = classify_by_scoring(model, tokenizer, texts, cfg, progress=progress)
-    weights = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors"))
-    rows = [{"format": "HF fp32" if str(model.dtype) == "torch.float32" else f"HF {model.dtype}",
-             "size_mb": weights / 1e6, "load_seconds": load_seconds, "reviews_per_second": speed,
-             "predictions": reference, **_scores(classification_metrics(gold, reference, cfg.labels))}]
-    del model
-    for name, path in files.items():
-        start = time.perf_counter()
-        llm = load_gguf(path, cfg)
-        load_seconds = time.perf_counter() - start
-        predicted, _, speed = classify_gguf(llm, tokenizer, texts, cfg, progress=progress)
-        rows.append({"format": name, "size_mb": Path(path).stat().st_size / 1e6, "load_seconds": load_seconds,
-                     "reviews_per_second": speed, "predictions": predicted,
-                     **_scores(classification_metrics(gold, predicted, cfg.labels))})
-        del llm
-    for row in rows:
-        row["changed_vs_hf"] = sum(a != b for a, b in zip(row["predictions"], reference))
-    return rows
-
-
-def _scores(metrics: dict) -> dict:
-    return {k: metrics[k] for k in ("accuracy", "macro_f1", "invalid_rate")}
-
-
-def format_verdict(rows: list[dict]) -> str:
-    """One honest sentence on the trade-off between the HF model and Q4_K_M, whatever the numbers say."""
-    hf = rows[0]
-    q4 = next(r for r in rows if r["format"] == "GGUF Q4_K_M")
-    f16 = next((r for r in rows if r["format"] == "GGUF f16"), hf)
-    return (f"Q4_K_M is {q4['size_mb'] / f16['size_mb']:.2f}x the size of f16 ({q4['size_mb']:.0f} vs "
-            f"{f16['size_mb']:.0f} MB), classifies {q4['reviews_per_second'] / hf['reviews_per_second']:.1f}x as many "
-            f"reviews per second as {hf['format']}, and its accuracy moved by {q4['accuracy'] - hf['accuracy']:+.3f} "
-            f"(macro-F1 {q4['macro_f1'] - hf['macro_f1']:+.3f}); {q4['changed_vs_hf']} of {len(q4['predictions'])} "
-            f"answers changed.")
-
-
 def base_model_gguf(cfg: CourseConfig) -> Path:
     """The *base* model as a GGUF file, for the like-for-like few-shot baseline: the embedded SmolLM2 file as
     shipped (Q4_1), or any other base model converted to f16 once into the cache."""

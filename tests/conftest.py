@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from helpers.config import make_config
@@ -17,3 +19,17 @@ def write(tmp_path):
         path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
         return path
     return _write
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory):
+    """The tiny model converted to f16 and quantized to Q4_K_M by llama.cpp's own tools."""
+    from helpers.config import make_config
+    from helpers.gguf import convert_to_gguf, quantize_gguf
+    from helpers.model import resolve_model
+
+    folder = tmp_path_factory.mktemp("gguf")
+    cfg = make_config("smoke", run_dir=folder)
+    source = Path(resolve_model(cfg))
+    f16 = convert_to_gguf(cfg, source, folder / "tiny-f16.gguf")
+    return cfg, source, f16, quantize_gguf(f16, folder / "tiny-q4_k_m.gguf")

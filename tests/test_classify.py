@@ -285,7 +285,8 @@ def test_a_course_gguf_uses_its_run_tokenizer_and_is_the_default_model(cfg, writ
     gguf.parent.mkdir(parents=True)
     shutil.copy(tiny_gguf, gguf)
     seen = []
-    monkeypatch.setattr(classify, "load_tokenizer", lambda cfg, source=None: seen.append(source) or load_tokenizer(cfg))
+    monkeypatch.setattr("helpers.predict.load_tokenizer",
+                        lambda cfg, source=None: seen.append(source) or load_tokenizer(cfg))
     load_classifier(cfg, gguf)
     merged = gguf.parents[1] / "02_logged_training" / "merged"
     load_tokenizer(cfg).save_pretrained(merged)

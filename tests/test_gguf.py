@@ -55,20 +55,6 @@ def test_missing_bindings_say_how_to_install(monkeypatch):
         llama_cpp_version()
 
 
-@pytest.fixture(scope="module")
-def tiny_gguf(tmp_path_factory):
-    """The tiny model converted to f16 and quantized to Q4_K_M by llama.cpp's own tools."""
-    from helpers.config import make_config
-    from helpers.gguf import convert_to_gguf, quantize_gguf
-    from helpers.model import resolve_model
-
-    folder = tmp_path_factory.mktemp("gguf")
-    cfg = make_config("smoke", run_dir=folder)
-    source = Path(resolve_model(cfg))
-    f16 = convert_to_gguf(cfg, source, folder / "tiny-f16.gguf")
-    return cfg, source, f16, quantize_gguf(f16, folder / "tiny-q4_k_m.gguf")
-
-
 def test_converted_file_reads_back_with_architecture_vocab_and_template(tiny_gguf):
     from helpers.gguf import read_gguf_metadata
 
@@ -192,18 +178,3 @@ def test_merged_model_comes_from_notebook_02_or_is_merged_from_its_adapter(cfg):
     from safetensors.torch import load
     again, first = load((saved["merged"] / "model.safetensors").read_bytes()), load(reference)
     assert again.keys() == first.keys() and all((again[k] - first[k]).abs().max() < 1e-5 for k in first)
-
-
-def test_compare_formats_on_the_tiny_model(tiny_gguf):
-    import pandas as pd
-
-    from helpers.gguf import compare_formats, format_verdict
-
-    cfg, source, f16, q4 = tiny_gguf
-    df = pd.DataFrame({"text": ["great", "bad", "a box"], "label": ["positive", "negative", "neutral"]})
-    rows = compare_formats(cfg, source, {"GGUF f16": f16, "GGUF Q4_K_M": q4}, df, progress=False)
-    assert [r["format"] for r in rows] == ["HF fp32", "GGUF f16", "GGUF Q4_K_M"]
-    assert rows[0]["changed_vs_hf"] == 0 and all(len(r["predictions"]) == 3 for r in rows)
-    assert rows[2]["size_mb"] < rows[1]["size_mb"] < rows[0]["size_mb"]
-    assert rows[1]["predictions"] == rows[0]["predictions"]  # f16 keeps the HF answers on this tiny model
-    assert f"{rows[2]['size_mb'] / rows[1]['size_mb']:.2f}x the size of f16" in format_verdict(rows)

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 HELPERS = Path(__file__).resolve().parent.parent / "helpers"
-MECHANISMS = {"config", "runs", "data", "model", "masking", "training", "evaluate", "gguf", "serve", "encoder", "plots"}
-EXPERIMENTS = {"ablation", "diagnostics", "baselines", "fewshot", "alternatives"}
+MECHANISMS = {"config", "runs", "data", "model", "masking", "training", "evaluate", "gguf", "serve", "encoder", "plots",
+              "predict"}
+EXPERIMENTS = {"ablation", "diagnostics", "baselines", "fewshot", "alternatives", "formats"}
 FACES = {"__init__", "__main__", "cli", "classify", "bench", "report"}
 
 
