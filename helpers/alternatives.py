@@ -43,18 +43,14 @@ def human_agreement(df: pd.DataFrame, ratings: dict, labels, threshold: float, d
     if not rated:
         raise DataError("No snippet of this set has two or more individual ratings: a human ceiling needs them.")
     rng = np.random.default_rng(seed)
-    scores = {"accuracy": [], "macro_f1": []}
-    for _ in range(draws):
-        one, rest = [], []
-        for values in rated:
-            k = rng.integers(len(values))
-            one.append(rating_to_label(values[k], threshold))
-            rest.append(rating_to_label((sum(values) - values[k]) / (len(values) - 1), threshold))
-        metrics = classification_metrics(rest, one, labels)
-        for key in scores:
-            scores[key].append(metrics[key])
-    return {"n": len(rated), "draws": draws, **{f"{k}_mean": float(np.mean(v)) for k, v in scores.items()},
-            **{f"{k}_sd": float(np.std(v)) for k, v in scores.items()}}
+    one, rest = np.empty((draws, len(rated)), dtype=object), np.empty((draws, len(rated)), dtype=object)
+    for j, values in enumerate(rated):
+        for d, k in enumerate(rng.integers(len(values), size=draws)):  # one rater per snippet and draw
+            one[d, j] = rating_to_label(values[k], threshold)
+            rest[d, j] = rating_to_label((sum(values) - values[k]) / (len(values) - 1), threshold)
+    scores = {"accuracy": (one == rest).mean(1), "macro_f1": _macro_f1(rest, one, labels)}
+    return {"n": len(rated), "draws": draws, **{f"{k}_mean": float(v.mean()) for k, v in scores.items()},
+            **{f"{k}_sd": float(v.std()) for k, v in scores.items()}}
 
 
 # --- out of domain --------------------------------------------------------------------------------------------------

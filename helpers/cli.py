@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from helpers.config import PROFILES, ROOT, CourseConfig, make_config
+from helpers.config import PROFILES, CourseConfig, make_config
 from helpers.runs import EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, layout
 
 SKIPPED_KNOBS = {"profile", "run_dir", "prices_per_million_tokens"}  # set otherwise, or too structured for a flag

@@ -28,6 +28,7 @@ import pandas as pd
 from helpers.config import CourseConfig
 from helpers.data import balanced_sample
 from helpers.model import ModelError, build_once, pick_device
+from helpers.runs import disk_mb
 
 MINILM_PACKAGE = "all_minilm_l6_v2"
 ENCODERS = {"embedded:minilm": "all-MiniLM-L6-v2", "embedded:tiny-bert": "tiny-bert"}
@@ -93,11 +94,6 @@ def _build_tiny_bert(cfg: CourseConfig) -> Path:
         body = Transformer(str(out))
         SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean"), Normalize()]).save(str(out))
     return build_once(encoder_dir(cfg, "embedded:tiny-bert"), build)
-
-
-def folder_mb(path: str | Path) -> float:
-    """Size of every file under `path`, in MB."""
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
 
 
 def _in_label_order(probs: np.ndarray, classes: list, labels: tuple) -> np.ndarray:
@@ -174,7 +170,7 @@ def finetune_encoder(cfg: CourseConfig, train_df: pd.DataFrame, output_dir: Path
     seconds = time.perf_counter() - start
     trainer.save_model(str(output_dir))  # weights, config (with id2label) and tokenizer
     model = trainer.model.eval()
-    return {"model": model, "model_dir": Path(output_dir), "train_seconds": seconds, "size_mb": folder_mb(output_dir),
+    return {"model": model, "model_dir": Path(output_dir), "train_seconds": seconds, "size_mb": disk_mb(output_dir),
             "log_history": trainer.state.log_history, "predict": lambda texts: encoder_probabilities(model, texts, cfg)}
 
 
@@ -204,7 +200,7 @@ def train_setfit(cfg: CourseConfig, train_df: pd.DataFrame, per_class: int, outp
     seconds = time.perf_counter() - start
     model.save_pretrained(str(output_dir))
     return {"model": model, "model_dir": Path(output_dir), "n_train": len(sample), "fit_seconds": seconds,
-            "size_mb": folder_mb(output_dir), "predict": lambda texts: encoder_probabilities(model, texts, cfg)}
+            "size_mb": disk_mb(output_dir), "predict": lambda texts: encoder_probabilities(model, texts, cfg)}
 
 
 # --- scoring any trained encoder ------------------------------------------------------------------------------------

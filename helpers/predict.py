@@ -16,7 +16,7 @@ from helpers.config import CourseConfig
 from helpers.evaluate import generate_answers, score_labels
 from helpers.gguf import classify_gguf, load_gguf
 from helpers.model import ModelError, load_model, load_tokenizer
-from helpers.runs import RunLayout
+from helpers.runs import RunLayout, disk_mb
 
 
 @dataclass
@@ -50,8 +50,7 @@ class Predictor:
     @property
     def size_mb(self) -> float:
         """What the model weighs on disk: the GGUF file, or the folder's weight files."""
-        files = [self.path] if self.path.is_file() else list(self.path.glob("*.safetensors"))
-        return sum(f.stat().st_size for f in files) / 1e6
+        return disk_mb(*([self.path] if self.path.is_file() else self.path.glob("*.safetensors")))
 
 
 def load_predictor(cfg: CourseConfig, path: str | Path) -> Predictor:

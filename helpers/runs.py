@@ -106,6 +106,12 @@ class RunLayout:
 RELATIVE = RunLayout(Path())
 
 
+def disk_mb(*paths: Path) -> float:
+    """Megabytes on disk of files and folders (every file below a folder)."""
+    files = [f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
 def layout(cfg: CourseConfig) -> RunLayout:
     return RunLayout(Path(cfg.run_dir))
 

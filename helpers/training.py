@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from helpers.config import CourseConfig
 from helpers.masking import check_assistant_only_loss, check_trained_tokens
 from helpers.model import pick_device
-from helpers.runs import RunLayout
+from helpers.runs import RunLayout, disk_mb
 
 
 def build_lora_config(cfg: CourseConfig):
@@ -138,9 +138,7 @@ def save_adapter_and_merged(trainer, run: RunLayout) -> dict:
 
 def folder_sizes(paths: dict) -> dict:
     """{name: megabytes on disk} for folders or files."""
-    def size(p: Path) -> int:
-        return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    return {name: round(size(Path(p)) / 1e6, 1) for name, p in paths.items()}
+    return {name: round(disk_mb(p), 1) for name, p in paths.items()}
 
 
 def read_train_log(path: Path) -> list[dict]:

@@ -1,5 +1,4 @@
 import io
-from pathlib import Path
 import subprocess
 import tarfile
 
