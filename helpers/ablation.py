@@ -11,7 +11,7 @@ from pathlib import Path
 
 from helpers.config import CourseConfig
 from helpers.data import Splits, to_chat_records
-from helpers.evaluate import evaluate_model
+from helpers.predict import hf_predictor
 from helpers.training import train_fresh, train_losses
 
 
@@ -29,7 +29,7 @@ def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progr
                                    expect="answer" if masked else "all", completion_only_loss=masked,
                                    log_path=Path(out_dir) / f"train_log_{arm}.jsonl")
         merged = trainer.model.merge_and_unload()  # the same predictions as the adapter, and faster to evaluate
-        metrics = evaluate_model(merged, trainer.processing_class, splits.test, cfg, progress=progress)
+        metrics = hf_predictor(merged, trainer.processing_class, cfg).evaluate(splits.test, progress=progress)
         results[arm] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"],
                         "confusion": metrics["confusion"], "train_seconds": run["train_seconds"],
                         "steps": cfg.ablation_steps, "loss_history": train_losses(run["log_history"])}

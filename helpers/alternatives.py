@@ -14,15 +14,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.baselines import fit_tfidf_logreg
+from helpers import encoder
+from helpers.baselines import fit_majority_class, fit_tfidf_logreg, vader_predict
 from helpers.config import CourseConfig
 from helpers.data import (HUTTO_CORPORA, DataError, balanced_sample, load_dataset, load_rater_ratings, rating_to_label,
                           to_chat_records)
 from helpers.evaluate import classification_metrics
-from helpers.runs import FEWSHOT, TRAINING, layout
+from helpers.model import resolve_model
+from helpers.predict import hf_predictor, load_predictor
+from helpers.runs import FEWSHOT, TRAINING, disk_mb, layout
 from helpers.training import train_fresh
 
 SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "invalid_rate", "per_class", "confusion")
+# The methods compared (and on the learning curve), by the name their whole-split row has in the comparison table.
+TFIDF, FROZEN, SETFIT = ("TF-IDF + logistic regression", "MiniLM frozen embeddings + logistic regression",
+                         "SetFit (MiniLM)")
+ENCODER, LLM = "MiniLM fine-tuned end to end", "fine-tuned LLM, HF fp32 (LoRA, merged)"
 
 
 # --- the human ceiling ----------------------------------------------------------------------------------------------
@@ -156,8 +163,6 @@ class Comparison:
 def run_llm_rows(cfg: CourseConfig, n_train: int) -> list[dict]:
     """What notebooks 02 and 04 measured on this test split, as `Comparison.add` arguments with the model file each
     came from (nothing is re-run here; a notebook not yet run adds no row)."""
-    from helpers.model import resolve_model
-
     run = layout(cfg)
     m02, m04 = run.metrics(TRAINING), run.metrics(FEWSHOT)
     out = []
@@ -182,6 +187,62 @@ def run_llm_rows(cfg: CourseConfig, n_train: int) -> list[dict]:
     return out
 
 
+# --- the methods, each added to a comparison as notebook 05 and its command add them --------------------------------
+
+def human_ceilings(cfg: CourseConfig, domains: dict[str, tuple]) -> dict:
+    """{domain: human_agreement(...)} for each {domain: (frame, data set name)} whose data set has individual ratings
+    (the others get no human row)."""
+    out = {}
+    for name, (df, dataset) in domains.items():
+        ratings = rater_ratings(dataset) if df is not None else None
+        if ratings:
+            out[name] = human_agreement(df, ratings, cfg.labels, cfg.rating_threshold, cfg.human_draws, cfg.seed)
+    return out
+
+
+def add_llm_rows(comparison: Comparison, cfg: CourseConfig, n_train: int) -> list[str]:
+    """The LLM rows notebooks 02-04 measured (`run_llm_rows`), each model also scored on the other domains."""
+    rows = run_llm_rows(cfg, n_train)
+    for row in rows:
+        model = row.pop("model")
+        comparison.add(**row, load=(lambda m=model: load_predictor(cfg, m).probabilities) if model else None)
+    return [row["method"] for row in rows]
+
+
+def add_classic_rows(comparison: Comparison, cfg: CourseConfig, train: pd.DataFrame) -> None:
+    """TF-IDF + logistic regression and the majority class (fitted on `train`), and VADER's rules."""
+    tfidf, seconds = timed_fit(fit_tfidf_logreg, train, cfg.labels, cfg.seed)
+    comparison.add(TFIDF, "classic", lambda: tfidf, seconds, None, len(train))
+    comparison.add("VADER (rules, no training)", "classic", lambda: vader_predict, 0.0, None, 0)
+    majority, seconds = timed_fit(fit_majority_class, train, cfg.labels)
+    comparison.add("majority class", "classic", lambda: majority, seconds, None, len(train))
+
+
+def add_frozen_row(comparison: Comparison, cfg: CourseConfig, train: pd.DataFrame) -> dict:
+    """The encoder's frozen sentence embeddings with a logistic regression on top."""
+    frozen, seconds = timed_fit(encoder.fit_frozen_logreg, cfg, train)
+    return comparison.add(FROZEN, "encoder", lambda: frozen, seconds, disk_mb(encoder.prepare_encoder(cfg)), len(train))
+
+
+def add_setfit_rows(comparison: Comparison, cfg: CourseConfig, train: pd.DataFrame, out_dir: Path) -> dict:
+    """SetFit at each of `cfg.setfit_per_class` examples per class: {per class: (fit seconds, rows added)}."""
+    out = {}
+    for per_class in cfg.setfit_per_class:
+        setfit = encoder.train_setfit(cfg, train, per_class, Path(out_dir) / f"setfit_{per_class}")
+        out[per_class] = setfit["fit_seconds"], comparison.add(
+            f"{SETFIT}, {per_class} per class", "encoder", lambda s=setfit: s["predict"], setfit["fit_seconds"],
+            setfit["size_mb"], setfit["n_train"])
+    return out
+
+
+def add_encoder_row(comparison: Comparison, cfg: CourseConfig, train: pd.DataFrame, out_dir: Path,
+                    progress: bool = True) -> dict:
+    """The encoder fine-tuned end to end on `train`; returns `finetune_encoder`'s result (with its log history)."""
+    tuned = encoder.finetune_encoder(cfg, train, Path(out_dir) / "encoder", progress=progress)
+    comparison.add(ENCODER, "encoder", lambda: tuned["predict"], tuned["train_seconds"], tuned["size_mb"], len(train))
+    return tuned
+
+
 # --- the learning curve ---------------------------------------------------------------------------------------------
 
 def curve_subsets(cfg: CourseConfig, train_df: pd.DataFrame) -> dict[int, pd.DataFrame]:
@@ -193,19 +254,11 @@ def curve_subsets(cfg: CourseConfig, train_df: pd.DataFrame) -> dict[int, pd.Dat
 
 def fit_llm_adapter(cfg: CourseConfig, subset: pd.DataFrame, out_dir: Path, progress: bool = False):
     """A fresh LoRA adapter trained for one epoch on `subset`, merged; returns `predict(texts)` by label scoring."""
-    from helpers.evaluate import score_labels
-
     one_epoch = dataclasses.replace(cfg, max_steps=max(1, len(subset) // cfg.batch_size))
     trainer, _ = train_fresh(one_epoch, to_chat_records(subset, cfg), Path(out_dir) / f"curve_llm_{len(subset)}",
                              progress=progress)
     model, tokenizer = trainer.model.merge_and_unload(), trainer.processing_class
-    return lambda texts: score_labels(model, tokenizer, list(texts), cfg, progress=progress)
-
-
-# The methods of the learning curve, by the name their whole-split row has in the comparison table.
-TFIDF, FROZEN, SETFIT = ("TF-IDF + logistic regression", "MiniLM frozen embeddings + logistic regression",
-                         "SetFit (MiniLM)")
-ENCODER, LLM = "MiniLM fine-tuned end to end", "fine-tuned LLM, HF fp32 (LoRA, merged)"
+    return lambda texts: hf_predictor(model, tokenizer, cfg).probabilities(texts, progress)
 
 
 def known_curve_points(rows: list[dict]) -> list[dict]:
@@ -220,8 +273,6 @@ def learning_curve(cfg: CourseConfig, train_df: pd.DataFrame, test_df: pd.DataFr
     TF-IDF, the frozen encoder and the fine-tuned encoder train at every size; the LLM at
     `cfg.learning_curve_llm_sizes` only (it costs the most); SetFit only at its own few-shot sizes. `known` points
     (see `known_curve_points`) are kept and not retrained."""
-    from helpers import encoder
-
     points = list(known)
     fits = {TFIDF: lambda subset, size: fit_tfidf_logreg(subset, cfg.labels, cfg.seed),
             FROZEN: lambda subset, size: encoder.fit_frozen_logreg(cfg, subset),

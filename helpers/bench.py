@@ -23,7 +23,13 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from helpers.config import ROOT, CourseConfig
-from helpers.runs import ALTERNATIVES, RunLayout, load_metrics
+from helpers.data import prepare_splits, to_chat_records
+from helpers.formats import compare_formats
+from helpers.gguf import convert_to_gguf, quantize_gguf
+from helpers.model import load_model, resolve_model
+from helpers.predict import hf_predictor
+from helpers.runs import ALTERNATIVES, RunLayout, _json_safe, course_notebooks, course_runs, load_metrics, run_course
+from helpers.training import fresh_trainer, train
 
 
 def allocator() -> str:
@@ -67,9 +73,6 @@ class StepTimer(TrainerCallback):
 def training_throughput(cfg: CourseConfig, steps: int = 8, warmup: int = 2, progress: bool = False) -> dict:
     """Train the course's LoRA setup for `warmup + steps` steps; tokens/s (non-padding tokens, as TRL counts them),
     seconds per step and utilisation, measured over the last `steps` steps."""
-    from helpers.data import prepare_splits, to_chat_records
-    from helpers.training import fresh_trainer, train
-
     records = to_chat_records(prepare_splits(cfg).train, cfg)
     timed = dataclasses.replace(cfg, max_steps=warmup + steps, logging_steps=1)
     trainer = fresh_trainer(timed, records, Path(cfg.run_dir) / "bench-trainer", disable_tqdm=not progress)
@@ -91,13 +94,9 @@ def training_throughput(cfg: CourseConfig, steps: int = 8, warmup: int = 2, prog
 def inference_throughput(cfg: CourseConfig, model_dir: Path, gguf_path: Path, test_df, progress: bool = False) -> dict:
     """Reviews per second and accuracy of one model on the same reviews: HF label scoring and llama.cpp label
     scoring of the GGUF file (notebook 03's comparison), and HF generation."""
-    from helpers.evaluate import evaluate_model
-    from helpers.formats import compare_formats
-    from helpers.model import load_model
-
     hf, gguf = compare_formats(cfg, model_dir, {"GGUF Q4_K_M": gguf_path}, test_df, progress)
     model, tokenizer = load_model(cfg, model_dir)
-    generation = evaluate_model(model, tokenizer, test_df, cfg, method="generation", progress=progress)
+    generation = hf_predictor(model, tokenizer, cfg).evaluate(test_df, method="generation", progress=progress)
     keys = ("reviews_per_second", "accuracy", "macro_f1", "invalid_rate")
     return {"reviews": len(test_df), "model": str(model_dir), "gguf": str(gguf_path),
             **{name: {k: row[k] for k in keys} for name, row in
@@ -106,8 +105,6 @@ def inference_throughput(cfg: CourseConfig, model_dir: Path, gguf_path: Path, te
 
 def latest_run(profile: str, root: Path = ROOT / "runs") -> Path | None:
     """The newest course run of `profile` in which every notebook recorded its wall time, or None."""
-    from helpers.runs import course_notebooks, course_runs
-
     names = {nb.stem for nb in course_notebooks()}
 
     def finished(run):
@@ -199,8 +196,6 @@ def _or_dash(value, fmt: str) -> str:
 
 def save_results(results: dict, folder: Path = ROOT / "runs" / "bench") -> Path:
     """Write the figures to `runs/bench/bench-<timestamp>.json`, to compare over time."""
-    from helpers.runs import _json_safe
-
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"bench-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(_json_safe(results), indent=2))
@@ -210,9 +205,6 @@ def save_results(results: dict, folder: Path = ROOT / "runs" / "bench") -> Path:
 def bench_models(cfg: CourseConfig, run_dir: Path | None, work_dir: Path) -> tuple[Path, Path]:
     """(HF folder, GGUF Q4_K_M file) to measure: the fine-tuned pair of a course run when there is one, else the base
     model and its own Q4_K_M, made once in `work_dir` with llama.cpp's converter and quantizer."""
-    from helpers.gguf import convert_to_gguf, quantize_gguf
-    from helpers.model import resolve_model
-
     if run_dir is not None:
         merged, gguf = RunLayout(run_dir).merged, RunLayout(run_dir).gguf("Q4_K_M")
         if merged.is_dir() and gguf.is_file():
@@ -226,19 +218,21 @@ def bench_models(cfg: CourseConfig, run_dir: Path | None, work_dir: Path) -> tup
     return model_dir, gguf
 
 
-def run_bench(cfg: CourseConfig, course: bool = False, run_dir: Path | None = None, steps: int = 8,
-              parts=("matmul", "training", "inference", "notebooks"), progress: bool = True) -> dict:
-    """Every figure in one run on this machine. `course=True` runs the course in `cfg.profile` first and times it;
-    otherwise the notebook times come from `run_dir` (default: the latest finished run of the profile)."""
-    import torch
+BENCH_PARTS = ("matmul", "training", "inference", "notebooks")
 
-    from helpers.data import prepare_splits
-    from helpers.runs import run_course
+
+def run_bench(cfg: CourseConfig, course: bool = False, run_dir: Path | None = None, steps: int = 8,
+              parts=BENCH_PARTS, progress: bool = True,
+              overrides: dict | None = None) -> dict:
+    """Every figure in one run on this machine. `course=True` runs the course in `cfg.profile` (with `overrides`)
+    first and times it; otherwise the notebook times come from `run_dir` (default: the latest finished run of the
+    profile)."""
+    import torch
 
     results = {"date": datetime.now().isoformat(timespec="seconds"), "profile": cfg.profile, "model": cfg.model,
                "cpus": os.cpu_count(), "threads": cfg.threads, "allocator": allocator(), "torch": torch.__version__}
     if course:
-        run_dir, finished = run_course(cfg.profile)
+        run_dir, finished = run_course(cfg.profile, overrides=overrides)
         if not finished:
             raise RuntimeError(f"The course failed; see {run_dir}. The benchmark needs a finished run.")
     run_dir = Path(run_dir) if run_dir else latest_run(cfg.profile)

@@ -1,8 +1,12 @@
-"""The course as commands: `python -m helpers <command> [--knob value ...]` (see `python -m helpers --help`).
+"""The course's one entry point: `python -m helpers <command> [--knob value ...]` (see `python -m helpers --help`).
 
-Each command runs one notebook's main step with the same `CourseConfig` and the same helper calls as the notebook,
-and writes the same `metrics.json` into the same run-folder layout, so the notebooks, the commands and the report
-read each other's results. Every config knob is an option, with its default and the profiles' values in --help.
+`course` runs every notebook headless and writes the report; `data`, `ablation`, `train`, `export`, `compare` and
+`alternatives` are notebooks 00-05 as commands, with the same `CourseConfig` and the same helper calls as the
+notebook, writing the same `metrics.json` into the same run-folder layout, so the notebooks, the commands and the
+report read each other's results; `classify`, `serve` and `evaluate` use a trained model; `bench` measures speed;
+`report` rebuilds a run's report; `prepare` is a set-up step of `make setup`. Every command takes every config knob
+the same way: `--profile`, then a `--config` JSON/YAML file of knobs, then one `--knob value` option per knob, each
+with its default and the profiles' values in --help.
 """
 from __future__ import annotations
 
@@ -12,8 +16,33 @@ import json
 import sys
 from pathlib import Path
 
-from helpers.config import PROFILES, CourseConfig, make_config
-from helpers.runs import EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, layout
+import yaml
+
+from helpers.ablation import ablation_summary, ablation_verdict, run_masking_ablation
+from helpers.alternatives import (Comparison, add_classic_rows, add_encoder_row, add_frozen_row, add_llm_rows,
+                                  add_setfit_rows, human_ceilings, known_curve_points, learning_curve,
+                                  out_of_domain_set, verdicts)
+from helpers.baselines import baseline_verdict, run_baselines
+from helpers.bench import BENCH_PARTS, format_results, run_bench, save_results
+from helpers.classify import ClassifyError, classify_file, find_model
+from helpers.config import PROFILES, ROOT, CourseConfig, make_config
+from helpers.data import (DataError, class_balance, label_consistency_report, load_dataset, load_tweets, prepare_splits,
+                          to_chat_records)
+from helpers.evaluate import classification_metrics, metrics_summary
+from helpers.fewshot import ResponseCache, fewshot_verdict, openai_key, pick_shots, run_backend, run_local_models
+from helpers.formats import compare_formats, format_verdict
+from helpers.gguf import GGUFError, base_model_gguf, build_gguf_files, merged_model_dir, prepare_converter
+from helpers.model import ModelError, load_model, prepare_embedded_model, prepare_tiny_model
+from helpers.predict import hf_predictor, load_predictor
+from helpers.report import build_report
+from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, course_notebooks,
+                          course_runs, latest_run, layout, new_run_dir, notebook_dir, record_metrics, run_course)
+from helpers.serve import ServerError, llama_server
+from helpers.training import folder_sizes, make_trainer, save_adapter_and_merged, train, world_size
+
+class KnobError(ValueError):
+    """A --config file that cannot be read, or that names no knob."""
+
 
 SKIPPED_KNOBS = {"profile", "run_dir", "prices_per_million_tokens"}  # set otherwise, or too structured for a flag
 
@@ -30,6 +59,8 @@ def add_knobs(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("course settings (CourseConfig; unset ones keep the profile's value)")
     group.add_argument("--profile", default="workshop", choices=PROFILES, help="settings preset (default: workshop)")
     group.add_argument("--run-dir", type=Path, help="run folder (default: see the command)")
+    group.add_argument("--config", type=Path, metavar="FILE", help="a JSON or YAML file of knobs (the names below, "
+                                                                  "with underscores); options given here win")
     for f in dataclasses.fields(CourseConfig):
         if f.name in SKIPPED_KNOBS:
             continue
@@ -44,16 +75,37 @@ def add_knobs(parser: argparse.ArgumentParser) -> None:
                                default=None, metavar=f.name.upper(), help=help_text)
 
 
+def knob_overrides(args: argparse.Namespace) -> dict:
+    """The knobs this command line sets: those of the --config file, then the --knob options on top."""
+    names = {f.name for f in dataclasses.fields(CourseConfig)} - {"profile", "run_dir"}
+    overrides = read_config_file(args.config) if args.config else {}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise KnobError(f"{args.config}: unknown setting(s) {', '.join(unknown)}. Valid names: "
+                         f"{', '.join(sorted(names))}.")
+    return {**overrides, **{name: value for name, value in vars(args).items() if name in names and value is not None}}
+
+
+def read_config_file(path: Path) -> dict:
+    """A JSON or YAML mapping of CourseConfig knobs (the same names as everywhere else)."""
+    try:
+        values = (yaml.safe_load if Path(path).suffix in (".yaml", ".yml") else json.loads)(Path(path).read_text())
+    except FileNotFoundError:
+        raise KnobError(f"--config {path}: no such file.") from None
+    except (ValueError, yaml.YAMLError) as err:
+        raise KnobError(f"--config {path} is not valid {'YAML' if Path(path).suffix != '.json' else 'JSON'}: "
+                         f"{err}".splitlines()[0]) from None
+    if not isinstance(values, dict):
+        raise KnobError(f"--config {path} must hold a mapping of knob names to values, e.g. {{\"max_steps\": 120}}.")
+    return values
+
+
 def config_from(args: argparse.Namespace, run_dir: Path | None) -> CourseConfig:
-    names = {f.name for f in dataclasses.fields(CourseConfig)} - SKIPPED_KNOBS
-    overrides = {name: value for name, value in vars(args).items() if name in names and value is not None}
-    return make_config(args.profile, run_dir=run_dir, **overrides)
+    return make_config(args.profile, run_dir=run_dir, **knob_overrides(args))
 
 
 def latest_run_dir(args, needs: str) -> Path:
     """--run-dir, else the newest runs/<timestamp>-<profile> folder that holds `needs`."""
-    from helpers.runs import latest_run
-
     run = args.run_dir or latest_run(needs, args.profile)
     if run is None:
         sys.exit(f"No run folder of profile {args.profile!r} holds {needs}: run the step before it first, or pass "
@@ -61,40 +113,63 @@ def latest_run_dir(args, needs: str) -> Path:
     return run
 
 
-def new_run_dir(args) -> Path:
+def fresh_run_dir(args) -> Path:
     """--run-dir, else a new runs/<timestamp>-<profile> folder (one process: several would each make their own)."""
-    from helpers.runs import new_run_dir as make
-    from helpers.training import world_size
-
     if args.run_dir:
         return args.run_dir
     if world_size() > 1:
         sys.exit("Under torchrun every process must write to the same folder: pass --run-dir.")
-    return make(args.profile)
+    return new_run_dir(args.profile)
+
+
+def cmd_course(args):
+    """The whole course headless: every notebook in order into a new run folder, then its report (what `make course`
+    does). The knobs given here reach every notebook as its `overrides`."""
+    notebooks = [nb for nb in course_notebooks() if not args.only or nb.name.startswith(tuple(args.only))]
+    cfg = config_from(args, args.run_dir)  # checks every knob before the first notebook starts
+    run_dir, finished = run_course(args.profile, notebooks, overrides=knob_overrides(args), run_dir=args.run_dir)
+    markdown, page = build_report(run_dir)  # also after a failure: it names the cell and keeps what finished
+    message = f"Report: {markdown}\n        {page} (open it in a browser)"
+    if not finished:
+        print(message)
+        sys.exit(1)
+    return dataclasses.replace(cfg, run_dir=run_dir), message
+
+
+def cmd_report(args):
+    """REPORT.md and REPORT.html of a run folder (default: the newest run of the profile), from its metrics files."""
+    run = args.run_dir or next(iter(course_runs(args.profile)), None)
+    if run is None:
+        sys.exit(f"No run folder of profile {args.profile!r} under runs/: run the course first, or pass --run-dir.")
+    markdown, page = build_report(run)
+    return config_from(args, run), f"Report: {markdown}\n        {page}"
+
+
+def cmd_data(args):
+    """Notebook 00: load the data set, split it by review, and record its size, class balance and label conflicts."""
+    cfg = config_from(args, fresh_run_dir(args))
+    df = load_dataset(cfg)
+    splits = prepare_splits(cfg, df)
+    counts = {name: class_balance(getattr(splits, name), cfg.labels) for name in ("train", "eval", "test")}
+    conflicts, tweet_conflicts = label_consistency_report(df), label_consistency_report(load_tweets())
+    record_metrics(cfg, DATA, rows=len(df), groups=df["group"].nunique(), class_balance=class_balance(df, cfg.labels),
+                   split_sizes=splits.sizes(), split_balance=counts, conflicting_texts=len(conflicts),
+                   tweets_conflicting_texts=len(tweet_conflicts))
+    return cfg, (f"{len(df)} labelled rows from {df['group'].nunique()} groups in {cfg.dataset!r}; splits "
+                 f"{splits.sizes()}; {len(conflicts)} texts with conflicting labels")
 
 
 def cmd_ablation(args):
     """Notebook 01: train masked and unmasked arms with the same budget, score both on the test split."""
-    from helpers.data import prepare_splits
-    from helpers.ablation import ablation_summary, ablation_verdict, run_masking_ablation
-    from helpers.runs import notebook_dir, record_metrics
-
-    cfg = config_from(args, new_run_dir(args))
-    notebook = MASKING
-    results = run_masking_ablation(cfg, prepare_splits(cfg), notebook_dir(cfg, notebook))
-    record_metrics(cfg, notebook, ablation=ablation_summary(results), verdict=ablation_verdict(results))
+    cfg = config_from(args, fresh_run_dir(args))
+    results = run_masking_ablation(cfg, prepare_splits(cfg), notebook_dir(cfg, MASKING))
+    record_metrics(cfg, MASKING, ablation=ablation_summary(results), verdict=ablation_verdict(results))
     return cfg, ablation_verdict(results)
 
 
 def cmd_train(args):
     """Notebook 02: LoRA training with a JSONL log, label-scoring evaluation, adapter + merged model saved."""
-    from helpers.data import prepare_splits, to_chat_records
-    from helpers.evaluate import evaluate_model, metrics_summary
-    from helpers.model import load_model
-    from helpers.runs import notebook_dir, record_metrics
-    from helpers.training import folder_sizes, make_trainer, save_adapter_and_merged, train, world_size
-
-    cfg = config_from(args, new_run_dir(args))
+    cfg = config_from(args, fresh_run_dir(args))
     notebook = TRAINING
     out_dir = notebook_dir(cfg, notebook)
     splits = prepare_splits(cfg)
@@ -106,7 +181,7 @@ def cmd_train(args):
     if not trainer.is_world_process_zero():  # under torchrun: the first process evaluates and saves
         return cfg, f"process {trainer.args.process_index} of {world_size()} done"
     saved = save_adapter_and_merged(trainer, layout(cfg))  # as in the notebook: the merged model is evaluated
-    scored = evaluate_model(trainer.model, tokenizer, splits.test, cfg, method="scoring")
+    scored = hf_predictor(trainer.model, tokenizer, cfg).evaluate(splits.test, method="scoring")
     record_metrics(cfg, notebook, fine_tuned=metrics_summary(scored), train_seconds=run["train_seconds"],
                    log_history=run["log_history"], artifacts=saved, artifact_mb=folder_sizes(saved),
                    test_labels=list(splits.test["label"]), test_predictions=scored["predictions"],
@@ -117,11 +192,6 @@ def cmd_train(args):
 
 def cmd_export(args):
     """Notebook 03: merged model -> GGUF f16 / Q8_0 / Q4_K_M, then size, speed and accuracy against HF fp32."""
-    from helpers.data import prepare_splits
-    from helpers.formats import compare_formats, format_verdict
-    from helpers.gguf import build_gguf_files, merged_model_dir
-    from helpers.runs import notebook_dir, record_metrics
-
     cfg = config_from(args, latest_run_dir(args, RELATIVE.adapter))
     notebook = EXPORT
     merged = merged_model_dir(cfg)
@@ -137,12 +207,6 @@ def cmd_compare(args):
     """Notebook 04: the base model 5-shot (and gpt-4o-mini when OPENAI_API_KEY is set) against the fine-tuned GGUF
     through a local llama.cpp server and the openai client, beside the classic baselines."""
     import asyncio
-
-    from helpers.baselines import baseline_verdict, run_baselines
-    from helpers.data import prepare_splits
-    from helpers.fewshot import ResponseCache, fewshot_verdict, openai_key, pick_shots, run_backend, run_local_models
-    from helpers.gguf import base_model_gguf
-    from helpers.runs import notebook_dir, record_metrics
 
     notebook = FEWSHOT
     cfg = config_from(args, latest_run_dir(args, RELATIVE.gguf("Q4_K_M")))
@@ -165,12 +229,30 @@ def cmd_compare(args):
     return cfg, f"{table}\n{verdict}"
 
 
+def cmd_alternatives(args):
+    """Notebook 05: the practitioner's alternatives (classic baselines, frozen encoder, SetFit, fine-tuned encoder)
+    beside the LLM rows of notebooks 02-04 of the run folder, in and out of domain, with the human ceiling, the
+    learning curve and the verdicts."""
+    run = args.run_dir or latest_run(RELATIVE.metrics_file(TRAINING), args.profile) or fresh_run_dir(args)
+    cfg = config_from(args, run)
+    out_dir = notebook_dir(cfg, ALTERNATIVES)
+    splits, ood = prepare_splits(cfg), out_of_domain_set(cfg)
+    comparison = Comparison({"test": splits.test} if ood is None else {"test": splits.test, "ood": ood}, cfg.labels)
+    humans = human_ceilings(cfg, {"test": (splits.test, cfg.dataset), "ood": (ood, cfg.ood_dataset)})
+    add_llm_rows(comparison, cfg, len(splits.train))
+    add_classic_rows(comparison, cfg, splits.train)
+    add_frozen_row(comparison, cfg, splits.train)
+    add_setfit_rows(comparison, cfg, splits.train, out_dir)
+    add_encoder_row(comparison, cfg, splits.train, out_dir)
+    curve = learning_curve(cfg, splits.train, splits.test, known_curve_points(comparison.rows["test"]), out_dir)
+    verdict = verdicts(comparison, curve, humans, cfg.seed)
+    record_metrics(cfg, ALTERNATIVES, results=comparison.summary(), human=humans, learning_curve=curve,
+                   verdict=verdict, ood_dataset=cfg.ood_dataset, encoder=cfg.encoder)
+    return cfg, comparison.table("test").round(3).to_string() + "\n\n" + "\n\n".join(verdict.values())
+
+
 def cmd_evaluate(args):
     """Accuracy and macro-F1 of any model (GGUF file, HF folder or LoRA adapter) on the test split."""
-    from helpers.predict import load_predictor
-    from helpers.data import prepare_splits
-    from helpers.evaluate import classification_metrics
-
     cfg = config_from(args, args.run_dir)
     test = prepare_splits(cfg).test
     probabilities = load_predictor(cfg, args.trained).probabilities(test["text"])
@@ -180,8 +262,6 @@ def cmd_evaluate(args):
 
 def cmd_classify(args):
     """Label your own CSV/JSONL file: input columns + predicted_label + one probability per label."""
-    from helpers.classify import classify_file
-
     cfg = config_from(args, args.run_dir)
     summary = classify_file(cfg, args.file, args.output, args.trained, batch_size=args.batch)
     return cfg, (f"{summary['rows_labelled']} rows labelled ({summary['reviews_per_second']:.1f} reviews/s), "
@@ -193,9 +273,6 @@ def cmd_serve(args):
     """The fine-tuned GGUF as an OpenAI-compatible endpoint on 127.0.0.1 until Ctrl-C."""
     import signal
     import time
-
-    from helpers.classify import find_model
-    from helpers.serve import llama_server
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server as cleanly as Ctrl-C
 
@@ -216,9 +293,29 @@ def cmd_serve(args):
     return cfg, "server stopped"
 
 
-COMMANDS = {"ablation": cmd_ablation, "train": cmd_train, "export": cmd_export, "compare": cmd_compare,
-            "evaluate": cmd_evaluate,
-            "classify": cmd_classify, "serve": cmd_serve}
+def cmd_bench(args):
+    """The speed figures, side by side in one run (what `make bench` does): matmul peak and training utilisation,
+    reviews per second of HF fp32 vs GGUF Q4_K_M and of scoring vs generation, each notebook's wall time, and every
+    method of notebook 05 with the human ceiling; saved to runs/bench/bench-<time>.json. --run-dir is the course run
+    to read notebook times and the fine-tuned model from (default: the latest finished run of the profile)."""
+    cfg = config_from(args, ROOT / "runs" / "bench" / f"work-{args.profile}")
+    results = run_bench(cfg, course=args.course, run_dir=args.run_dir, steps=args.steps, parts=args.parts,
+                        overrides=knob_overrides(args))
+    return cfg, f"{format_results(results)}\nsaved: {save_results(results)}"
+
+
+def cmd_prepare(args):
+    """A set-up step that `make setup` runs once: llama.cpp's converter, the embedded base model, the tiny model."""
+    cfg = config_from(args, args.run_dir)
+    return cfg, f"{args.step}: {SETUP_STEPS[args.step](cfg)}"
+
+
+SETUP_STEPS = {"converter": prepare_converter, "base-model": prepare_embedded_model, "tiny-model": prepare_tiny_model}
+COMMANDS = {"course": cmd_course, "data": cmd_data, "ablation": cmd_ablation, "train": cmd_train,
+            "export": cmd_export, "compare": cmd_compare, "alternatives": cmd_alternatives, "report": cmd_report,
+            "evaluate": cmd_evaluate, "classify": cmd_classify, "serve": cmd_serve, "bench": cmd_bench,
+            "prepare": cmd_prepare}
+RUN_COMMANDS = ("data", "ablation", "train", "export", "compare", "alternatives")  # they fill a run folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--trained", help="the trained model: a .gguf file, a Hugging Face folder or a LoRA "
                                              "adapter (default: the Q4_K_M GGUF of the latest course run)")
             p.add_argument("--batch", type=int, default=32, help="rows labelled and written at a time (default: 32)")
+        if name == "course":
+            p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 02 (default: all)")
+        if name == "bench":
+            p.add_argument("--course", action="store_true", help="run the whole course in this profile first and "
+                                                                 "time it")
+            p.add_argument("--steps", type=int, default=8, help="training steps to time (after 2 warm-up steps)")
+            p.add_argument("--parts", nargs="*", default=list(BENCH_PARTS), choices=BENCH_PARTS)
+        if name == "prepare":
+            p.add_argument("step", choices=SETUP_STEPS)
         if name == "serve":
             p.add_argument("--trained", help="the trained model: a .gguf file, a Hugging Face folder or a LoRA "
                                              "adapter (default: the Q4_K_M GGUF of the latest course run)")
@@ -248,19 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from helpers.classify import ClassifyError
-    from helpers.data import DataError
-    from helpers.gguf import GGUFError
-    from helpers.model import ModelError
-    from helpers.serve import ServerError
-
     args = build_parser().parse_args(argv)
     try:
         cfg, message = args.func(args)
-    except (ClassifyError, DataError, GGUFError, ModelError, ServerError) as err:
+    except (ClassifyError, DataError, GGUFError, KnobError, ModelError, ServerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(message)
-    if cfg.run_dir and Path(cfg.run_dir).exists() and args.command in ("ablation", "train", "export", "compare"):
+    if cfg.run_dir and Path(cfg.run_dir).exists() and args.command in RUN_COMMANDS:
         print(f"Run folder: {cfg.run_dir}")
     return 0

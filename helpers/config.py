@@ -82,6 +82,8 @@ class CourseConfig:
     learning_curve_llm_sizes: tuple = (48,)
     seed: int = 42
     threads: int = 0  # 0: every core of the machine
+    scoring_batch_size: int = 16  # prompts per forward pass when a PyTorch model scores or generates
+    context_length: int = 2048  # llama.cpp's context (tokens) when it loads or serves a GGUF file
     # Few-shot (notebook 04)
     shots: int = 5
     openai_model: str = "gpt-4o-mini"  # used only when OPENAI_API_KEY is set in the environment

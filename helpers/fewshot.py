@@ -19,7 +19,9 @@ import pandas as pd
 
 from helpers.config import CourseConfig
 from helpers.data import prompt_messages
-from helpers.evaluate import fine_tuned_margin, parse_label
+from helpers.evaluate import classification_metrics, fine_tuned_margin, parse_label
+from helpers.gguf import file_fingerprint
+from helpers.serve import llama_server
 
 
 def pick_shots(train_df: pd.DataFrame, cfg: CourseConfig) -> list[tuple[str, str]]:
@@ -47,7 +49,6 @@ def build_messages(text: str, cfg: CourseConfig, shots: list[tuple[str, str]] = 
 
 class ResponseCache:
     """Responses on disk (JSON lines), keyed by backend, model, messages and parameters — never by the API key."""
-
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,9 +147,6 @@ async def run_local_models(served: dict, runs, test_df: pd.DataFrame, cfg: Cours
                            log_path: Path) -> list[dict]:
     """One llama.cpp server on 127.0.0.1 for the {alias: GGUF path} files in `served`, and one result row per
     (alias, shots, method) in `runs`. Cached answers are keyed by the file's content hash, never by its name."""
-    from helpers.gguf import file_fingerprint
-    from helpers.serve import llama_server
-
     rows = []
     with llama_server(served, cfg, log_path) as base_url:
         for alias, shots, method in runs:
@@ -170,8 +168,6 @@ def cost_usd(results: list[dict], model: str, cfg: CourseConfig) -> float:
 
 def summarise(results: list[dict], gold, model: str, cfg: CourseConfig, wall_seconds: float) -> dict:
     """Accuracy, macro-F1, invalid rate, median latency, reviews per second and cost per 1,000 reviews."""
-    from helpers.evaluate import classification_metrics
-
     metrics = classification_metrics(gold, [r["label"] for r in results], cfg.labels)
     cached = sum(r["cached"] for r in results)
     return {**metrics, "median_latency_s": statistics.median(r["latency"] for r in results),

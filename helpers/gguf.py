@@ -1,4 +1,5 @@
-"""llama.cpp's own tools: its converter (from the same release as the runtime) and, later, its quantizer.
+"""Export to llama.cpp: its own converter (from the same release as the runtime) and its quantizer. Running a GGUF
+file is `helpers.predict`'s job, serving it `helpers.serve`'s.
 
 The runtime is the `llama-cpp-python` package, which vendors one llama.cpp release whole. Its sdist carries that
 release's `convert_hf_to_gguf.py` with the `conversion/` and `gguf-py/` folders it needs; we unpack exactly those
@@ -16,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from helpers.config import CourseConfig
+from helpers.model import embedded_gguf_path, load_model, resolve_model
 from helpers.runs import RunLayout, layout
 
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
@@ -161,80 +163,6 @@ def read_gguf_metadata(path: Path) -> dict:
     }
 
 
-def load_gguf(path: Path, cfg: CourseConfig, n_ctx: int = 2048):
-    """A llama.cpp model on the CPU with the machine's threads. Only the last position's logits are computed (that is
-    all label scoring reads), which spares the 49k-wide output layer on every prompt token."""
-    llama_cpp_version()  # the install message if the bindings are missing
-    import llama_cpp
-
-    path = Path(path)
-    if not path.exists():
-        raise GGUFError(f"{path}: no such GGUF file. Run the conversion steps of notebook 03 first.")
-    try:
-        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=cfg.threads, n_batch=512,
-                               logits_all=False, seed=cfg.seed, verbose=False)
-    except (ValueError, RuntimeError) as err:
-        raise GGUFError(f"llama.cpp could not load {path} ({err}). Is it a complete GGUF file from this llama.cpp "
-                        f"release? Re-run the conversion.") from None
-
-
-def _prompt_tokens(llm, prompt: str) -> list[int]:
-    """llama.cpp's tokens for a chat-templated prompt (special tokens such as <|im_start|> parsed, no extra BOS)."""
-    return llm.tokenize(prompt.encode(), add_bos=False, special=True)
-
-
-def _next_token_logits(llm, tokens: list[int]):
-    """Evaluate `tokens`, reusing the KV cache of the longest prefix shared with the previous prompt."""
-    import numpy as np
-
-    keep = 0
-    for a, b in zip(llm.input_ids[:llm.n_tokens], tokens[:-1]):
-        if a != b:
-            break
-        keep += 1
-    llm.n_tokens = keep
-    llm.eval(tokens[keep:])
-    # Without logits_all the binding keeps no scores: read the last position's logits from the context itself.
-    return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).copy()
-
-
-def classify_gguf(llm, tokenizer, texts, cfg: CourseConfig, method: str = "scoring", progress: bool = True):
-    """(labels, probabilities or raw answers, reviews per second) for a llama.cpp model, with the same prompt as the
-    Hugging Face model: "scoring" reads the three label logits (every answer a label), "generation" writes up to
-    5 tokens that the course's parser reads."""
-    import time
-
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from helpers.evaluate import label_token_ids, normalise_rows, parse_label, prompt_text
-
-    ids = label_token_ids(tokenizer, cfg.labels)
-    if any(len(i) != 1 for i in ids):
-        raise GGUFError("GGUF label scoring needs single-token labels; use method='generation'.")
-    first = [i[0] for i in ids]
-    start = time.perf_counter()
-    out = []
-    for text in tqdm(list(texts), desc=f"llama.cpp {method}", disable=not progress, unit="review"):
-        tokens = _prompt_tokens(llm, prompt_text(tokenizer, text, cfg))
-        if method == "scoring":
-            out.append(np.asarray(_next_token_logits(llm, tokens), dtype=np.float64)[first])
-        elif method == "generation":
-            answer = []
-            for token in llm.generate(tokens, temp=0.0, top_k=1):  # reuses the shared prefix by itself
-                if token == llm.token_eos() or len(answer) == 5:
-                    break
-                answer.append(token)
-            out.append(llm.detokenize(answer).decode("utf-8", errors="replace"))
-        else:
-            raise ValueError(f"method must be 'scoring' or 'generation', not {method!r}")
-    speed = len(out) / max(time.perf_counter() - start, 1e-9)
-    if method == "scoring":
-        probs = normalise_rows(np.array(out).reshape(-1, len(cfg.labels)))
-        return [cfg.labels[i] for i in probs.argmax(1)], probs, speed
-    return [parse_label(a, cfg.labels) for a in out], out, speed
-
-
 def merged_model_dir(cfg: CourseConfig) -> Path:
     """The merged fine-tuned model of notebook 02 in this run folder; merged from the adapter if only that exists."""
     run = layout(cfg)
@@ -244,7 +172,6 @@ def merged_model_dir(cfg: CourseConfig) -> Path:
         raise GGUFError(f"No fine-tuned model in {run.adapter.parent}. Run notebook 02 with the same run_dir first.")
     from peft import PeftModel
 
-    from helpers.model import load_model
 
     base, tokenizer = load_model(cfg)  # full precision (fp32 on a CPU): never merge into a 4-bit base
     PeftModel.from_pretrained(base, run.adapter).merge_and_unload().save_pretrained(run.merged)
@@ -264,8 +191,6 @@ def build_gguf_files(cfg: CourseConfig, model_dir: Path, run: RunLayout) -> dict
 def base_model_gguf(cfg: CourseConfig) -> Path:
     """The *base* model as a GGUF file, for the like-for-like few-shot baseline: the embedded SmolLM2 file as
     shipped (Q4_1), or any other base model converted to f16 once into the cache."""
-    from helpers.model import embedded_gguf_path, resolve_model
-
     if cfg.model == "embedded:smollm2":
         return embedded_gguf_path()
     out = cfg.cache_dir / "gguf" / (cfg.model.replace("/", "--").replace(":", "-") + "-f16.gguf")

@@ -1,22 +1,45 @@
-"""One way to predict with any trained model: `load_predictor(cfg, path)`.
+"""One way to predict with any model: `load_predictor(cfg, path)` for a model on disk, `hf_predictor(model, tokenizer,
+cfg)` for one in memory (the trainer's). Both return a `Predictor`.
 
 A path can be a GGUF file (llama.cpp), a Hugging Face causal-LM folder, a LoRA adapter folder (loaded on the base
 model of `cfg`), a fine-tuned encoder folder (a sequence classifier) or a SetFit folder. Every predictor answers
-`probabilities(texts)` — (n, labels) in `cfg.labels` order, rows summing to 1 — and `generate(texts)` — the raw
-answer per text (an encoder's answer is its top label). The engines underneath stay where they are tested: label
-scoring and generation in `evaluate`, llama.cpp in `gguf`, the encoder in `encoder`.
+`probabilities(texts)` — (n, labels) in `cfg.labels` order, rows summing to 1 — `generate(texts)` — the raw answer per
+text (an encoder's answer is its top label) — and `evaluate(df, method)`, the metrics of either on a labelled frame.
+
+The two LLM engines live here, with the same prompt and the same label scoring: PyTorch (the label tokens' log-
+probabilities right after `<|im_start|>assistant\\n`, in one forward pass per batch) and llama.cpp (the same logits
+from its context). Label scoring always yields a valid label and a probability per class.
 """
 from __future__ import annotations
 
+import copy
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from tqdm.auto import tqdm
+
 from helpers.config import CourseConfig
-from helpers.evaluate import generate_answers, score_labels
-from helpers.gguf import classify_gguf, load_gguf
+from helpers.data import prompt_messages
+from helpers.encoder import encoder_probabilities, load_encoder_classifier
+from helpers.evaluate import classification_metrics, normalise_rows, parse_label
+from helpers.gguf import GGUFError
 from helpers.model import ModelError, load_model, load_tokenizer
 from helpers.runs import RunLayout, disk_mb
+
+METHODS = ("scoring", "generation")
+
+
+def prompt_text(tokenizer, text: str, cfg: CourseConfig) -> str:
+    """The prompt as the model sees it at inference: system + user turns, then the assistant header."""
+    return tokenizer.apply_chat_template(prompt_messages(text, cfg), tokenize=False, add_generation_prompt=True)
+
+
+def label_token_ids(tokenizer, labels) -> list[list[int]]:
+    """The token ids of each label as it follows the assistant header (no leading space)."""
+    return [tokenizer.encode(label, add_special_tokens=False) for label in labels]
 
 
 @dataclass
@@ -24,33 +47,52 @@ class Predictor:
     """A loaded model and the engine that runs it: "hf" (PyTorch causal LM), "gguf" (llama.cpp) or "encoder"."""
 
     kind: str
-    path: Path
+    path: Path | None
     cfg: CourseConfig
     model: object
     tokenizer: object = None
 
-    def probabilities(self, texts, progress: bool = False):
+    def probabilities(self, texts, progress: bool = False) -> np.ndarray:
         texts = list(texts)
         if self.kind == "gguf":
-            return classify_gguf(self.model, self.tokenizer, texts, self.cfg, progress=progress)[1]
+            return gguf_probabilities(self.model, self.tokenizer, texts, self.cfg, progress)
         if self.kind == "encoder":
-            from helpers.encoder import encoder_probabilities
-
             return encoder_probabilities(self.model, texts, self.cfg)
         return score_labels(self.model, self.tokenizer, texts, self.cfg, progress=progress)
 
     def generate(self, texts, progress: bool = False) -> list[str]:
         texts = list(texts)
         if self.kind == "gguf":
-            return classify_gguf(self.model, self.tokenizer, texts, self.cfg, "generation", progress)[1]
+            return gguf_answers(self.model, self.tokenizer, texts, self.cfg, progress)
         if self.kind == "encoder":
             return [self.cfg.labels[i] for i in self.probabilities(texts).argmax(1)]
         return generate_answers(self.model, self.tokenizer, texts, self.cfg, progress=progress)
+
+    def evaluate(self, df, method: str = "scoring", progress: bool = True) -> dict:
+        """Metrics on a frame with text and label columns, by "scoring" (always a valid label, with probabilities) or
+        "generation" (up to 5 tokens, parsed; unparseable answers count as invalid), with reviews per second."""
+        if method not in METHODS:
+            raise ValueError(f"method must be 'scoring' or 'generation', not {method!r}")
+        texts, start = list(df["text"]), time.perf_counter()
+        if method == "scoring":
+            probs = self.probabilities(texts, progress)
+            predicted, extra = [self.cfg.labels[i] for i in probs.argmax(1)], {"probabilities": probs.round(4).tolist()}
+        else:
+            answers = self.generate(texts, progress)
+            predicted, extra = [parse_label(a, self.cfg.labels) for a in answers], {"answers": answers}
+        speed = len(texts) / max(time.perf_counter() - start, 1e-9)
+        return {**classification_metrics(df["label"], predicted, self.cfg.labels), "method": method,
+                "reviews_per_second": speed, "predictions": predicted, **extra}
 
     @property
     def size_mb(self) -> float:
         """What the model weighs on disk: the GGUF file, or the folder's weight files."""
         return disk_mb(*([self.path] if self.path.is_file() else self.path.glob("*.safetensors")))
+
+
+def hf_predictor(model, tokenizer, cfg: CourseConfig, path: Path | None = None) -> Predictor:
+    """A predictor for a PyTorch causal LM already in memory (a base model, the trainer's model, a merged copy)."""
+    return Predictor("hf", path, cfg, model, tokenizer)
 
 
 def load_predictor(cfg: CourseConfig, path: str | Path) -> Predictor:
@@ -64,13 +106,11 @@ def load_predictor(cfg: CourseConfig, path: str | Path) -> Predictor:
         from peft import PeftModel
 
         base, tokenizer = load_model(cfg)
-        return Predictor("hf", path, cfg, PeftModel.from_pretrained(base, path).eval(), tokenizer)
+        return hf_predictor(PeftModel.from_pretrained(base, path).eval(), tokenizer, cfg, path)
     if (path / "model_head.pkl").is_file() or _is_sequence_classifier(path):
-        from helpers.encoder import load_encoder_classifier
-
         return Predictor("encoder", path, cfg, load_encoder_classifier(path))
     if (path / "config.json").is_file():
-        return Predictor("hf", path, cfg, *load_model(cfg, path))
+        return hf_predictor(*load_model(cfg, path), cfg, path)
     raise ModelError(f"{path}: {'no such file or folder' if not path.exists() else 'not a model'}. Pass a .gguf file, "
                      f"a Hugging Face model folder (with config.json), a LoRA adapter folder (with "
                      f"adapter_config.json) or a fine-tuned encoder or SetFit folder.")
@@ -80,3 +120,168 @@ def _is_sequence_classifier(path: Path) -> bool:
     config = path / "config.json"
     return config.is_file() and any(a.endswith("ForSequenceClassification")
                                     for a in json.loads(config.read_text()).get("architectures") or [])
+
+
+# --- PyTorch: label scoring and generation ----------------------------------------------------------------------------
+
+def score_labels(model, tokenizer, texts, cfg: CourseConfig, progress: bool = True) -> np.ndarray:
+    """Probability per label (rows sum to 1) for each text, `cfg.scoring_batch_size` prompts at a time. With
+    single-token labels (the usual case) the prompt prefix that every review shares runs once and one pass over each
+    batch reads the next-token distribution; multi-token labels take one pass per label."""
+    import torch
+
+    label_ids = label_token_ids(tokenizer, cfg.labels)
+    prompts = [prompt_text(tokenizer, t, cfg) for t in texts]
+    if not prompts:
+        return np.zeros((0, len(cfg.labels)))
+    if max(len(ids) for ids in label_ids) == 1:
+        return normalise_rows(_next_token_logprobs(model, tokenizer, prompts, [ids[0] for ids in label_ids],
+                                                   cfg.scoring_batch_size, progress, torch))
+    out = np.zeros((len(prompts), len(cfg.labels)))
+    for rows, batch in length_sorted_batches(tokenizer, prompts, cfg.scoring_batch_size, "label scoring", progress):
+        out[rows] = _label_logprobs(model, tokenizer, batch, label_ids, torch)
+    return normalise_rows(out)
+
+
+def _next_token_logprobs(model, tokenizer, prompts, token_ids, batch_size, progress, torch):
+    """(prompts, token_ids) next-token log-probabilities. The tokens every prompt starts with (system turn, user
+    header) are run once; their KV cache is copied for each batch, which then runs only the reviews' own tokens,
+    right-padded, shortest first. The same numbers as a full forward pass per prompt (to ~1e-5), ~1.3x faster."""
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    shared, most = 0, min(len(x) for x in ids) - 1  # every prompt keeps at least one token of its own
+    while shared < most and all(x[shared] == ids[0][shared] for x in ids):
+        shared += 1
+    out = np.zeros((len(ids), len(token_ids)))
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    with torch.inference_mode():
+        prefix = decoder(input_ids=torch.tensor([ids[0][:shared]], device=model.device), use_cache=True).cache
+        for start in tqdm(range(0, len(order), batch_size), desc="label scoring", disable=not progress, unit="batch"):
+            rows = order[start:start + batch_size]
+            own = [ids[i][shared:] for i in rows]
+            width = max(len(x) for x in own)
+            tokens = torch.full((len(rows), width), tokenizer.pad_token_id or 0, device=model.device)
+            mask = torch.zeros((len(rows), shared + width), dtype=torch.long, device=model.device)
+            mask[:, :shared] = 1
+            for r, x in enumerate(own):
+                tokens[r, :len(x)] = torch.tensor(x)
+                mask[r, shared:shared + len(x)] = 1
+            cache = copy.deepcopy(prefix)
+            cache.batch_repeat_interleave(len(rows))
+            positions = torch.arange(shared, shared + width, device=model.device).expand(len(rows), -1)
+            hidden = decoder(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache,
+                             use_cache=True).last_hidden_state
+            last = hidden[torch.arange(len(rows)), torch.tensor([len(x) - 1 for x in own])]
+            out[rows] = torch.log_softmax(head(last).float(), -1)[:, token_ids].cpu().numpy()
+    return out
+
+
+def length_sorted_batches(tokenizer, prompts, batch_size: int, desc: str, progress: bool):
+    """(row indices, prompts) batches of similar lengths, so that left padding wastes little compute; the tokenizer
+    pads on the left meanwhile (the last position is then the next token for every row)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
+            rows = order[start:start + batch_size]
+            yield rows, [prompts[i] for i in rows]
+    finally:
+        tokenizer.padding_side = side
+
+
+def _label_logprobs(model, tokenizer, prompts, label_ids, torch):
+    """(batch, labels) summed log-probabilities of each (multi-token) label's tokens after each prompt: one pass per
+    label over prompt + label, left-padded."""
+    with torch.inference_mode():
+        scores = []
+        for ids in label_ids:
+            enc = tokenizer([p + tokenizer.decode(ids) for p in prompts], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(model.device)
+            logits = model(**enc, logits_to_keep=len(ids) + 1).logits[:, :-1].float()
+            logp = torch.log_softmax(logits, -1)
+            target = torch.tensor(ids, device=logp.device).expand(len(prompts), -1)
+            scores.append(logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1))
+        return torch.stack(scores, 1).cpu().numpy()
+
+
+def generate_answers(model, tokenizer, texts, cfg: CourseConfig, max_new_tokens: int = 5,
+                     progress: bool = True) -> list[str]:
+    """Greedy answers of at most `max_new_tokens` tokens, batched with left padding."""
+    import torch
+
+    prompts = [prompt_text(tokenizer, t, cfg) for t in texts]
+    answers = [""] * len(prompts)
+    for rows, batch in length_sorted_batches(tokenizer, prompts, cfg.scoring_batch_size, "generation", progress):
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        for row, answer in zip(rows, tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                                            skip_special_tokens=True)):
+            answers[row] = answer
+    return answers
+
+
+# --- llama.cpp: the same prompt, the same label scoring ---------------------------------------------------------------
+
+def load_gguf(path: Path, cfg: CourseConfig):
+    """A llama.cpp model on the CPU with `cfg.threads` threads and a `cfg.context_length` context. Only the last
+    position's logits are computed (that is all label scoring reads), which spares the 49k-wide output layer on every
+    prompt token."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise GGUFError("llama.cpp's Python bindings are not installed. Run `make setup` (or: pip install "
+                           "'llama-cpp-python[server]' as pinned in requirements.txt).") from None
+    path = Path(path)
+    if not path.exists():
+        raise GGUFError(f"{path}: no such GGUF file. Run the conversion steps of notebook 03 first.")
+    try:
+        return llama_cpp.Llama(model_path=str(path), n_ctx=cfg.context_length, n_threads=cfg.threads, n_batch=512,
+                               logits_all=False, seed=cfg.seed, verbose=False)
+    except (ValueError, RuntimeError) as err:
+        raise GGUFError(f"llama.cpp could not load {path} ({err}). Is it a complete GGUF file from this llama.cpp "
+                           f"release? Re-run the conversion.") from None
+
+
+def _prompt_tokens(llm, prompt: str) -> list[int]:
+    """llama.cpp's tokens for a chat-templated prompt (special tokens such as <|im_start|> parsed, no extra BOS)."""
+    return llm.tokenize(prompt.encode(), add_bos=False, special=True)
+
+
+def _next_token_logits(llm, tokens: list[int]) -> np.ndarray:
+    """Evaluate `tokens`, reusing the KV cache of the longest prefix shared with the previous prompt."""
+    keep = 0
+    for a, b in zip(llm.input_ids[:llm.n_tokens], tokens[:-1]):
+        if a != b:
+            break
+        keep += 1
+    llm.n_tokens = keep
+    llm.eval(tokens[keep:])
+    # Without logits_all the binding keeps no scores: read the last position's logits from the context itself.
+    return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).copy()
+
+
+def gguf_probabilities(llm, tokenizer, texts, cfg: CourseConfig, progress: bool = True) -> np.ndarray:
+    """Label scoring with llama.cpp: the softmax over the labels' first-token logits after each prompt."""
+    ids = label_token_ids(tokenizer, cfg.labels)
+    if any(len(i) != 1 for i in ids):
+        raise GGUFError("GGUF label scoring needs single-token labels; use generation instead.")
+    first = [i[0] for i in ids]
+    scores = [np.asarray(_next_token_logits(llm, _prompt_tokens(llm, prompt_text(tokenizer, text, cfg))),
+                         dtype=np.float64)[first]
+              for text in tqdm(list(texts), desc="llama.cpp scoring", disable=not progress, unit="review")]
+    return normalise_rows(np.array(scores).reshape(-1, len(cfg.labels)))
+
+
+def gguf_answers(llm, tokenizer, texts, cfg: CourseConfig, progress: bool = True, max_new_tokens: int = 5):
+    """Greedy answers of at most `max_new_tokens` tokens with llama.cpp (each reuses the shared prompt prefix)."""
+    out = []
+    for text in tqdm(list(texts), desc="llama.cpp generation", disable=not progress, unit="review"):
+        answer = []
+        for token in llm.generate(_prompt_tokens(llm, prompt_text(tokenizer, text, cfg)), temp=0.0, top_k=1):
+            if token == llm.token_eos() or len(answer) == max_new_tokens:
+                break
+            answer.append(token)
+        out.append(llm.detokenize(answer).decode("utf-8", errors="replace"))
+    return out

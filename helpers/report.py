@@ -12,6 +12,7 @@ import io
 import json
 from pathlib import Path
 
+from helpers import plots
 from helpers.runs import ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, TRAINING, load_metrics
 
 NOTEBOOK_TITLES = {DATA: "Data", MASKING: "Label masking ablation", TRAINING: "Logged training",
@@ -46,8 +47,6 @@ def _figure(fig) -> bytes:
 
 
 def _sections(run_dir: Path, metrics: dict) -> list[dict]:
-    from helpers import plots
-
     sections = []
     first = next(iter(metrics.values()), {})
     run_rows = [{"notebook": name, "wall seconds": m.get("wall_seconds"), "status": "done"} for name, m in metrics.items()]
@@ -115,8 +114,6 @@ def _sections(run_dir: Path, metrics: dict) -> list[dict]:
 
 def _alternatives_section(m: dict) -> dict:
     """Notebook 05: the comparison per domain with the human rows, the learning curve, and the computed verdicts."""
-    from helpers import plots
-
     def table(domain):
         rows = [{"method": r["method"], "kind": r["kind"], "accuracy": r["accuracy"], "macro-F1": r["macro_f1"],
                  "train s": r.get("train_seconds"), "reviews/s": r.get("reviews_per_second"),

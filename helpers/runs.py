@@ -175,17 +175,20 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict, progress: b
     return time.perf_counter() - start
 
 
-def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = ROOT / "runs") -> tuple[Path, bool]:
-    """Every notebook in order into a new run folder; stops at the first failure and says where to look.
-    Returns (run folder, whether every notebook finished)."""
-    run_dir = new_run_dir(profile, root)
+def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = ROOT / "runs",
+               overrides: dict | None = None, run_dir: Path | None = None) -> tuple[Path, bool]:
+    """Every notebook in order into a new run folder (or `run_dir`), each with the profile and the same `overrides`
+    (CourseConfig knobs); stops at the first failure and says where to look. Returns (run folder, whether every
+    notebook finished)."""
+    run_dir = Path(run_dir) if run_dir else new_run_dir(profile, root)
+    parameters = {"profile": profile, "run_dir": str(run_dir), "overrides": _json_safe(overrides or {})}
     notebooks = notebooks or course_notebooks()
     print(f"Run folder: {run_dir}")
     for i, nb in enumerate(notebooks, 1):
         out = run_dir / nb.stem / nb.name
         print(f"[{i}/{len(notebooks)}] {nb.stem} ...", flush=True)
         try:
-            seconds = execute_notebook(nb, out, {"profile": profile, "run_dir": str(run_dir)}, progress=True)
+            seconds = execute_notebook(nb, out, parameters, progress=True)
         except Exception as err:
             where = f"cell [{err.exec_count}], " if getattr(err, "exec_count", None) else ""
             print(f"FAILED: {nb.name}: {where}{getattr(err, 'ename', type(err).__name__)}: "

@@ -41,8 +41,7 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 
 @contextmanager
-def llama_server(models: dict, cfg: CourseConfig, log_path: Path, port: int | None = None, n_ctx: int = 2048,
-                 timeout: float = 120):
+def llama_server(models: dict, cfg: CourseConfig, log_path: Path, port: int | None = None, timeout: float = 120):
     """Serve {alias: gguf_path} on http://127.0.0.1:<port>/v1 and yield that base URL."""
     for alias, path in models.items():
         if not Path(path).exists():
@@ -55,7 +54,7 @@ def llama_server(models: dict, cfg: CourseConfig, log_path: Path, port: int | No
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     config = {"host": HOST, "port": port, "models": [
-        {"model": str(path), "model_alias": alias, "n_ctx": n_ctx, "n_threads": cfg.threads, "n_batch": 512,
+        {"model": str(path), "model_alias": alias, "n_ctx": cfg.context_length, "n_threads": cfg.threads, "n_batch": 512,
          "seed": cfg.seed, "verbose": False} for alias, path in models.items()]}
     config_path = log_path.with_suffix(".config.json")
     config_path.write_text(json.dumps(config, indent=2))

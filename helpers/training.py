@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from helpers.config import CourseConfig
 from helpers.masking import check_assistant_only_loss, check_trained_tokens
-from helpers.model import pick_device
+from helpers.model import load_model, pick_device
 from helpers.runs import RunLayout, disk_mb
 
 
@@ -56,7 +56,6 @@ def world_size() -> int:
 
 class JsonlLogCallback(TrainerCallback):
     """Appends every logged row (step, loss, eval loss, learning rate, grad norm, tokens...) to a JSONL file."""
-
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,8 +89,6 @@ def make_trainer(cfg: CourseConfig, model, tokenizer, train_records, eval_record
 
 def fresh_trainer(cfg: CourseConfig, records, output_dir: Path, **trainer_extra):
     """An SFTTrainer with a new LoRA adapter on a freshly loaded base model (every run starts from the same weights)."""
-    from helpers.model import load_model
-
     model, tokenizer = load_model(cfg)
     return make_trainer(cfg, model, tokenizer, records, output_dir=output_dir, **trainer_extra)
 

@@ -35,7 +35,7 @@ def test_latest_run_skips_unfinished_runs_and_sums_wall_times(tmp_path, monkeypa
     class Nb:
         def __init__(self, stem):
             self.stem = stem
-    monkeypatch.setattr("helpers.runs.course_notebooks", lambda: [Nb("00_a"), Nb("01_b")])
+    monkeypatch.setattr("helpers.bench.course_notebooks", lambda: [Nb("00_a"), Nb("01_b")])
     done = write_run(tmp_path, "20260101-000000-workshop", {"00_a": 10.0, "01_b": 20.5})
     write_run(tmp_path, "20260102-000000-workshop", {"00_a": 3.0, "01_b": None})  # newer, but 01 never finished
     write_run(tmp_path, "20260103-000000-smoke", {"00_a": 1.0, "01_b": 1.0})  # another profile

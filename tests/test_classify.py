@@ -85,7 +85,7 @@ REVIEWS = ["Great value, works as described", "It broke after\na week.", "Café 
 
 
 def test_csv_with_the_hf_model_keeps_every_column_and_adds_label_and_probabilities(cfg, write, hf_model):
-    from helpers.evaluate import score_labels
+    from helpers.predict import score_labels
     from helpers.model import load_model
 
     lines = ["id,text,stars"] + [f'{i},"{t}",{i % 5}' for i, t in enumerate(REVIEWS, 1)]
@@ -108,8 +108,8 @@ def test_csv_with_the_hf_model_keeps_every_column_and_adds_label_and_probabiliti
 
 
 def test_jsonl_with_a_q4_k_m_gguf_keeps_every_field(cfg, write, tiny_gguf):
-    from helpers.gguf import classify_gguf, load_gguf
     from helpers.model import load_tokenizer
+    from helpers.predict import gguf_probabilities, load_gguf
 
     records = [{"id": i, "text": t, "meta": {"tags": ["a", "ü"], "score": None}} for i, t in enumerate(REVIEWS)]
     path = write("reviews.ndjson", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -121,7 +121,7 @@ def test_jsonl_with_a_q4_k_m_gguf_keeps_every_field(cfg, write, tiny_gguf):
     assert [{k: r[k] for k in ("id", "text", "meta")} for r in rows] == records
     assert list(rows[0]) == ["id", "text", "meta"] + ADDED and [r["row"] for r in rows] == [1, 2, 3, 4, 5]
     check_labels(rows, cfg)
-    _, expected, _ = classify_gguf(load_gguf(tiny_gguf, cfg), load_tokenizer(cfg), REVIEWS, cfg, progress=False)
+    expected = gguf_probabilities(load_gguf(tiny_gguf, cfg), load_tokenizer(cfg), REVIEWS, cfg, progress=False)
     got = np.array([[r[f"p_{label}"] for label in cfg.labels] for r in rows])
     assert np.abs(got - expected).max() <= 5e-5
 
@@ -152,7 +152,7 @@ def test_bad_jsonl_lines_are_reported_with_their_row_numbers_and_the_rest_labell
 
 
 def test_a_review_too_long_for_the_gguf_context_is_reported_and_the_rest_labelled(cfg, write, tiny_gguf):
-    path = write("in.csv", "text\ngood\n" + "word " * 2500 + "\nbad\n")  # more tokens than load_gguf's n_ctx
+    path = write("in.csv", "text\ngood\n" + "word " * 2500 + "\nbad\n")  # more tokens than cfg.context_length
     summary = classify_file(cfg, path, model_path=tiny_gguf, batch_size=3, progress=False)
 
     assert [r["text"] for r in read_output(summary["output"])] == ["good", "bad"]
@@ -299,7 +299,7 @@ def test_a_lora_adapter_folder_loads_on_the_base_model_and_labels(cfg, write, tm
     import torch
     from peft import get_peft_model
 
-    from helpers.evaluate import score_labels
+    from helpers.predict import score_labels
     from helpers.model import load_model
     from helpers.training import build_lora_config
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers.cli import COMMANDS, build_parser, config_from
+from helpers.cli import COMMANDS, build_parser, config_from, knob_overrides
 from helpers.config import ROOT, CourseConfig
 from helpers.model import resolve_model
 
@@ -41,6 +41,38 @@ def test_only_the_options_given_override_the_profile(tmp_path):
     assert cfg.run_dir == tmp_path
     default = config_from(build_parser().parse_args(["train"]), tmp_path)
     assert default.max_steps == CourseConfig().max_steps and default.profile == "workshop"
+
+
+def test_a_config_file_sets_knobs_and_options_win_over_it(tmp_path):
+    (tmp_path / "my.json").write_text(json.dumps({"max_steps": 9, "labels": ["negative", "positive"], "lora_r": 2}))
+    (tmp_path / "my.yaml").write_text("max_steps: 11\nsystem_prompt: Say it.\n")
+    args = build_parser().parse_args(["train", "--profile", "smoke", "--config", str(tmp_path / "my.json"),
+                                      "--lora-r", "8"])
+    cfg = config_from(args, tmp_path)
+    assert (cfg.max_steps, cfg.labels, cfg.lora_r, cfg.train_size) == (9, ("negative", "positive"), 8, 48)
+    assert knob_overrides(args) == {"max_steps": 9, "labels": ["negative", "positive"], "lora_r": 8}
+    yaml_cfg = config_from(build_parser().parse_args(["data", "--config", str(tmp_path / "my.yaml")]), tmp_path)
+    assert (yaml_cfg.max_steps, yaml_cfg.system_prompt) == (11, "Say it.")
+
+
+def test_a_bad_config_file_is_one_clear_message(tmp_path):
+    (tmp_path / "typo.json").write_text('{"max_step": 9}')
+    (tmp_path / "broken.json").write_text('{"max_steps": ')
+    (tmp_path / "list.yaml").write_text("- max_steps\n")
+    for name, expected in (("typo.json", "unknown setting(s) max_step. Valid names:"), ("broken.json", "not valid JSON"),
+                           ("list.yaml", "must hold a mapping"), ("none.json", "no such file")):
+        result = run_cli("data", "--profile", "smoke", "--config", tmp_path / name, "--run-dir", tmp_path / "run")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert result.stderr.startswith("error: --config") or result.stderr.startswith("error: " + str(tmp_path))
+        assert expected in result.stderr, result.stderr
+
+
+def test_the_data_command_records_notebook_00_s_metrics(tmp_path):
+    result = run_cli("data", "--profile", "smoke", "--run-dir", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "00_setup_and_data" / "metrics.json").read_text())
+    assert metrics["split_sizes"]["test"] == 24 and sum(metrics["split_balance"]["train"].values()) == 48
+    assert f"Run folder: {tmp_path}" in result.stdout
 
 
 def test_classify_labels_a_csv_and_a_bad_file_is_one_clear_message(tmp_path):

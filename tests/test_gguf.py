@@ -63,49 +63,6 @@ def test_converted_file_reads_back_with_architecture_vocab_and_template(tiny_ggu
     assert "<|im_start|>" in meta["chat_template"] and "F16" in meta["tensor_types"]
 
 
-def test_q4_k_m_is_smaller_and_still_answers(tiny_gguf):
-    from helpers.gguf import classify_gguf, load_gguf, read_gguf_metadata
-    from helpers.model import load_tokenizer
-
-    cfg, _, f16, q4 = tiny_gguf
-    assert q4.stat().st_size < f16.stat().st_size
-    assert read_gguf_metadata(q4)["tensor_types"].keys() - {"F32", "F16"}  # really quantized
-    labels, probs, speed = classify_gguf(load_gguf(q4, cfg), load_tokenizer(cfg), ["fine", "bad"], cfg, progress=False)
-    assert set(labels) <= set(cfg.labels) and probs.shape == (2, 3) and speed > 0
-
-
-def test_f16_gguf_logits_match_the_hf_model(tiny_gguf):
-    import numpy as np
-    import torch
-
-    from helpers.evaluate import prompt_text
-    from helpers.gguf import _next_token_logits, _prompt_tokens, load_gguf
-    from helpers.model import load_model
-
-    cfg, source, f16, _ = tiny_gguf
-    model, tokenizer = load_model(cfg, source)
-    llm = load_gguf(f16, cfg)
-    for text in ("a great phone", "it broke"):
-        prompt = prompt_text(tokenizer, text, cfg)
-        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        assert _prompt_tokens(llm, prompt) == enc["input_ids"][0].tolist()
-        with torch.no_grad():
-            hf = model(**enc).logits[0, -1].numpy()
-        gg = np.asarray(_next_token_logits(llm, _prompt_tokens(llm, prompt)))
-        assert np.abs(hf - gg).max() < 0.02 and hf.argmax() == gg.argmax()  # f16 weights: within 0.02
-
-
-def test_generation_through_llama_cpp_resets_between_reviews(tiny_gguf):
-    from helpers.gguf import classify_gguf, load_gguf
-    from helpers.model import load_tokenizer
-
-    cfg, _, f16, _ = tiny_gguf
-    llm, tokenizer = load_gguf(f16, cfg), load_tokenizer(cfg)
-    _, alone, _ = classify_gguf(llm, tokenizer, ["it broke"], cfg, method="generation", progress=False)
-    _, after, _ = classify_gguf(llm, tokenizer, ["a great phone", "it broke"], cfg, method="generation", progress=False)
-    assert after[1] == alone[0]
-
-
 def test_converter_refuses_q4_k_m_and_missing_inputs(tiny_gguf, tmp_path):
     from helpers.gguf import convert_to_gguf, quantize_gguf
 
@@ -136,23 +93,6 @@ def test_unknown_tokenizer_is_named(tiny_gguf, tmp_path):
         convert_to_gguf(cfg, odd, tmp_path / "odd.gguf")
 
 
-def test_not_enough_disk_and_a_broken_file(tiny_gguf, tmp_path, monkeypatch):
-    import shutil
-    from collections import namedtuple
-
-    from helpers.gguf import convert_to_gguf, load_gguf
-
-    cfg, source, _, _ = tiny_gguf
-    broken = tmp_path / "broken.gguf"
-    broken.write_bytes(b"GGUF" + b"\0" * 64)
-    with pytest.raises(GGUFError, match="llama.cpp could not load .*broken.gguf"):
-        load_gguf(broken, cfg)
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1000))
-    with pytest.raises(GGUFError, match="Not enough disk space.*old runs/ folders are safe to delete"):
-        convert_to_gguf(cfg, source, tmp_path / "x.gguf")
-
-
 def test_merged_model_comes_from_notebook_02_or_is_merged_from_its_adapter(cfg):
     import shutil
 
@@ -177,3 +117,24 @@ def test_merged_model_comes_from_notebook_02_or_is_merged_from_its_adapter(cfg):
     from safetensors.torch import load
     again, first = load((saved["merged"] / "model.safetensors").read_bytes()), load(reference)
     assert again.keys() == first.keys() and all((again[k] - first[k]).abs().max() < 1e-5 for k in first)
+
+
+def test_not_enough_disk_is_named_with_what_to_delete(tiny_gguf, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from helpers.gguf import convert_to_gguf
+
+    cfg, source, _, _ = tiny_gguf
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1000))
+    with pytest.raises(GGUFError, match="Not enough disk space.*old runs/ folders are safe to delete"):
+        convert_to_gguf(cfg, source, tmp_path / "x.gguf")
+
+
+def test_q4_k_m_is_smaller_and_really_quantized(tiny_gguf):
+    from helpers.gguf import read_gguf_metadata
+
+    cfg, _, f16, q4 = tiny_gguf
+    assert q4.stat().st_size < f16.stat().st_size
+    assert read_gguf_metadata(q4)["tensor_types"].keys() - {"F32", "F16"}

@@ -15,15 +15,23 @@ FACES = {"__init__", "__main__", "cli", "classify", "bench", "report"}
 
 def helper_imports(path: Path) -> set[str]:
     """The helpers modules that `path` imports anywhere in its code."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == "helpers":
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helpers."):
-            found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("helpers.")}
-    return found
+    return set().union(*(helper_imports_of(node) for node in ast.walk(ast.parse(path.read_text()))
+                         if isinstance(node, (ast.Import, ast.ImportFrom))))
+
+
+def nested_helper_imports(path: Path) -> list[str]:
+    """`module:line` of every helpers import that sits inside a function or class instead of at the module top."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    return [f"{path.stem}:{node.lineno}" for node in ast.walk(tree) if id(node) not in top
+            and isinstance(node, (ast.Import, ast.ImportFrom)) and helper_imports_of(node)]
+
+
+def helper_imports_of(node) -> set[str]:
+    if isinstance(node, ast.ImportFrom):
+        return {a.name for a in node.names} if node.module == "helpers" else (
+            {node.module.split(".")[1]} if (node.module or "").startswith("helpers.") else set())
+    return {a.name.split(".")[1] for a in node.names if a.name.startswith("helpers.")}
 
 
 GRAPH = {path.stem: helper_imports(path) for path in HELPERS.glob("*.py")}
@@ -62,6 +70,10 @@ def test_experiments_import_no_face():
     assert all(GRAPH[m] <= MECHANISMS | EXPERIMENTS for m in EXPERIMENTS)
 
 
+def test_helper_imports_sit_at_the_module_top():
+    assert [hit for path in sorted(HELPERS.glob("*.py")) for hit in nested_helper_imports(path)] == []
+
+
 def test_the_checks_can_fail(tmp_path):
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     # the cycle this package had: the masking guard's module ran the ablation, which imports training
@@ -69,3 +81,4 @@ def test_the_checks_can_fail(tmp_path):
     hidden = tmp_path / "hidden.py"
     hidden.write_text("def f():\n    from helpers.training import train\n    import helpers.cli\n")
     assert helper_imports(hidden) == {"training", "cli"}  # imports inside functions count too
+    assert nested_helper_imports(hidden) == ["hidden:2", "hidden:3"]

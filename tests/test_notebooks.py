@@ -64,3 +64,27 @@ def test_the_train_command_twin_gives_the_notebook_s_metrics(run_dir, tmp_path):
         assert twin["fine_tuned"][key] == notebook["fine_tuned"][key]
     losses = [[row["loss"] for row in m["log_history"] if "loss" in row] for m in (twin, notebook)]
     assert losses[0] and losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_the_alternatives_command_twin_gives_the_notebook_s_rows(run_dir, tmp_path):
+    """`python -m helpers alternatives` on a copy of the run folder notebook 05 ran in: the same methods, scores and
+    learning curve for the same seed."""
+    import shutil
+
+    notebook_metrics = run_dir / "05_practitioners_alternatives" / "metrics.json"
+    if not notebook_metrics.exists():
+        pytest.skip("needs notebook 05's run (the whole module, in order)")
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("05_practitioners_alternatives"))
+    result = subprocess.run([sys.executable, "-m", "helpers", "alternatives", "--profile", "smoke", "--run-dir",
+                             str(copy)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    notebook = json.loads(notebook_metrics.read_text())
+    twin = json.loads((copy / "05_practitioners_alternatives" / "metrics.json").read_text())
+    for domain, rows in notebook["results"].items():
+        assert [r["method"] for r in twin["results"][domain]] == [r["method"] for r in rows]
+        assert [r["macro_f1"] for r in twin["results"][domain]] == pytest.approx([r["macro_f1"] for r in rows],
+                                                                                 abs=1e-6)
+    assert twin["human"] == notebook["human"]
+    assert [p["macro_f1"] for p in twin["learning_curve"]] == pytest.approx(
+        [p["macro_f1"] for p in notebook["learning_curve"]], abs=1e-6)

@@ -7,10 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.evaluate import parse_label, score_labels
-from helpers.model import ModelError, load_model, resolve_model
-from helpers.predict import load_predictor
+import torch
 
+from helpers.config import make_config
+from helpers.evaluate import INVALID, normalise_rows, parse_label
+from helpers.model import ModelError, load_model, load_tokenizer, resolve_model
+from helpers.predict import (_label_logprobs, _next_token_logits, _prompt_tokens, gguf_answers, gguf_probabilities,
+                             hf_predictor, load_gguf, load_predictor, prompt_text, score_labels)
+
+LABELS = ("negative", "neutral", "positive")
 TEXTS = ["Great value, works as described", "It broke after a week.", "A box with a phone in it."]
 
 
@@ -55,3 +60,125 @@ def test_anything_else_is_named_with_what_a_model_path_may_be(cfg, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match=r"empty: not a model\. .*fine-tuned encoder or SetFit folder"):
         load_predictor(cfg, tmp_path / "empty")
+
+
+# --- the PyTorch engine ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    cfg = make_config("workshop", run_dir=tmp_path_factory.mktemp("run"))
+    return cfg, *load_model(cfg)
+
+
+REVIEWS = ["this is the best camera i have ever owned.", "the battery died after two days, total junk.",
+           "the box contains a charger and a cable.", "works as described.", "i returned it.",
+           "absolutely love the screen!", "it is ok i guess.", "terrible customer service."]
+
+
+def test_scoring_gives_probabilities_and_a_valid_label(smollm2):
+    cfg, model, tokenizer = smollm2
+    probs = score_labels(model, tokenizer, REVIEWS, dataclasses.replace(cfg, scoring_batch_size=3), progress=False)
+    assert probs.shape == (8, 3) and np.allclose(probs.sum(1), 1) and (probs > 0).all()
+
+
+def full_forward_logprobs(model, tokenizer, prompt, token_ids):
+    with torch.no_grad():
+        logits = model(**tokenizer(prompt, return_tensors="pt", add_special_tokens=False)).logits[0, -1]
+    return torch.log_softmax(logits, -1)[token_ids].numpy()
+
+
+def test_shared_prefix_scoring_matches_a_full_forward_pass_per_review(smollm2):
+    cfg, model, tokenizer = smollm2
+    first = [tokenizer.encode(label)[0] for label in LABELS]
+    # batch size 3 over 8 reviews of different lengths: padded batches and a short last batch
+    probs = score_labels(model, tokenizer, REVIEWS, dataclasses.replace(cfg, scoring_batch_size=3), progress=False)
+    expected = normalise_rows([full_forward_logprobs(model, tokenizer, prompt_text(tokenizer, t, cfg), first)
+                               for t in REVIEWS])
+    assert np.allclose(probs, expected, atol=1e-4)
+    assert score_labels(model, tokenizer, REVIEWS[:1], cfg, progress=False) == pytest.approx(expected[:1], abs=1e-4)
+
+
+def test_multi_token_labels_sum_the_log_probabilities_of_their_tokens(smollm2):
+    cfg, model, tokenizer = smollm2
+    prompts = [prompt_text(tokenizer, t, cfg) for t in REVIEWS[:2]]
+    one, two = tokenizer.encode("positive"), tokenizer.encode("positive!")  # a two-token "label"
+    assert len(one) == 1 and len(two) == 2
+    tokenizer.padding_side = "left"
+    slow = _label_logprobs(model, tokenizer, prompts, [one, two], torch)
+    with torch.no_grad():
+        enc = tokenizer(prompts[0] + "positive!", return_tensors="pt")
+        logp = torch.log_softmax(model(**enc).logits[0], -1)
+        n = enc["input_ids"].shape[1]
+        expected = logp[n - 3, two[0]] + logp[n - 2, two[1]]
+    assert slow[0, 1] == pytest.approx(expected.item(), abs=1e-3)
+    assert slow[0, 0] == pytest.approx(full_forward_logprobs(model, tokenizer, prompts[0], one)[0], abs=1e-4)
+
+
+def test_scoring_agrees_with_generation_where_generation_is_valid(smollm2):
+    cfg, model, tokenizer = smollm2
+    # The untrained model rarely answers with a bare label to the course's terse prompt; a wordier one gets some.
+    cfg = dataclasses.replace(cfg, system_prompt="Classify the review's sentiment. Answer with one word: positive, "
+                                                 "negative or neutral.")
+    predictor = hf_predictor(model, tokenizer, cfg)
+    answers = predictor.generate(REVIEWS)
+    generated = [parse_label(a, cfg.labels) for a in answers]
+    scored = [cfg.labels[i] for i in predictor.probabilities(REVIEWS).argmax(1)]
+    valid = [(g, s) for g, s in zip(generated, scored) if g != INVALID]
+    assert valid, f"no valid generation at all: {answers}"
+    assert all(g == s for g, s in valid), list(zip(answers, scored))
+
+
+def test_evaluate_reports_both_methods(smollm2):
+    cfg, model, tokenizer = smollm2
+    df = pd.DataFrame({"text": REVIEWS[:3], "label": ["positive", "negative", "neutral"]})
+    predictor = hf_predictor(model, tokenizer, cfg)
+    scored = predictor.evaluate(df, "scoring", progress=False)
+    assert scored["predictions"] == [cfg.labels[i] for i in np.argmax(scored["probabilities"], 1)]
+    assert scored["invalid_rate"] == 0 and scored["reviews_per_second"] > 0
+    generated = predictor.evaluate(df, "generation", progress=False)
+    assert generated["predictions"] == [parse_label(a, cfg.labels) for a in generated["answers"]]
+    assert generated["invalid_rate"] == np.mean([p == INVALID for p in generated["predictions"]])
+    with pytest.raises(ValueError, match="method must be"):
+        predictor.evaluate(df, method="vibes")
+
+
+# --- the llama.cpp engine ---------------------------------------------------------------------------------------------
+
+def test_a_q4_k_m_file_scores_every_review_with_a_valid_label(tiny_gguf):
+    cfg, _, _, q4 = tiny_gguf
+    probs = gguf_probabilities(load_gguf(q4, cfg), load_tokenizer(cfg), ["fine", "bad"], cfg, progress=False)
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1) and (probs > 0).all()
+
+
+def test_f16_gguf_logits_match_the_hf_model(tiny_gguf):
+    cfg, source, f16, _ = tiny_gguf
+    model, tokenizer = load_model(cfg, source)
+    llm = load_gguf(f16, cfg)
+    for text in ("a great phone", "it broke"):
+        prompt = prompt_text(tokenizer, text, cfg)
+        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        assert _prompt_tokens(llm, prompt) == enc["input_ids"][0].tolist()
+        with torch.no_grad():
+            hf = model(**enc).logits[0, -1].numpy()
+        gg = np.asarray(_next_token_logits(llm, _prompt_tokens(llm, prompt)))
+        assert np.abs(hf - gg).max() < 0.02 and hf.argmax() == gg.argmax()  # f16 weights: within 0.02
+
+
+def test_generation_through_llama_cpp_resets_between_reviews(tiny_gguf):
+    cfg, _, f16, _ = tiny_gguf
+    llm, tokenizer = load_gguf(f16, cfg), load_tokenizer(cfg)
+    alone = gguf_answers(llm, tokenizer, ["it broke"], cfg, progress=False)
+    after = gguf_answers(llm, tokenizer, ["a great phone", "it broke"], cfg, progress=False)
+    assert after[1] == alone[0]
+
+
+def test_a_broken_or_missing_gguf_file_is_named(tiny_gguf, tmp_path):
+    from helpers.gguf import GGUFError
+
+    cfg = tiny_gguf[0]
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(GGUFError, match="llama.cpp could not load .*broken.gguf"):
+        load_gguf(broken, cfg)
+    with pytest.raises(GGUFError, match="no such GGUF file"):
+        load_gguf(tmp_path / "none.gguf", cfg)

@@ -47,8 +47,10 @@ def test_run_course_stops_at_a_failure_and_keeps_what_finished(tmp_path, capsys)
                        "import pathlib; pathlib.Path(run_dir, '00_ok').mkdir(exist_ok=True); "
                        "pathlib.Path(run_dir, '00_ok', 'metrics.json').write_text('{}')")
     bad = make_notebook(tmp_path / "01_bad.ipynb", "profile = ''\nrun_dir = ''", "1 / 0")
-    run_dir, finished = run_course("smoke", [ok, bad], root=tmp_path / "runs")
+    run_dir, finished = run_course("smoke", [ok, bad], root=tmp_path / "runs", overrides={"seed": 7, "labels": ("a",)})
     assert not finished and [run_dir] == list((tmp_path / "runs").iterdir())
+    parameters = nbformat.read(run_dir / "00_ok" / "00_ok.ipynb", as_version=4).cells[1].source
+    assert 'overrides = {"seed": 7, "labels": ["a"]}' in parameters  # the knobs reach every notebook
     assert "wall_seconds" in json.loads((run_dir / "00_ok" / "metrics.json").read_text())
     assert (run_dir / "01_bad" / "01_bad.ipynb").exists()
     assert "FAILED: 01_bad.ipynb: cell [3], ZeroDivisionError: division by zero" in capsys.readouterr().out
