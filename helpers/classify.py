@@ -5,7 +5,10 @@ million reviews take no more memory than a hundred. Each output row is the input
 1-based data row number; blank lines are not rows), `predicted_label` and one `p_<label>` column per label.
 Rows that cannot be labelled (empty text, text not in the configured encoding, a JSONL line that is not JSON or
 lacks the text field) go to `<output>.errors.csv` with their row number and the reason; the rest keep going.
-An interrupted run resumes: rows already in the output or the errors file are skipped, never labelled twice.
+An interrupted run resumes: rows already in the output or the errors file are skipped, never labelled twice — but
+only when `<output>.provenance.json` says the output was written for the same input (content hash), model (content
+hash), labels and text column; any other existing output is refused and left untouched. Nothing is opened for
+writing before the input, the model and the output's provenance have been checked.
 The model is anything `helpers.predict.load_predictor` loads (a GGUF file, a Hugging Face folder, a LoRA adapter,
 a fine-tuned encoder or SetFit folder); by default the Q4_K_M file of the newest `make course` run.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from helpers.config import ROOT, CourseConfig
-from helpers.model import ModelError
+from helpers.model import ModelError, fingerprint
 from helpers.predict import load_predictor
 from helpers.runs import RELATIVE, latest_run
 
@@ -30,6 +34,7 @@ FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 DEFAULT_GGUF = RELATIVE.gguf("Q4_K_M")  # inside a course run folder
 SURROGATE = re.compile("[\ud800-\udfff]")  # what errors="surrogateescape" turns undecodable bytes into
 ERROR_COLUMNS = ["row", "reason"]
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a long review is one field: never a record split into "rows"
 
 
 class ClassifyError(ValueError):
@@ -80,15 +85,21 @@ def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | 
         raise ClassifyError(f"batch_size must be at least 1, not {batch_size}.")
     added = ["row", "predicted_label"] + [f"p_{label}" for label in cfg.labels]
     header = _check_input(input_path, kind, text_column, added, cfg.encoding)
+    model_path = Path(model_path) if model_path else find_model(cfg)
+    if not model_path.exists():
+        raise ClassifyError(f"{model_path}: no such file or folder. Pass a .gguf file, a Hugging Face model folder, "
+                            f"a LoRA adapter folder or a fine-tuned encoder or SetFit folder.")
+    provenance_path = output_path.with_name(output_path.name + ".provenance.json")
+    provenance = {"input": str(input_path.resolve()), "input_sha256": fingerprint(input_path),
+                  "model": str(model_path.resolve()), "model_sha256": fingerprint(model_path),
+                  "labels": list(cfg.labels), "text_column": text_column}
+    _check_provenance(provenance, provenance_path, output_path, errors_path)  # reads only
+    probabilities = load_classifier(cfg, model_path)
 
     # Resume: the rows an interrupted run already wrote or reported (a half-written last record is cut off first).
-    if not output_path.exists():
-        errors_path.unlink(missing_ok=True)  # a fresh run: the errors of an earlier one no longer apply
     done = _rows_done(output_path, kind, header + added, cfg.encoding)
     done |= _rows_done(errors_path, "csv", ERROR_COLUMNS, cfg.encoding)
-
-    model_path = Path(model_path) if model_path else find_model(cfg)
-    probabilities = load_classifier(cfg, model_path)
+    provenance_path.write_text(json.dumps(provenance, indent=2))
     label_start = time.perf_counter()
     output_path.parent.mkdir(parents=True, exist_ok=True)
     tally, counts, batch = Counter(), Counter(), []
@@ -135,6 +146,27 @@ def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | 
             "reviews_per_second": tally["labelled"] / max(seconds, 1e-9), "label_counts": dict(counts)}
 
 
+def _check_provenance(provenance: dict, record: Path, output: Path, errors: Path) -> None:
+    """Refuse (touching nothing) an existing output or errors file that was not written for this input and model."""
+    existing = [p for p in (output, errors) if p.exists()]
+    if not existing:
+        return
+    earlier = json.loads(record.read_text()) if record.exists() else None
+    if earlier is None:
+        why = "there is no record of what wrote it"
+    else:
+        why = "; ".join(what for key, what in (
+            ("input_sha256", f"the input's content differs from {earlier.get('input')}'s then"),
+            ("model_sha256", f"it was labelled by another model ({earlier.get('model')})"),
+            ("labels", f"its labels were {earlier.get('labels')}"),
+            ("text_column", f"its text column was {earlier.get('text_column')!r}")) if earlier.get(key) != provenance[key])
+        if not why:
+            return
+    raise ClassifyError(f"{existing[0]} exists but was not written for this input and model ({why}). Nothing was "
+                        f"changed. To start over, delete {' and '.join(str(p) for p in existing)}; or choose another "
+                        f"output path (--output).")
+
+
 def _probabilities_or_errors(probabilities, texts) -> list:
     """Each text's probabilities, or the error that text raises on its own. When a batch fails, a short probe tells
     a model that no longer works (the run stops) from one review it cannot take, e.g. one longer than llama.cpp's
@@ -165,7 +197,7 @@ def _check_input(path: Path, kind: str, text_column: str, added: list[str], enco
     stands in for a header, so that a wrong field name fails once here rather than on every row."""
     if not path.is_file():
         raise ClassifyError(f"{path}: no such file.")
-    with _open_input(path, encoding) as f:
+    with _open_input(path, encoding, kind) as f:
         first = next((line for line in f if line.strip()), None)
     if first is None:
         raise ClassifyError(f"{path}: the file is empty. It needs " + (
@@ -183,15 +215,18 @@ def _check_input(path: Path, kind: str, text_column: str, added: list[str], enco
                         f"Name the text {what} with --text-column (text_column=).")
 
 
-def _open_input(path: Path, encoding: str):
-    """The input as text; bytes not valid in `encoding` become surrogates (reported per row), a UTF-8 BOM is dropped."""
+def _open_input(path: Path, encoding: str, kind: str):
+    """The input as text; bytes not valid in `encoding` become surrogates (reported per row), a UTF-8 BOM is dropped.
+    CSV lines are split by the csv module (a quoted field may hold line breaks); JSONL lines on "\n" only, so a
+    carriage return or a U+2028 inside a record never splits it."""
     utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-    return open(path, encoding="utf-8-sig" if utf8 else encoding, errors="surrogateescape", newline="")
+    return open(path, encoding="utf-8-sig" if utf8 else encoding, errors="surrogateescape",
+                newline="" if kind == "csv" else "\n")
 
 
 def _read_rows(path: Path, kind: str, text_column: str, encoding: str):
     """(row number, record, text, reason) for every data row; `reason` says why a row cannot be labelled."""
-    with _open_input(path, encoding) as f:
+    with _open_input(path, encoding, kind) as f:
         if kind == "csv":
             reader = csv.reader(f)
             header = next(fields for fields in reader if fields)  # blank lines before it too, as _check_input does

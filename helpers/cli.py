@@ -29,9 +29,10 @@ from helpers.config import PROFILES, ROOT, CourseConfig, make_config
 from helpers.data import (DataError, class_balance, label_consistency_report, load_dataset, load_tweets, prepare_splits,
                           to_chat_records)
 from helpers.evaluate import classification_metrics, metrics_summary
-from helpers.fewshot import ResponseCache, fewshot_verdict, openai_key, pick_shots, run_backend, run_local_models
+from helpers.fewshot import FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots, run_local_models
 from helpers.formats import compare_formats, format_verdict
-from helpers.gguf import GGUFError, base_model_gguf, build_gguf_files, merged_model_dir, prepare_converter
+from helpers.gguf import (GGUFError, base_model_gguf, build_gguf_files, merged_model_dir, prepare_converter,
+                          servable_gguf)
 from helpers.model import ModelError, load_model, prepare_embedded_model, prepare_tiny_model
 from helpers.predict import hf_predictor, load_predictor
 from helpers.report import build_report
@@ -180,7 +181,7 @@ def cmd_train(args):
     run = train(trainer, len(splits.train))
     if not trainer.is_world_process_zero():  # under torchrun: the first process evaluates and saves
         return cfg, f"process {trainer.args.process_index} of {world_size()} done"
-    saved = save_adapter_and_merged(trainer, layout(cfg))  # as in the notebook: the merged model is evaluated
+    saved = save_adapter_and_merged(trainer, cfg)  # as in the notebook: the merged model is evaluated
     scored = hf_predictor(trainer.model, tokenizer, cfg).evaluate(splits.test, method="scoring")
     record_metrics(cfg, notebook, fine_tuned=metrics_summary(scored), train_seconds=run["train_seconds"],
                    log_history=run["log_history"], artifacts=saved, artifact_mb=folder_sizes(saved),
@@ -211,14 +212,14 @@ def cmd_compare(args):
     notebook = FEWSHOT
     cfg = config_from(args, latest_run_dir(args, RELATIVE.gguf("Q4_K_M")))
     splits = prepare_splits(cfg)
-    shots, cache = pick_shots(splits.train, cfg), ResponseCache(cfg.cache_dir / "responses.jsonl")
+    shots, cache = pick_shots(splits.train, cfg), open_response_cache(cfg)
     served = {"base": base_model_gguf(cfg), "finetuned": layout(cfg).gguf("Q4_K_M")}
     runs = [("base", shots, f"base {cfg.shots}-shot (GGUF)"), ("finetuned", (), "fine-tuned 0-shot (GGUF Q4_K_M)")]
     results = asyncio.run(run_local_models(served, runs, splits.test, cfg, cache,
                                            notebook_dir(cfg, notebook) / "server.log"))
-    if openai_key():
-        row = asyncio.run(run_backend("openai", None, openai_key(), cfg.openai_model, splits.test, cfg, cache, shots))
-        results.append({**row, "method": f"{cfg.openai_model} {cfg.shots}-shot"})
+    row, note = asyncio.run(openai_row(cfg, splits.test, cache, shots))  # after the local rows: never loses them
+    results += [row] if row else []
+    print(note)
     results += [{**row, "shots": 0, "size_mb": None} for row in run_baselines(cfg, splits.train, splits.test)]
     verdict = fewshot_verdict(results) + " " + baseline_verdict(results)
     record_metrics(cfg, notebook, verdict=verdict, shots=shots, prices_checked=cfg.prices_checked,
@@ -277,13 +278,14 @@ def cmd_serve(args):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server as cleanly as Ctrl-C
 
     cfg = config_from(args, args.run_dir)
-    model = Path(args.trained) if args.trained else find_model(cfg)
+    trained = Path(args.trained) if args.trained else find_model(cfg)
+    model = servable_gguf(cfg, trained)  # an HF folder or an adapter: exported to GGUF once, like notebook 03
     log = Path(args.log or model.with_suffix(".server.log"))
     with llama_server({args.alias: model}, cfg, log, port=args.port) as base_url:
         print(f"Serving {model} as model {args.alias!r} at {base_url} (log: {log}). Try:\n"
               f"  curl {base_url}/chat/completions -H 'Content-Type: application/json' -d "
-              f"'{{\"model\": \"{args.alias}\", \"messages\": [{{\"role\": \"system\", \"content\": "
-              f"\"{cfg.system_prompt}\"}}, {{\"role\": \"user\", \"content\": \"Great battery life.\"}}]}}'\n"
+              f"'{{\"model\": \"{args.alias}\", \"messages\": [{{\"role\": \"user\", \"content\": "
+              f"\"Great battery life.\"}}]}}'\n(the course's system prompt is the model's default system turn)\n"
               f"Ctrl-C stops it.", flush=True)
         try:
             while True:
@@ -357,7 +359,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg, message = args.func(args)
-    except (ClassifyError, DataError, GGUFError, KnobError, ModelError, ServerError) as err:
+    except (ClassifyError, DataError, FewShotError, GGUFError, KnobError, ModelError, ServerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(message)

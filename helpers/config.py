@@ -94,6 +94,7 @@ class CourseConfig:
     # cannot re-check them offline, so check https://openai.com/api/pricing before quoting a cost.
     prices_per_million_tokens: dict = field(default_factory=lambda: {"gpt-4o-mini": {"input": 0.15, "output": 0.60}})
     prices_checked: str = "2024-07-18"
+    response_cache: str = ""  # the few-shot answers on disk ("": <cache_dir>/responses.jsonl)
     # Paths
     cache_dir: Path = ROOT / ".cache"
     run_dir: Path | None = None  # None: runs/lab-<profile>, the folder JupyterLab sessions share

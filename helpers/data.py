@@ -103,10 +103,10 @@ def load_rater_ratings(corpus: str) -> dict[str, list[int]]:
 def parse_rater_ratings(content: str, source: str) -> dict[str, list[int]]:
     """The ratings file's text -> {id: ratings}; blank lines are skipped, a malformed line is named."""
     out = {}
-    for n, line in enumerate(content.splitlines(), 1):
+    for n, line in enumerate(content.split("\n"), 1):
         if not line.strip():
             continue
-        fields = line.split("\t")
+        fields = line.rstrip("\r").split("\t")
         try:
             out[fields[0].strip()] = [int(r) for r in json.loads(fields[3])]
         except (IndexError, ValueError, TypeError):
@@ -140,15 +140,25 @@ def read_labelled_file(path: str | Path, text_column: str, label_column: str, la
                         f"UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`) or set encoding='latin-1'.") from None
     if path.suffix.lower() in (".jsonl", ".json"):
         rows = []
-        for n, line in enumerate(content.splitlines(), 1):
+        for n, line in enumerate(content.split("\n"), 1):  # JSON text may hold U+2028, which splitlines() splits
             if line.strip():
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
                     raise DataError(f"{path}, line {n}: not valid JSON ({err.msg}).") from None
+                if not isinstance(rows[-1], dict):
+                    raise DataError(f"{path}, line {n}: not a JSON object; each line needs one, e.g. "
+                                    f'{{"text": "...", "label": "positive"}}.')
         df = pd.DataFrame(rows)
     else:
-        df = pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
+        try:
+            df = pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise DataError(f"{path}: not a readable CSV ({str(err).strip().splitlines()[-1]}). Every row needs as "
+                            f"many fields as the header; quote a field that holds a comma or a line break.") from None
+    if df.empty:
+        raise DataError(f"{path}: no data rows{' after the header' if path.suffix.lower() == '.csv' else ''}. It needs "
+                        f"at least one row per label.")
     return _finish(_select_columns(df, str(path), text_column, label_column), str(path), labels)
 
 
@@ -243,13 +253,19 @@ def balanced_sample(df: pd.DataFrame, size: int, labels: tuple, seed: int, min_p
         raise DataError(f"{source}: too few rows per class ({desc}; at least {min_per_class} needed). Add rows for "
                         f"those labels, or lower min_per_class.")
     per_class = size // len(labels)
-    parts = [df[df["label"] == lab].sample(n=min(per_class, int(counts[lab])), random_state=seed) for lab in labels]
+    parts = [df[df["label"] == lab].sample(n=min(per_class, int(counts.get(lab, 0))), random_state=seed)
+             for lab in labels]
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
 def prepare_splits(cfg: CourseConfig, df: pd.DataFrame | None = None) -> Splits:
     """Train / eval / test, split by group and balanced over the labels, all fixed by `cfg.seed`."""
     df = load_dataset(cfg) if df is None else df
+    absent = [lab for lab in cfg.labels if lab not in set(df["label"])]
+    if absent:
+        found = " ".join(sorted(set(df["label"])))
+        raise DataError(f"{cfg.dataset}: no row has the label(s) {', '.join(absent)}; the data's labels are: {found}. "
+                        f"Set labels to those (--labels {found}, LABELS=\"{found}\" for make, labels= in a notebook).")
     rest, test = split_by_group(df, cfg.test_fraction, cfg.seed)
     train, evals = split_by_group(rest, 0.1, cfg.seed + 1)
     sample = dict(labels=cfg.labels, seed=cfg.seed, min_per_class=cfg.min_per_class)

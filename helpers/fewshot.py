@@ -20,7 +20,7 @@ import pandas as pd
 from helpers.config import CourseConfig
 from helpers.data import prompt_messages
 from helpers.evaluate import classification_metrics, fine_tuned_margin, parse_label
-from helpers.gguf import file_fingerprint
+from helpers.model import fingerprint
 from helpers.serve import llama_server
 
 
@@ -47,17 +47,30 @@ def build_messages(text: str, cfg: CourseConfig, shots: list[tuple[str, str]] = 
     return [system, *examples, user]
 
 
+class FewShotError(RuntimeError):
+    """A backend that cannot answer (a refused key, a failing server), with what to do; answers so far stay cached."""
+
+
 class ResponseCache:
-    """Responses on disk (JSON lines), keyed by backend, model, messages and parameters — never by the API key."""
+    """Responses on disk (JSON lines), keyed by backend, model, messages and parameters — never by the API key.
+    A last line torn by a crash (no line end) is cut off when the cache is opened; a damaged line is skipped."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries = {}
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                if line.strip():
+            data = self.path.read_bytes()
+            complete, _, torn = data.rpartition(b"\n")
+            if torn.strip():  # appended to, it would glue the next entry onto the torn one
+                with self.path.open("r+b") as f:
+                    f.truncate(len(complete) + 1 if complete else 0)
+            for line in complete.decode("utf-8", errors="replace").split("\n"):
+                try:
                     entry = json.loads(line)
                     self.entries[entry["key"]] = entry["response"]
+                except (ValueError, KeyError, TypeError):
+                    continue
 
     @staticmethod
     def key(backend: str, model: str, messages: list, params: dict) -> str:
@@ -80,7 +93,7 @@ async def classify_async(client, backend: str, model: str, texts, cfg: CourseCon
     Each result: answer, label (or `invalid`), latency in seconds (as measured when the request was sent, also for
     a cache hit), token usage, cached.
     Cached responses are reused; every new response is cached as soon as it arrives."""
-    from openai import APIConnectionError, APIStatusError
+    from openai import APIConnectionError, APIStatusError, AuthenticationError, PermissionDeniedError
     from tqdm.auto import tqdm
 
     params = {"temperature": 0, "max_tokens": 5}
@@ -96,10 +109,18 @@ async def classify_async(client, backend: str, model: str, texts, cfg: CourseCon
                 start = time.perf_counter()
                 try:
                     response = await client.chat.completions.create(model=model, messages=messages, **params)
+                except (AuthenticationError, PermissionDeniedError) as err:
+                    bar.close()
+                    raise FewShotError(f"{backend} refused the API key (HTTP {err.status_code}, not retried): check "
+                                       f"OPENAI_API_KEY, or unset it to compare with the local server only. Answers so "
+                                       f"far stay cached in {cache.path}.") from None
                 except (APIConnectionError, APIStatusError) as err:
                     bar.close()
-                    raise RuntimeError(f"{backend} ({model}) failed after retries: {type(err).__name__}: {err}. "
-                                       f"Responses so far are cached in {cache.path}; re-run to resume.") from None
+                    retried = isinstance(err, APIConnectionError) or err.status_code in (408, 409, 429) or \
+                        err.status_code >= 500  # what the openai client retries by itself
+                    how = f"failed after {cfg.max_retries} retries" if retried else "rejected the request"
+                    raise FewShotError(f"{backend} ({model}) {how}: {type(err).__name__}: {err}. Responses so far "
+                                       f"are cached in {cache.path}; re-run to resume.") from None
                 usage = response.usage
                 hit = {"answer": response.choices[0].message.content or "",
                        "latency": time.perf_counter() - start,
@@ -116,6 +137,24 @@ async def classify_async(client, backend: str, model: str, texts, cfg: CourseCon
         return list(await asyncio.gather(*(one(t) for t in texts)))
     finally:
         bar.close()
+
+
+def open_response_cache(cfg: CourseConfig) -> ResponseCache:
+    """The response cache of `cfg.response_cache`, by default `<cache_dir>/responses.jsonl`."""
+    return ResponseCache(Path(cfg.response_cache) if cfg.response_cache else cfg.cache_dir / "responses.jsonl")
+
+
+async def openai_row(cfg: CourseConfig, test_df: pd.DataFrame, cache: ResponseCache, shots) -> tuple[dict | None, str]:
+    """(the result row of `cfg.openai_model`, a note) when OPENAI_API_KEY is set; (None, why) when it is not set or
+    the API fails — the rows measured before are never lost to it."""
+    key = openai_key()
+    if not key:
+        return None, f"OPENAI_API_KEY is not set: {cfg.openai_model} skipped (set it in your environment to add it)."
+    try:
+        row = await run_backend("openai", None, key, cfg.openai_model, test_df, cfg, cache, shots)
+    except FewShotError as err:
+        return None, f"{cfg.openai_model} skipped: {err}"
+    return {**row, "method": f"{cfg.openai_model} {cfg.shots}-shot"}, f"{cfg.openai_model}: {len(test_df)} reviews done."
 
 
 def openai_key() -> str | None:
@@ -150,7 +189,7 @@ async def run_local_models(served: dict, runs, test_df: pd.DataFrame, cfg: Cours
     rows = []
     with llama_server(served, cfg, log_path) as base_url:
         for alias, shots, method in runs:
-            row = await run_backend(f"llama.cpp:{file_fingerprint(served[alias])}", base_url, "local", alias,
+            row = await run_backend(f"llama.cpp:{fingerprint(served[alias])[:12]}", base_url, "local", alias,
                                     test_df, cfg, cache, shots)
             rows.append({**row, "method": method, "size_mb": Path(served[alias]).stat().st_size / 1e6})
     return rows

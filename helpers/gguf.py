@@ -17,7 +17,8 @@ from importlib import metadata
 from pathlib import Path
 
 from helpers.config import CourseConfig
-from helpers.model import embedded_gguf_path, load_model, resolve_model
+from helpers.model import (build_once, embedded_gguf_path, fingerprint, load_adapter, load_model, resolve_model,
+                           save_with_course_template)
 from helpers.runs import RunLayout, layout
 
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
@@ -170,13 +171,47 @@ def merged_model_dir(cfg: CourseConfig) -> Path:
         return run.merged
     if not (run.adapter / "adapter_config.json").exists():
         raise GGUFError(f"No fine-tuned model in {run.adapter.parent}. Run notebook 02 with the same run_dir first.")
-    from peft import PeftModel
+    return merge_adapter(cfg, run.adapter, run.merged)
 
 
-    base, tokenizer = load_model(cfg)  # full precision (fp32 on a CPU): never merge into a 4-bit base
-    PeftModel.from_pretrained(base, run.adapter).merge_and_unload().save_pretrained(run.merged)
-    tokenizer.save_pretrained(run.merged)
-    return run.merged
+def merge_adapter(cfg: CourseConfig, adapter_dir: Path, out_dir: Path) -> Path:
+    """The adapter merged into its full-precision base (fp32 on a CPU: never a 4-bit base), saved with a tokenizer
+    whose chat template defaults to the course's system prompt."""
+    model, tokenizer = load_adapter(cfg, adapter_dir)
+    model.merge_and_unload().save_pretrained(out_dir)
+    save_with_course_template(tokenizer, out_dir, cfg.system_prompt)
+    return Path(out_dir)
+
+
+def servable_gguf(cfg: CourseConfig, path: Path) -> Path:
+    """A GGUF file that llama.cpp's server can run for what `classify` takes: a .gguf file as it is; a Hugging Face
+    folder or a LoRA adapter exported once, like notebook 03 (f16 by the converter, then Q4_K_M by the quantizer),
+    into the cache, keyed by the folder's content. An encoder or SetFit folder is refused: it is no chat model."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    adapter, hf = (path / "adapter_config.json").is_file(), (path / "config.json").is_file()
+    if path.is_dir() and (path / "model_head.pkl").is_file() or hf and "ForCausalLM" not in (path / "config.json").read_text():
+        raise GGUFError(f"{path} is an encoder classifier, not a chat model: llama.cpp cannot serve it. Use it with "
+                        f"`classify` or `evaluate`, or serve a .gguf file, a Hugging Face LLM folder or a LoRA adapter.")
+    if not (adapter or hf):
+        raise GGUFError(f"{path}: not a model. Serve a .gguf file, a Hugging Face model folder (with config.json) or "
+                        f"a LoRA adapter folder (with adapter_config.json).")
+    out = cfg.cache_dir / "served" / f"{path.name}-{fingerprint(path)[:12]}"
+
+    def export(tmp: Path) -> None:
+        source = tmp / "hf"
+        if adapter:
+            merge_adapter(cfg, path, source)
+        else:
+            model, tokenizer = load_model(cfg, path)
+            model.save_pretrained(source)
+            save_with_course_template(tokenizer, source, cfg.system_prompt)
+        f16 = convert_to_gguf(cfg, source, tmp / "model-f16.gguf")
+        quantize_gguf(f16, tmp / "model-Q4_K_M.gguf")
+        shutil.rmtree(source)
+        f16.unlink()
+    return build_once(out, export, done="model-Q4_K_M.gguf") / "model-Q4_K_M.gguf"
 
 
 def build_gguf_files(cfg: CourseConfig, model_dir: Path, run: RunLayout) -> dict:
@@ -197,14 +232,3 @@ def base_model_gguf(cfg: CourseConfig) -> Path:
     if not out.exists():
         convert_to_gguf(cfg, Path(resolve_model(cfg)), out)
     return out
-
-
-def file_fingerprint(path: Path) -> str:
-    """A short content hash, so that cached answers of one GGUF file are never served for another."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]

@@ -8,6 +8,7 @@ loads (and which llama.cpp's converter accepts). So the "base model" of the offl
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -38,10 +39,10 @@ def model_dir(cfg: CourseConfig, name: str) -> Path:
     return cfg.cache_dir / "models" / EMBEDDED[name]
 
 
-def build_once(out: Path, build) -> Path:
-    """`out` if an earlier build finished (it holds model.safetensors); else `build(folder)` fills a fresh
-    `<out>.partial` folder, which then becomes `out`, so an interrupted build never looks finished."""
-    if (out / "model.safetensors").exists():
+def build_once(out: Path, build, done: str = "model.safetensors") -> Path:
+    """`out` if an earlier build finished (it holds `done`); else `build(folder)` fills a fresh `<out>.partial`
+    folder, which then becomes `out`, so an interrupted build never looks finished."""
+    if (out / done).exists():
         return out
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -49,6 +50,25 @@ def build_once(out: Path, build) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pkl", ".json")  # what a model folder's fingerprint covers
+
+
+def fingerprint(path: Path) -> str:
+    """sha256 of a file's bytes, or of a model folder's weight and config files (names and bytes): the same model
+    gives the same hash wherever it lies, another model (or another input file) another hash."""
+    import hashlib
+
+    path, digest = Path(path), hashlib.sha256()
+    files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
+    for f in files:
+        if f is not path:
+            digest.update(f.name.encode() + b"\0")
+        with open(f, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def prepare_embedded_model(cfg: CourseConfig) -> Path:
@@ -135,11 +155,50 @@ def load_model(cfg: CourseConfig, source: str | Path | None = None):
     return model.to(device).eval(), tokenizer
 
 
+def load_adapter(cfg: CourseConfig, adapter_dir: Path):
+    """(model with the LoRA adapter, tokenizer), on the base the adapter was trained on when that folder is here
+    (`base_model_name_or_path` of its adapter_config.json), else on the configured model; an adapter whose shapes do
+    not fit that base is one ModelError that names both."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    trained_on = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    own_base = trained_on if trained_on and (Path(trained_on) / "config.json").is_file() else None
+    base, tokenizer = load_model(cfg, own_base)
+    try:
+        return PeftModel.from_pretrained(base, adapter_dir).eval(), tokenizer
+    except RuntimeError as err:
+        if "size mismatch" not in str(err):
+            raise
+        raise ModelError(f"{adapter_dir} was trained on {trained_on!r}, which is not on this machine, and does not "
+                         f"fit the configured model {cfg.model!r} (tensor shapes differ). Pass the base it was "
+                         f"trained on (--model, model= in a notebook), or the profile it was trained in.") from None
+
+
 def load_tokenizer(cfg: CourseConfig, source: str | Path | None = None):
     """Only the tokenizer (with its chat template) — quick, for looking at what the model will see."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(source or resolve_model(cfg)))
+
+
+def course_chat_template(tokenizer, system_prompt: str) -> str:
+    """The tokenizer's chat template with the course's system prompt as the default system turn: a request with only
+    a user message (an `openai` client against `make serve`) is then rendered exactly as the classifier was trained.
+    Requests that bring their own system turn render as before."""
+    default = json.dumps(system_prompt)  # a quoted string literal, valid in Jinja as in JSON
+    return ("{%- if not messages or messages[0]['role'] != 'system' %}{%- set messages = [{'role': 'system', "
+            f"'content': {default}}}] + messages %}}{{%- endif %}}" + tokenizer.chat_template)
+
+
+def save_with_course_template(tokenizer, folder: Path, system_prompt: str) -> None:
+    """Save the tokenizer into `folder` with `course_chat_template`, leaving the object in memory as it was."""
+    original = tokenizer.chat_template
+    tokenizer.chat_template = course_chat_template(tokenizer, system_prompt)
+    try:
+        tokenizer.save_pretrained(folder)
+    finally:
+        tokenizer.chat_template = original
 
 
 def render_example(tokenizer, record: dict) -> str:

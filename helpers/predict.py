@@ -26,7 +26,7 @@ from helpers.data import prompt_messages
 from helpers.encoder import encoder_probabilities, load_encoder_classifier
 from helpers.evaluate import classification_metrics, normalise_rows, parse_label
 from helpers.gguf import GGUFError
-from helpers.model import ModelError, load_model, load_tokenizer
+from helpers.model import ModelError, load_adapter, load_model, load_tokenizer
 from helpers.runs import RunLayout, disk_mb
 
 METHODS = ("scoring", "generation")
@@ -101,12 +101,11 @@ def load_predictor(cfg: CourseConfig, path: str | Path) -> Predictor:
     if path.is_file() and path.suffix == ".gguf":
         merged = RunLayout(path.parent.parent).merged  # the run folder the file was exported in, if it was
         tokenizer = load_tokenizer(cfg, merged if (merged / "tokenizer_config.json").exists() else None)
-        return Predictor("gguf", path, cfg, load_gguf(path, cfg), tokenizer)
+        llm = load_gguf(path, cfg)
+        check_same_tokens(llm, tokenizer, cfg, path)
+        return Predictor("gguf", path, cfg, llm, tokenizer)
     if (path / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base, tokenizer = load_model(cfg)
-        return hf_predictor(PeftModel.from_pretrained(base, path).eval(), tokenizer, cfg, path)
+        return hf_predictor(*load_adapter(cfg, path), cfg, path)
     if (path / "model_head.pkl").is_file() or _is_sequence_classifier(path):
         return Predictor("encoder", path, cfg, load_encoder_classifier(path))
     if (path / "config.json").is_file():
@@ -242,6 +241,22 @@ def load_gguf(path: Path, cfg: CourseConfig):
     except (ValueError, RuntimeError) as err:
         raise GGUFError(f"llama.cpp could not load {path} ({err}). Is it a complete GGUF file from this llama.cpp "
                            f"release? Re-run the conversion.") from None
+
+
+def check_same_tokens(llm, tokenizer, cfg: CourseConfig, path: Path) -> None:
+    """The prompt is written with the Hugging Face tokenizer's template and the labels are read at that tokenizer's
+    ids: refuse a GGUF file whose own vocabulary tokenizes a prompt or a label otherwise (its scores would be silently
+    wrong)."""
+    prompt = prompt_text(tokenizer, "A sample review, to compare tokenizers.", cfg)
+    pairs = [("the prompt", _prompt_tokens(llm, prompt), tokenizer(prompt, add_special_tokens=False)["input_ids"])]
+    pairs += [(f"the label {label!r}", llm.tokenize(label.encode(), add_bos=False, special=False), ids)
+              for label, ids in zip(cfg.labels, label_token_ids(tokenizer, cfg.labels))]
+    for what, gguf_ids, hf_ids in pairs:
+        if list(gguf_ids) != list(hf_ids):
+            raise GGUFError(f"{path} does not share the tokenizer of {tokenizer.name_or_path} ({what} is tokens "
+                            f"{list(gguf_ids)[:8]} in the GGUF file, {list(hf_ids)[:8]} in the tokenizer), so its "
+                            f"label probabilities would be wrong. Use a GGUF file exported from the configured model, "
+                            f"or set the model it was made from (--model, model= in a notebook).")
 
 
 def _prompt_tokens(llm, prompt: str) -> list[int]:

@@ -148,10 +148,15 @@ def merge_json(path: Path, values: dict, first: dict | None = None) -> Path:
 
 
 def record_metrics(cfg: CourseConfig, notebook: str, **values) -> Path:
-    """Merge `values` into `<run_dir>/<notebook>/metrics.json` (with the config and versions the first time)."""
-    first = {"notebook": notebook, "config": cfg.to_dict(), "versions": package_versions()}
+    """Merge `values` into `<run_dir>/<notebook>/metrics.json` with the config and package versions that made them.
+    A file written under another config (the same step run again with other settings) is started over, so that no
+    result ever sits beside settings that did not produce it."""
+    stamp = {"notebook": notebook, "config": _json_safe(cfg.to_dict()), "versions": package_versions()}
     notebook_dir(cfg, notebook)
-    return merge_json(layout(cfg).metrics_file(notebook), values, first)
+    path = layout(cfg).metrics_file(notebook)
+    if path.exists() and json.loads(path.read_text()).get("config") != stamp["config"]:
+        path.unlink()
+    return merge_json(path, {**stamp, **values})
 
 
 def load_metrics(run_dir: Path) -> dict:

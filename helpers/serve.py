@@ -1,7 +1,9 @@
 """llama.cpp's OpenAI-compatible server (the Python bindings' `llama_cpp.server`) for GGUF files, on 127.0.0.1 only.
 
 `llama_server(...)` is a context manager: it starts the server on a free port, waits until `/v1/models` answers,
-keeps the server's log in the run folder, and stops it on exit — also when the code inside fails.
+keeps the server's log in the run folder, and stops it on exit — also when the code inside fails. The server process
+is `python -m helpers.serve CONFIG`: llama.cpp's own FastAPI app with one guard in front, which answers a request body
+that is not JSON with HTTP 400 (the app alone answers 500).
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ def llama_server(models: dict, cfg: CourseConfig, log_path: Path, port: int | No
     config_path = log_path.with_suffix(".config.json")
     config_path.write_text(json.dumps(config, indent=2))
     with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_path)],
+        process = subprocess.Popen([sys.executable, "-m", "helpers.serve", str(config_path)],
                                    stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://{HOST}:{port}/v1"
     try:
@@ -89,3 +91,52 @@ def _wait_until_ready(process, base_url: str, log_path: Path, timeout: float) ->
         time.sleep(0.25)
     raise ServerError(f"The llama.cpp server did not answer within {timeout:.0f} s. Its log ({log_path}) ends "
                       f"with:\n{_log_tail(log_path)}")
+
+
+def reject_malformed_json(app):
+    """ASGI middleware: a POST whose body is not JSON gets an OpenAI-style 400 error; every other request, with its
+    body replayed untouched, goes to `app`."""
+    async def guarded(scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            json.loads(body or b"null")
+        except ValueError as err:
+            error = {"error": {"message": f"The request body is not valid JSON ({err}).", "type": "invalid_request_error",
+                               "param": None, "code": None}}
+            payload = json.dumps(error).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(payload)).encode())]})
+            return await send({"type": "http.response.body", "body": payload})
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await app(scope, replay, send)
+    return guarded
+
+
+def main(config_file: str) -> None:
+    """Run llama.cpp's server app from its config file, behind `reject_malformed_json`, on the config's host."""
+    import uvicorn
+    from llama_cpp.server.app import create_app
+    from llama_cpp.server.settings import ConfigFileSettings, ServerSettings
+
+    settings = ConfigFileSettings.model_validate_json(Path(config_file).read_text())
+    app = create_app(server_settings=ServerSettings.model_validate(settings), model_settings=settings.models)
+    uvicorn.run(reject_malformed_json(app), host=HOST, port=settings.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -15,8 +15,8 @@ from transformers import TrainerCallback
 
 from helpers.config import CourseConfig
 from helpers.masking import check_assistant_only_loss, check_trained_tokens
-from helpers.model import load_model, pick_device
-from helpers.runs import RunLayout, disk_mb
+from helpers.model import load_model, pick_device, save_with_course_template
+from helpers.runs import disk_mb, layout
 
 
 def build_lora_config(cfg: CourseConfig):
@@ -120,16 +120,17 @@ def train(trainer, source_rows: int, expect: str = "answer") -> dict:
     return {"train_seconds": time.perf_counter() - start, "log_history": trainer.state.log_history}
 
 
-def save_adapter_and_merged(trainer, run: RunLayout) -> dict:
+def save_adapter_and_merged(trainer, cfg: CourseConfig) -> dict:
     """Save the LoRA adapter, then merge it into the (16/32-bit, never 4-bit) base and save the merged model, where the
-    run layout keeps them. Returns {"adapter": path, "merged": path}. Merging changes `trainer.model` in place:
-    afterwards it is the merged model (the same logits to ~1e-6, and faster, with no LoRA layers beside the
-    projections)."""
+    run layout keeps them, each with a tokenizer whose chat template defaults to the course's system prompt. Returns
+    {"adapter": path, "merged": path}. Merging changes `trainer.model` in place: afterwards it is the merged model
+    (the same logits to ~1e-6, and faster, with no LoRA layers beside the projections)."""
+    run = layout(cfg)
     trainer.model.save_pretrained(run.adapter)
-    trainer.processing_class.save_pretrained(run.adapter)
+    save_with_course_template(trainer.processing_class, run.adapter, cfg.system_prompt)
     model = trainer.model.merge_and_unload()
     model.save_pretrained(run.merged)
-    trainer.processing_class.save_pretrained(run.merged)
+    save_with_course_template(trainer.processing_class, run.merged, cfg.system_prompt)
     return {"adapter": run.adapter, "merged": run.merged}
 
 

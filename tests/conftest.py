@@ -5,10 +5,18 @@ import pytest
 from helpers.config import make_config
 
 
+@pytest.fixture(autouse=True)
+def no_paid_api(monkeypatch):
+    """No test reaches the OpenAI API with the developer's key (notebook 04 and `compare` would use it): a test that
+    needs a key sets a fake one itself. Notebook kernels and commands started by a test inherit this environment."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
 @pytest.fixture
 def cfg(tmp_path):
-    """The smoke profile (tiny model, tiny sizes) with the shared model cache and a private run folder."""
-    return make_config("smoke", run_dir=tmp_path / "run")
+    """The smoke profile (tiny model, tiny sizes) with the shared model cache, a private run folder and a private
+    response cache (never the developer's own answers)."""
+    return make_config("smoke", run_dir=tmp_path / "run", response_cache=str(tmp_path / "responses.jsonl"))
 
 
 @pytest.fixture

@@ -318,3 +318,138 @@ def test_a_lora_adapter_folder_loads_on_the_base_model_and_labels(cfg, write, tm
     assert np.abs(got - adapted).max() < 1e-5 and np.abs(got - base).max() > 1e-3
     summary = classify_file(cfg, write("in.csv", "text\ngood\n"), model_path=tmp_path / "adapter", progress=False)
     check_labels(read_output(summary["output"]), cfg)
+
+
+def uniform(cfg):
+    """A stand-in for the model where only the file handling is under test: every text gets equal probabilities."""
+    return lambda texts: np.full((len(texts), len(cfg.labels)), 1 / len(cfg.labels))
+
+
+def test_an_unrelated_existing_output_is_never_truncated(cfg, write, tmp_path):
+    precious = write("existing.jsonl", '{"mine": "keep me"}\n')
+    path = write("in.jsonl", '{"text": "good"}\n')
+    for model in (tmp_path / "nonexistent", None):  # a wrong model path, then a real (stand-in) one
+        with pytest.raises(ClassifyError) as err:
+            classify_file(cfg, path, output_path=precious, model_path=model or tmp_path, progress=False)
+        assert precious.read_text() == '{"mine": "keep me"}\n'
+    assert "existing.jsonl exists but was not written for this input and model (there is no record" in str(err.value)
+    assert "Nothing was changed. To start over, delete" in str(err.value)
+
+
+def test_resume_refuses_an_output_of_another_model_or_input(cfg, write, tmp_path, monkeypatch):
+    monkeypatch.setattr(classify, "load_classifier", lambda cfg, path: uniform(cfg))
+    first, second = tmp_path / "model-a.gguf", tmp_path / "model-b.gguf"
+    first.write_bytes(b"a")
+    second.write_bytes(b"b")
+    path = write("r.csv", "text\ngood\nbad\n")
+    out = classify_file(cfg, path, model_path=first, progress=False)["output"]
+    before = out.read_bytes()
+    with pytest.raises(ClassifyError, match=r"r\.labelled\.csv exists but was not written for this input and model "
+                                            r"\(it was labelled by another model \(.*model-a\.gguf\)\)"):
+        classify_file(cfg, path, model_path=second, progress=False)
+    path.write_text("text\ngood\nbad\nugly\n")
+    with pytest.raises(ClassifyError, match=r"the input's content differs"):
+        classify_file(cfg, path, model_path=first, progress=False)
+    assert out.read_bytes() == before
+    out.unlink()
+    out.with_name(out.name + ".errors.csv").unlink()
+    assert classify_file(cfg, path, model_path=second, progress=False)["rows_labelled"] == 3  # started over
+
+
+def test_a_csv_field_longer_than_128_kib_with_newlines_is_one_row(cfg, write, tmp_path, monkeypatch):
+    monkeypatch.setattr(classify, "load_classifier", lambda cfg, path: uniform(cfg))
+    long = "second line\n".join(["word " * 30_000] * 2) + "third line"  # ~300 kB, two line breaks inside
+    path = write("long.csv", f'id,text\n1,"{long}"\n2,short one\n')
+    summary = classify_file(cfg, path, model_path=tmp_path, progress=False)
+    rows = read_output(summary["output"])
+    assert [(r["id"], r["row"]) for r in rows] == [("1", "1"), ("2", "2")] and rows[0]["text"] == long
+    assert summary["bad_rows"] == 0
+
+
+# --- property-based: whatever the bytes, no traceback, and every row comes out exactly once ------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+TEXTS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sampled_from(
+    ['"', ",", "\n", "\r", "\u2028", "\u2029", "\x00", " ", "é", "☕"]), max_size=40)
+
+
+def classify_in_tmp(cfg, name, data: bytes, monkeypatch, **kwargs):
+    """(summary or the ClassifyError, {row: text} written, [error rows]) for `data` as a file called `name`."""
+    import tempfile
+
+    monkeypatch.setattr(classify, "load_classifier", lambda cfg, path: uniform(cfg))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        try:
+            summary = classify_file(cfg, path, model_path=folder, progress=False, **kwargs)
+        except ClassifyError as err:
+            return err, {}, []
+        out = summary["output"]
+        written = [json.loads(line) for line in out.read_bytes().decode(cfg.encoding, "surrogateescape").split("\n")
+                   if line] if out.suffix == ".jsonl" else read_output_bytes(out, cfg.encoding)
+        errors = [int(r["row"]) for r in read_output(summary["errors"])]
+        return summary, {int(r["row"]): r.get("text") for r in written}, errors
+
+
+def read_output_bytes(path, encoding):
+    """The output as written: in the input's encoding."""
+    with open(path, newline="", encoding=encoding, errors="surrogateescape") as f:
+        return list(csv.DictReader(f))
+
+
+def rows_exactly_once(written: dict, errors: list, n: int):
+    rows = sorted(list(written) + errors)
+    assert rows == list(range(1, n + 1)), (rows, n)
+
+
+@PROPERTY
+@given(texts=st.lists(TEXTS, min_size=1, max_size=12), encoding=st.sampled_from(["utf-8", "latin-1", "cp1252"]),
+       ending=st.sampled_from(["\n", "\r\n"]), bom=st.booleans(), batch=st.integers(1, 5))
+def test_any_csv_of_any_texts_gives_each_row_once(cfg, monkeypatch, texts, encoding, ending, bom, batch):
+    import io
+
+    buffer = io.StringIO()
+    # Python's writer leaves a bare "\r" unquoted under a "\n" terminator, which every reader (ours, Excel's) takes
+    # for a line break: quote all fields there, so that the file says what the texts are
+    writer = csv.writer(buffer, lineterminator=ending, quoting=csv.QUOTE_ALL if ending == "\n" else csv.QUOTE_MINIMAL)
+    writer.writerow(["id", "text"])
+    writer.writerows([i, t] for i, t in enumerate(texts, 1))
+    data = buffer.getvalue().encode(encoding, errors="replace")
+    cfg.encoding = encoding
+    summary, written, errors = classify_in_tmp(cfg, "in.csv", (b"\xef\xbb\xbf" if bom else b"") + data, monkeypatch,
+                                               batch_size=batch)
+    rows_exactly_once(written, errors, len(texts))
+    decoded = [t.encode(encoding, errors="replace").decode(encoding) for t in texts]
+    for row, text in written.items():
+        assert text == decoded[row - 1]  # the review as it was, line breaks and quotes included
+    assert set(errors) == {i for i, t in enumerate(decoded, 1) if not t.strip()}  # only the empty ones
+
+
+@PROPERTY
+@given(lines=st.lists(st.one_of(TEXTS.map(lambda t: ("text", t)), st.binary(max_size=30).map(lambda b: ("raw", b))),
+                      min_size=1, max_size=12), ascii_only=st.booleans(), batch=st.integers(1, 5))
+def test_any_jsonl_gives_each_nonblank_line_once(cfg, monkeypatch, lines, ascii_only, batch):
+    encoded = [json.dumps({"text": v}, ensure_ascii=ascii_only).encode() if kind == "text" else v.replace(b"\n", b" ")
+               for kind, v in lines]
+    data = b"\n".join(encoded) + b"\n"
+    summary, written, errors = classify_in_tmp(cfg, "in.jsonl", data, monkeypatch, batch_size=batch)
+    if isinstance(summary, ClassifyError):  # only a file whose first record says it cannot be labelled
+        assert "the file is empty" in str(summary) or "no field 'text'" in str(summary) or "output field" in str(summary)
+        return
+    nonblank = [line for line in encoded if line.decode("utf-8", "surrogateescape").strip()]
+    rows_exactly_once(written, errors, len(nonblank))
+
+
+@PROPERTY
+@given(data=st.binary(max_size=300), suffix=st.sampled_from([".csv", ".jsonl"]))
+def test_random_bytes_never_raise_anything_but_one_clear_error(cfg, monkeypatch, data, suffix):
+    summary, written, errors = classify_in_tmp(cfg, "in" + suffix, data, monkeypatch)
+    if isinstance(summary, ClassifyError):
+        assert str(summary).startswith(str(Path(str(summary).split(":")[0])))  # names the file, then the problem
+        return
+    rows = sorted(list(written) + errors)
+    assert rows == list(range(1, len(rows) + 1))  # contiguous, each once

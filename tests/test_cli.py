@@ -134,20 +134,24 @@ def test_serve_answers_the_openai_client_on_localhost_and_stops_on_sigterm(tmp_p
     from openai import OpenAI
 
     from helpers.config import make_config
-    from helpers.gguf import convert_to_gguf
     from helpers.serve import free_port, port_is_taken
 
     cfg = make_config("smoke", run_dir=tmp_path)
-    gguf = convert_to_gguf(cfg, Path(resolve_model(cfg)), tmp_path / "tiny.gguf")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "helpers", "serve", "--profile", "smoke", "--trained", str(gguf),
-                               "--port", str(port)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    # an HF folder, exported to a Q4_K_M GGUF once (into the cache) whose template defaults to the course's prompt
+    server = subprocess.Popen([sys.executable, "-m", "helpers", "serve", "--profile", "smoke", "--trained",
+                               resolve_model(cfg), "--port", str(port)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         banner = server.stdout.readline()  # printed once the server answers
-        assert f"http://127.0.0.1:{port}/v1" in banner, banner
-        reply = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local").chat.completions.create(
-            model="sentiment", max_tokens=2, messages=[{"role": "user", "content": "Great battery."}])
-        assert reply.model == "sentiment" and reply.usage.completion_tokens <= 2
+        assert f"http://127.0.0.1:{port}/v1" in banner and "model-Q4_K_M.gguf" in banner, banner
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local")
+        user = {"role": "user", "content": "Great battery."}
+        bare, course = (client.chat.completions.create(model="sentiment", max_tokens=2, temperature=0, messages=m)
+                        for m in ([user], [{"role": "system", "content": cfg.system_prompt}, user]))
+        assert bare.model == "sentiment" and bare.usage.completion_tokens <= 2
+        # no system turn in the request: the course's own, so the same prompt and the same answer
+        assert bare.usage.prompt_tokens == course.usage.prompt_tokens
+        assert bare.choices[0].message.content == course.choices[0].message.content
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) == 0

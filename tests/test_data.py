@@ -1,5 +1,9 @@
+import json
+
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from helpers.config import LABELS
 from helpers.data import (DataError, balanced_sample, class_balance, label_consistency_report, load_amazon,
@@ -150,3 +154,50 @@ def test_rater_ratings_file_skips_blank_lines_and_names_a_bad_line():
                                                                                            "2": [1, 1]}
     with pytest.raises(DataError, match="f, line 2: expected id, mean, sd and a list of ratings"):
         parse_rater_ratings("1\t0\t0\t[1]\n2\t0\t0\n", "f")
+
+
+def test_a_header_only_file_says_it_has_no_rows(write):
+    with pytest.raises(DataError, match=r"header_only.csv: no data rows after the header"):
+        read(write("header_only.csv", "text,label\n"))
+
+
+def test_a_two_class_file_asks_for_its_own_labels_and_then_works(write, cfg):
+    import dataclasses
+
+    two = "text,label\n" + "".join(f"review {i} {lab},{lab}\n" for i in range(12) for lab in ("negative", "positive"))
+    path = write("two.csv", two)
+    with pytest.raises(DataError, match=r"two.csv: no row has the label\(s\) neutral; the data's labels are: "
+                                        r"negative positive. Set labels to those \(--labels negative positive"):
+        prepare_splits(dataclasses.replace(cfg, dataset=str(path), min_per_class=0))
+    two_class = dataclasses.replace(cfg, dataset=str(path), labels=("negative", "positive"), min_per_class=0,
+                                    train_size=8, eval_size=2, test_size=4)
+    splits = prepare_splits(two_class)
+    assert class_balance(splits.test, two_class.labels) == {"negative": 2, "positive": 2}
+    assert balanced_sample(splits.train, 4, LABELS, seed=0, min_per_class=0)["label"].isin(LABELS).all()
+
+
+def test_jsonl_text_with_unicode_line_separators_is_one_record(write):
+    rows = [{"text": f"first\u2028second\u2029third {i} {lab}", "label": lab} for i in range(2) for lab in LABELS]
+    df = read(write("sep.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)))
+    assert len(df) == 6 and df["text"].str.contains("\u2028").all()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400) | st.text(max_size=300).map(str.encode) | st.lists(
+    st.tuples(st.text(max_size=20), st.sampled_from(LABELS + ("", "POSITIVE", "good", "neutral "))), max_size=8).map(
+    lambda rows: "text,label\n".encode() + b"".join(f'"{t.replace(chr(34), "")}",{lab}\n'.encode() for t, lab in rows)) |
+    st.lists(st.dictionaries(st.sampled_from(["text", "label", "group"]), st.text(max_size=10) | st.sampled_from(LABELS)
+                             | st.integers() | st.none()), max_size=6).map(
+    lambda rows: b"".join(json.dumps(r).encode() + b"\n" for r in rows)),
+       suffix=st.sampled_from([".csv", ".jsonl"]),
+       encoding=st.sampled_from(["utf-8", "latin-1"]))
+def test_any_bytes_give_a_frame_or_one_data_error(tmp_path, data, suffix, encoding):
+    path = tmp_path / f"any{suffix}"
+    path.write_bytes(data)
+    try:
+        df = read(path, encoding=encoding)
+    except DataError as err:
+        assert str(err).startswith(str(path))  # names the file, then the problem
+        return
+    assert list(df.columns) == ["text", "label", "group", "rating"] and len(df) > 0
+    assert df["label"].isin(LABELS).all() and (df["text"].str.strip() != "").all()

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from helpers.data import prepare_splits
-from helpers.fewshot import (ResponseCache, build_messages, classify_async, cost_usd, fewshot_verdict, make_client,
-                             openai_key, pick_shots, run_backend, run_local_models)
+from helpers.fewshot import (FewShotError, ResponseCache, build_messages, classify_async, cost_usd, fewshot_verdict,
+                             make_client, openai_key, openai_row, pick_shots, run_backend, run_local_models)
 
 FAKE_KEY = "test-key-never-written-0123456789"
 
@@ -16,13 +16,14 @@ FAKE_KEY = "test-key-never-written-0123456789"
 class FlakyOpenAI(BaseHTTPRequestHandler):
     """A real HTTP server on 127.0.0.1 speaking the chat-completions format; the first `fail` requests get a 500."""
     fail = 0
+    status = 500
     seen = []
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FlakyOpenAI.seen.append(body)
         if len(FlakyOpenAI.seen) <= FlakyOpenAI.fail:
-            self.send_response(500)
+            self.send_response(FlakyOpenAI.status)
             self.end_headers()
             self.wfile.write(b'{"error": {"message": "transient"}}')
             return
@@ -43,7 +44,7 @@ class FlakyOpenAI(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def flaky():
-    FlakyOpenAI.fail, FlakyOpenAI.seen = 0, []
+    FlakyOpenAI.fail, FlakyOpenAI.status, FlakyOpenAI.seen = 0, 500, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyOpenAI)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -116,9 +117,37 @@ def test_persistent_errors_keep_what_was_cached(flaky, cfg, tmp_path):
     cache = ResponseCache(tmp_path / "c.jsonl")
     classify(flaky, cfg, cache, TEXTS[:1])
     FlakyOpenAI.fail = 10**6
-    with pytest.raises(RuntimeError, match="failed after retries.*cached in .*c.jsonl; re-run to resume"):
+    with pytest.raises(FewShotError, match="failed after 0 retries.*cached in .*c.jsonl; re-run to resume"):
         classify(flaky, cfg, cache, TEXTS, retries=0)
     assert len(ResponseCache(tmp_path / "c.jsonl").entries) == 1
+
+
+def test_a_refused_key_is_not_retried_and_skips_only_the_openai_row(flaky, cfg, tmp_path, monkeypatch):
+    FlakyOpenAI.fail, FlakyOpenAI.status = 10**6, 401
+    with pytest.raises(FewShotError, match=r"test refused the API key \(HTTP 401, not retried\): check OPENAI_API_KEY"):
+        classify(flaky, cfg, ResponseCache(tmp_path / "c.jsonl"), TEXTS[:1], retries=3)
+    assert len(FlakyOpenAI.seen) == 1  # no retry of a 401
+    from openai import AsyncOpenAI
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-invalid")
+    monkeypatch.setattr("helpers.fewshot.make_client",  # api.openai.com is out of reach here: the same 401 locally
+                        lambda base_url, key, cfg: AsyncOpenAI(base_url=flaky, api_key=key, max_retries=3))
+    df = pd.DataFrame({"text": TEXTS[:2], "label": ["positive", "neutral"]})
+    row, note = asyncio.run(openai_row(cfg, df, ResponseCache(tmp_path / "c.jsonl"), ()))
+    assert row is None and note.startswith("gpt-4o-mini skipped: openai refused the API key (HTTP 401")
+    assert "sk-invalid" not in note
+
+
+def test_a_torn_last_line_of_the_cache_is_cut_off_and_the_rest_kept(tmp_path):
+    path = tmp_path / "c.jsonl"
+    cache = ResponseCache(path)
+    cache.put("a", {"answer": "positive"})
+    cache.put("b", {"answer": "neutral"})
+    path.write_bytes(path.read_bytes() + b'{"key": "c", "respo')  # a crash in the middle of a write
+    again = ResponseCache(path)
+    assert again.entries == {"a": {"answer": "positive"}, "b": {"answer": "neutral"}}
+    again.put("c", {"answer": "negative"})
+    assert ResponseCache(path).entries["c"] == {"answer": "negative"} and len(path.read_text().splitlines()) == 3
 
 
 def test_missing_key_is_none_and_the_client_refuses_without_one(monkeypatch, cfg):

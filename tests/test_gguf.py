@@ -1,6 +1,7 @@
 import io
 import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +100,6 @@ def test_merged_model_comes_from_notebook_02_or_is_merged_from_its_adapter(cfg):
     from helpers.data import prepare_splits, to_chat_records
     from helpers.gguf import merged_model_dir
     from helpers.model import load_model
-    from helpers.runs import layout
     from helpers.training import make_trainer, save_adapter_and_merged, train
 
     with pytest.raises(GGUFError, match="No fine-tuned model in .*02_logged_training. Run notebook 02"):
@@ -109,7 +109,7 @@ def test_merged_model_comes_from_notebook_02_or_is_merged_from_its_adapter(cfg):
     model, tokenizer = load_model(cfg)
     trainer = make_trainer(cfg, model, tokenizer, records, disable_tqdm=True)
     train(trainer, len(records))
-    saved = save_adapter_and_merged(trainer, layout(cfg))
+    saved = save_adapter_and_merged(trainer, cfg)
     assert merged_model_dir(cfg) == saved["merged"]
     reference = (saved["merged"] / "model.safetensors").read_bytes()
     shutil.rmtree(saved["merged"])
@@ -138,3 +138,25 @@ def test_q4_k_m_is_smaller_and_really_quantized(tiny_gguf):
     cfg, _, f16, q4 = tiny_gguf
     assert q4.stat().st_size < f16.stat().st_size
     assert read_gguf_metadata(q4)["tensor_types"].keys() - {"F32", "F16"}
+
+
+def test_serving_exports_a_folder_once_and_refuses_what_is_no_chat_model(cfg, tmp_path):
+    import time
+
+    from helpers.gguf import read_gguf_metadata, servable_gguf
+    from helpers.model import resolve_model
+
+    gguf = servable_gguf(cfg, Path(resolve_model(cfg)))  # kept in the course's cache, keyed by the folder's content
+    assert gguf.name == "model-Q4_K_M.gguf" and gguf.is_relative_to(cfg.cache_dir / "served")
+    assert cfg.system_prompt in read_gguf_metadata(gguf)["chat_template"]  # the default system turn
+    made = gguf.stat().st_mtime
+    time.sleep(0.01)
+    assert servable_gguf(cfg, Path(resolve_model(cfg))) == gguf and gguf.stat().st_mtime == made  # cached
+    assert servable_gguf(cfg, gguf) == gguf  # a GGUF file is served as it is
+    (tmp_path / "setfit").mkdir()
+    (tmp_path / "setfit" / "model_head.pkl").write_bytes(b"")
+    with pytest.raises(GGUFError, match=r"setfit is an encoder classifier, not a chat model"):
+        servable_gguf(cfg, tmp_path / "setfit")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(GGUFError, match=r"nothing: not a model\. Serve a \.gguf file"):
+        servable_gguf(cfg, tmp_path / "nothing")

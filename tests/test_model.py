@@ -21,14 +21,15 @@ def test_embedded_models_resolve_to_prepared_folders(cfg):
         assert folder.startswith(str(cfg.cache_dir)) and (Path(folder) / "config.json").exists()
 
 
-def test_tiny_model_loads_in_fp32_on_cpu_with_the_real_tokenizer(cfg):
+def test_tiny_model_loads_on_the_best_device_with_the_real_tokenizer(cfg):
     model, tokenizer = load_model(cfg)
-    assert pick_device() == ("cpu", torch.float32)  # this machine and CI have no GPU
-    assert model.dtype == torch.float32 and not model.training
+    expected = ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
+    assert pick_device() == expected  # fp32 on a CPU (this machine and CI), bf16 on a CUDA GPU
+    assert (model.device.type, model.dtype) == expected and not model.training
     assert model.config.num_hidden_layers == 2 and model.config.vocab_size == len(tokenizer) == 49152
     assert tokenizer.pad_token == "<|im_end|>"
     with torch.no_grad():
-        logits = model(**tokenizer("hello", return_tensors="pt")).logits
+        logits = model(**tokenizer("hello", return_tensors="pt").to(model.device)).logits
     assert logits.shape[-1] == 49152 and torch.isfinite(logits).all()
 
 
@@ -92,3 +93,24 @@ def test_an_interrupted_build_leaves_no_finished_looking_folder(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         build_once(tmp_path / "m", broken)
     assert not (tmp_path / "m").exists()
+
+
+def test_the_course_template_adds_the_system_prompt_only_when_a_request_has_none(cfg, tmp_path):
+    from helpers.model import course_chat_template, save_with_course_template
+
+    tokenizer = load_tokenizer(cfg)
+    original = tokenizer.chat_template
+    user = [{"role": "user", "content": "Great battery."}]
+    course = [{"role": "system", "content": cfg.system_prompt}, *user]
+    other = [{"role": "system", "content": "Be brief."}, *user]
+    render = dict(tokenize=False, add_generation_prompt=True)
+    templated = course_chat_template(tokenizer, cfg.system_prompt)
+    assert tokenizer.apply_chat_template(user, chat_template=templated, **render) == \
+        tokenizer.apply_chat_template(course, **render)
+    assert tokenizer.apply_chat_template(other, chat_template=templated, **render) == \
+        tokenizer.apply_chat_template(other, **render)
+    assert "You are a helpful AI assistant" in tokenizer.apply_chat_template(user, **render)  # SmolLM2's own default
+    save_with_course_template(tokenizer, tmp_path, 'Say "yes" or no.')
+    assert tokenizer.chat_template == original  # the object in memory is unchanged
+    saved = load_tokenizer(cfg, tmp_path)
+    assert '<|im_start|>system\nSay "yes" or no.<|im_end|>' in saved.apply_chat_template(user, **render)

@@ -35,10 +35,16 @@ def run_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("course") / "run"
 
 
+def smoke_parameters(run_dir):
+    """The smoke profile in the shared run folder, with a response cache of its own (never the developer's)."""
+    return {"profile": "smoke", "run_dir": str(run_dir),
+            "overrides": {"response_cache": str(run_dir.parent / "responses.jsonl")}}
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_headless_and_reproduces(notebook, run_dir, tmp_path):
     out = run_dir / notebook.stem / notebook.name
-    execute_notebook(notebook, out, {"profile": "smoke", "run_dir": str(run_dir)})
+    execute_notebook(notebook, out, smoke_parameters(run_dir))
     executed = nbformat.read(out, as_version=4)
     assert all(c.outputs for c in checked_cells(executed)), "a checked cell stored no output: nbval would pass trivially"
     metrics = json.loads((run_dir / notebook.stem / "metrics.json").read_text())
@@ -53,7 +59,7 @@ def test_the_train_command_twin_gives_the_notebook_s_metrics(run_dir, tmp_path):
     """`python -m helpers train` and notebook 02, same profile and seed: the same losses, predictions and scores."""
     if not (run_dir / "02_logged_training" / "metrics.json").exists():  # this test alone (-k): run the notebook here
         nb = next(p for p in NOTEBOOKS if p.stem == "02_logged_training")
-        execute_notebook(nb, run_dir / nb.stem / nb.name, {"profile": "smoke", "run_dir": str(run_dir)})
+        execute_notebook(nb, run_dir / nb.stem / nb.name, smoke_parameters(run_dir))
     notebook = json.loads((run_dir / "02_logged_training" / "metrics.json").read_text())
     result = subprocess.run([sys.executable, "-m", "helpers", "train", "--profile", "smoke", "--run-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=600)

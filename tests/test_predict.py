@@ -67,7 +67,8 @@ def test_anything_else_is_named_with_what_a_model_path_may_be(cfg, tmp_path):
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
     cfg = make_config("workshop", run_dir=tmp_path_factory.mktemp("run"))
-    return cfg, *load_model(cfg)
+    model, tokenizer = load_model(cfg)
+    return cfg, model.float(), tokenizer  # fp32 on any device: the comparisons below are to 1e-4
 
 
 REVIEWS = ["this is the best camera i have ever owned.", "the battery died after two days, total junk.",
@@ -83,8 +84,9 @@ def test_scoring_gives_probabilities_and_a_valid_label(smollm2):
 
 def full_forward_logprobs(model, tokenizer, prompt, token_ids):
     with torch.no_grad():
-        logits = model(**tokenizer(prompt, return_tensors="pt", add_special_tokens=False)).logits[0, -1]
-    return torch.log_softmax(logits, -1)[token_ids].numpy()
+        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+        logits = model(**enc).logits[0, -1]
+    return torch.log_softmax(logits, -1)[token_ids].cpu().numpy()
 
 
 def test_shared_prefix_scoring_matches_a_full_forward_pass_per_review(smollm2):
@@ -106,7 +108,7 @@ def test_multi_token_labels_sum_the_log_probabilities_of_their_tokens(smollm2):
     tokenizer.padding_side = "left"
     slow = _label_logprobs(model, tokenizer, prompts, [one, two], torch)
     with torch.no_grad():
-        enc = tokenizer(prompts[0] + "positive!", return_tensors="pt")
+        enc = tokenizer(prompts[0] + "positive!", return_tensors="pt").to(model.device)
         logp = torch.log_softmax(model(**enc).logits[0], -1)
         n = enc["input_ids"].shape[1]
         expected = logp[n - 3, two[0]] + logp[n - 2, two[1]]
@@ -153,13 +155,14 @@ def test_a_q4_k_m_file_scores_every_review_with_a_valid_label(tiny_gguf):
 def test_f16_gguf_logits_match_the_hf_model(tiny_gguf):
     cfg, source, f16, _ = tiny_gguf
     model, tokenizer = load_model(cfg, source)
+    model = model.float()  # bf16 on a GPU would be further from the f16 file than the 0.02 below
     llm = load_gguf(f16, cfg)
     for text in ("a great phone", "it broke"):
         prompt = prompt_text(tokenizer, text, cfg)
-        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
         assert _prompt_tokens(llm, prompt) == enc["input_ids"][0].tolist()
         with torch.no_grad():
-            hf = model(**enc).logits[0, -1].numpy()
+            hf = model(**enc).logits[0, -1].cpu().numpy()
         gg = np.asarray(_next_token_logits(llm, _prompt_tokens(llm, prompt)))
         assert np.abs(hf - gg).max() < 0.02 and hf.argmax() == gg.argmax()  # f16 weights: within 0.02
 
@@ -182,3 +185,48 @@ def test_a_broken_or_missing_gguf_file_is_named(tiny_gguf, tmp_path):
         load_gguf(broken, cfg)
     with pytest.raises(GGUFError, match="no such GGUF file"):
         load_gguf(tmp_path / "none.gguf", cfg)
+
+
+def test_a_gguf_file_with_another_vocabulary_is_refused(tiny_gguf):
+    from helpers.gguf import GGUFError
+    from helpers.predict import check_same_tokens
+
+    cfg, _, f16, _ = tiny_gguf
+    llm, tokenizer = load_gguf(f16, cfg), load_tokenizer(cfg)
+    check_same_tokens(llm, tokenizer, cfg, f16)  # the same tokenizer: no complaint
+
+    class Shifted:  # another tokenizer: the same text, other ids
+        name_or_path = "another-model"
+
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, text, **kw):
+            return {"input_ids": [i + 1 for i in tokenizer(text, **kw)["input_ids"]]}
+
+        def encode(self, text, **kw):
+            return [i + 1 for i in tokenizer.encode(text, **kw)]
+
+    with pytest.raises(GGUFError, match=r"tiny-f16.gguf does not share the tokenizer of another-model \(the prompt "
+                                        r"is tokens .*label probabilities would be wrong"):
+        check_same_tokens(llm, Shifted(), cfg, f16)
+
+
+def test_an_adapter_loads_on_its_own_base_or_is_named_with_it(cfg, tmp_path):
+    import json as jsonlib
+
+    from peft import get_peft_model
+
+    from helpers.config import make_config
+    from helpers.training import build_lora_config
+
+    model, tokenizer = load_model(cfg)  # the smoke profile's tiny base
+    get_peft_model(model, build_lora_config(cfg)).save_pretrained(tmp_path / "adapter")
+    workshop = make_config("workshop", run_dir=tmp_path)
+    predictor = load_predictor(workshop, tmp_path / "adapter")  # the adapter's own base, not SmolLM2-135M
+    assert predictor.probabilities(TEXTS[:1]).shape == (1, 3)
+    config = tmp_path / "adapter" / "adapter_config.json"
+    config.write_text(jsonlib.dumps({**jsonlib.loads(config.read_text()), "base_model_name_or_path": "/gone/tiny"}))
+    with pytest.raises(ModelError, match=r"adapter was trained on '/gone/tiny', which is not on this machine, and does "
+                                         r"not fit the configured model 'embedded:smollm2'"):
+        load_predictor(workshop, tmp_path / "adapter")

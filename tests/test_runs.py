@@ -29,6 +29,16 @@ def test_record_metrics_merges_and_keeps_config_and_versions(cfg):
     assert load_metrics(cfg.run_dir) == {"99_x": data}
 
 
+def test_a_step_run_again_with_other_settings_leaves_no_result_of_the_first(cfg):
+    import dataclasses
+
+    record_metrics(cfg, "99_x", accuracy=0.5, first_only=1)
+    again = dataclasses.replace(cfg, max_steps=cfg.max_steps + 1)
+    data = json.loads(record_metrics(again, "99_x", accuracy=0.75).read_text())
+    assert data["accuracy"] == 0.75 and "first_only" not in data
+    assert data["config"]["max_steps"] == cfg.max_steps + 1
+
+
 def test_course_notebooks_are_numbered_and_in_order():
     names = [nb.name for nb in course_notebooks()]
     assert names and names == sorted(names) and names[0] == "00_setup_and_data.ipynb"

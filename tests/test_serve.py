@@ -34,10 +34,25 @@ def test_round_trip_through_the_openai_client_and_clean_stop(tiny_gguf_file, tmp
     with llama_server({"tiny": gguf}, cfg, tmp_path / "server.log") as url:
         assert url.startswith("http://127.0.0.1:")
         port = int(url.split(":")[2].split("/")[0])
+        status, body = post(f"{url}/chat/completions", b'{"model": "tiny", "messages": [')
         ids, reply = asyncio.run(ask(url))
+    assert status == 400 and body["error"]["type"] == "invalid_request_error" and "not valid JSON" in body["error"]["message"]
     assert ids == ["tiny"] and reply.usage.completion_tokens <= 3 and reply.choices[0].message.content is not None
     assert not port_is_taken(port)  # stopped on exit
     assert (tmp_path / "server.log").exists()
+
+
+def post(url: str, data: bytes):
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
 
 
 def test_server_is_stopped_when_the_block_fails(tiny_gguf_file, tmp_path):
