@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import encoder
-from helpers.baselines import fit_majority_class, fit_tfidf_logreg, vader_predict
+from helpers.baselines import fit_majority_class, fit_tfidf_logreg, vader_fits, vader_predict
 from helpers.config import CourseConfig
 from helpers.data import (HUTTO_CORPORA, DataError, balanced_sample, load_dataset, load_rater_ratings, rating_to_label,
                           to_chat_records)
@@ -63,8 +63,9 @@ def human_agreement(df: pd.DataFrame, ratings: dict, labels, threshold: float, d
 # --- out of domain --------------------------------------------------------------------------------------------------
 
 def out_of_domain_set(cfg: CourseConfig) -> pd.DataFrame | None:
-    """`cfg.ood_size` balanced rows of `cfg.ood_dataset` (thresholded like the default data), or None when it is off."""
-    if not cfg.ood_dataset:
+    """`cfg.ood_size` balanced rows of `cfg.ood_dataset` (thresholded like the default data), or None when it is off
+    or its negative/neutral/positive labels do not fit the configured ones."""
+    if not cfg.ood_dataset or not vader_fits(cfg.labels):
         return None
     df = load_dataset(dataclasses.replace(cfg, dataset=cfg.ood_dataset))
     return balanced_sample(df, cfg.ood_size, cfg.labels, cfg.seed, cfg.min_per_class, source=cfg.ood_dataset)
@@ -210,10 +211,12 @@ def add_llm_rows(comparison: Comparison, cfg: CourseConfig, n_train: int) -> lis
 
 
 def add_classic_rows(comparison: Comparison, cfg: CourseConfig, train: pd.DataFrame) -> None:
-    """TF-IDF + logistic regression and the majority class (fitted on `train`), and VADER's rules."""
+    """TF-IDF + logistic regression and the majority class (fitted on `train`), and VADER's rules where its three
+    answers fit the labels."""
     tfidf, seconds = timed_fit(fit_tfidf_logreg, train, cfg.labels, cfg.seed)
     comparison.add(TFIDF, "classic", lambda: tfidf, seconds, None, len(train))
-    comparison.add("VADER (rules, no training)", "classic", lambda: vader_predict, 0.0, None, 0)
+    if vader_fits(cfg.labels):
+        comparison.add("VADER (rules, no training)", "classic", lambda: vader_predict, 0.0, None, 0)
     majority, seconds = timed_fit(fit_majority_class, train, cfg.labels)
     comparison.add("majority class", "classic", lambda: majority, seconds, None, len(train))
 

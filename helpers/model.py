@@ -175,11 +175,39 @@ def load_adapter(cfg: CourseConfig, adapter_dir: Path):
                          f"trained on (--model, model= in a notebook), or the profile it was trained in.") from None
 
 
+class LabelError(ModelError):
+    """A label set the model cannot score, with the reason and the fix."""
+
+
 def load_tokenizer(cfg: CourseConfig, source: str | Path | None = None):
-    """Only the tokenizer (with its chat template) — quick, for looking at what the model will see."""
+    """Only the tokenizer (with its chat template) — quick, for looking at what the model will see. Refuses a label
+    set it cannot score (`check_labels`)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(source or resolve_model(cfg)))
+    tokenizer = AutoTokenizer.from_pretrained(str(source or resolve_model(cfg)))
+    check_labels(tokenizer, cfg.labels)
+    return tokenizer
+
+
+def check_labels(tokenizer, labels) -> None:
+    """Label scoring reads one next-token distribution after the prompt, so every label must start with a token of
+    its own (and be lower case, as the data's labels are made): else one LabelError with the clash and the fix."""
+    if len(labels) < 2 or len(set(labels)) != len(labels) or any(not label.strip() for label in labels):
+        raise LabelError(f"labels {list(labels)}: give two or more distinct, non-empty labels.")
+    upper = [label for label in labels if label != label.lower()]
+    if upper:
+        raise LabelError(f"labels {upper} have capitals; the data's labels are lower-cased when read, so write the "
+                         f"labels in lower case (--labels {' '.join(label.lower() for label in labels)}).")
+    first = {}
+    for label in labels:
+        ids = tokenizer.encode(label, add_special_tokens=False)
+        if ids[0] in first:
+            shared = tokenizer.decode(ids[:1])
+            raise LabelError(f"labels {first[ids[0]]!r} and {label!r} both start with the token {shared!r}: label "
+                             f"scoring tells labels apart by their first token, so these cannot be scored. Rename "
+                             f"them so that each starts differently (e.g. 'terrible bad neutral good excellent', or "
+                             f"star counts '1 2 3 4 5').")
+        first[ids[0]] = label
 
 
 def course_chat_template(tokenizer, system_prompt: str) -> str:

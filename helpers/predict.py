@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from helpers.config import CourseConfig
-from helpers.data import prompt_messages
+from helpers.data import fit_review, prompt_messages
 from helpers.encoder import encoder_probabilities, load_encoder_classifier
 from helpers.evaluate import classification_metrics, normalise_rows, parse_label
 from helpers.gguf import GGUFError
@@ -33,13 +33,16 @@ METHODS = ("scoring", "generation")
 
 
 def prompt_text(tokenizer, text: str, cfg: CourseConfig) -> str:
-    """The prompt as the model sees it at inference: system + user turns, then the assistant header."""
-    return tokenizer.apply_chat_template(prompt_messages(text, cfg), tokenize=False, add_generation_prompt=True)
+    """The prompt as the model sees it at inference: system + user turns (the review fitted to the training length,
+    `fit_review`), then the assistant header."""
+    return tokenizer.apply_chat_template(prompt_messages(fit_review(text, tokenizer, cfg), cfg), tokenize=False,
+                                         add_generation_prompt=True)
 
 
-def label_token_ids(tokenizer, labels) -> list[list[int]]:
-    """The token ids of each label as it follows the assistant header (no leading space)."""
-    return [tokenizer.encode(label, add_special_tokens=False) for label in labels]
+def label_first_tokens(tokenizer, labels) -> list[int]:
+    """Each label's first token as it follows the assistant header (no leading space). `model.check_labels` made
+    sure they differ, so the next-token distribution over them tells the labels apart."""
+    return [tokenizer.encode(label, add_special_tokens=False)[0] for label in labels]
 
 
 @dataclass
@@ -124,22 +127,16 @@ def _is_sequence_classifier(path: Path) -> bool:
 # --- PyTorch: label scoring and generation ----------------------------------------------------------------------------
 
 def score_labels(model, tokenizer, texts, cfg: CourseConfig, progress: bool = True) -> np.ndarray:
-    """Probability per label (rows sum to 1) for each text, `cfg.scoring_batch_size` prompts at a time. With
-    single-token labels (the usual case) the prompt prefix that every review shares runs once and one pass over each
-    batch reads the next-token distribution; multi-token labels take one pass per label."""
+    """Probability per label (rows sum to 1) for each text: the next-token distribution after the prompt, read at
+    each label's first token and renormalised. The prompt prefix that every review shares runs once; one pass over
+    each batch of `cfg.scoring_batch_size` reviews reads the rest."""
     import torch
 
-    label_ids = label_token_ids(tokenizer, cfg.labels)
     prompts = [prompt_text(tokenizer, t, cfg) for t in texts]
     if not prompts:
         return np.zeros((0, len(cfg.labels)))
-    if max(len(ids) for ids in label_ids) == 1:
-        return normalise_rows(_next_token_logprobs(model, tokenizer, prompts, [ids[0] for ids in label_ids],
-                                                   cfg.scoring_batch_size, progress, torch))
-    out = np.zeros((len(prompts), len(cfg.labels)))
-    for rows, batch in length_sorted_batches(tokenizer, prompts, cfg.scoring_batch_size, "label scoring", progress):
-        out[rows] = _label_logprobs(model, tokenizer, batch, label_ids, torch)
-    return normalise_rows(out)
+    return normalise_rows(_next_token_logprobs(model, tokenizer, prompts, label_first_tokens(tokenizer, cfg.labels),
+                                               cfg.scoring_batch_size, progress, torch))
 
 
 def _next_token_logprobs(model, tokenizer, prompts, token_ids, batch_size, progress, torch):
@@ -188,21 +185,6 @@ def length_sorted_batches(tokenizer, prompts, batch_size: int, desc: str, progre
         tokenizer.padding_side = side
 
 
-def _label_logprobs(model, tokenizer, prompts, label_ids, torch):
-    """(batch, labels) summed log-probabilities of each (multi-token) label's tokens after each prompt: one pass per
-    label over prompt + label, left-padded."""
-    with torch.inference_mode():
-        scores = []
-        for ids in label_ids:
-            enc = tokenizer([p + tokenizer.decode(ids) for p in prompts], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(model.device)
-            logits = model(**enc, logits_to_keep=len(ids) + 1).logits[:, :-1].float()
-            logp = torch.log_softmax(logits, -1)
-            target = torch.tensor(ids, device=logp.device).expand(len(prompts), -1)
-            scores.append(logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1))
-        return torch.stack(scores, 1).cpu().numpy()
-
-
 def generate_answers(model, tokenizer, texts, cfg: CourseConfig, max_new_tokens: int = 5,
                      progress: bool = True) -> list[str]:
     """Greedy answers of at most `max_new_tokens` tokens, batched with left padding."""
@@ -249,8 +231,8 @@ def check_same_tokens(llm, tokenizer, cfg: CourseConfig, path: Path) -> None:
     wrong)."""
     prompt = prompt_text(tokenizer, "A sample review, to compare tokenizers.", cfg)
     pairs = [("the prompt", _prompt_tokens(llm, prompt), tokenizer(prompt, add_special_tokens=False)["input_ids"])]
-    pairs += [(f"the label {label!r}", llm.tokenize(label.encode(), add_bos=False, special=False), ids)
-              for label, ids in zip(cfg.labels, label_token_ids(tokenizer, cfg.labels))]
+    pairs += [(f"the label {label!r}", llm.tokenize(label.encode(), add_bos=False, special=False),
+               tokenizer.encode(label, add_special_tokens=False)) for label in cfg.labels]
     for what, gguf_ids, hf_ids in pairs:
         if list(gguf_ids) != list(hf_ids):
             raise GGUFError(f"{path} does not share the tokenizer of {tokenizer.name_or_path} ({what} is tokens "
@@ -278,11 +260,9 @@ def _next_token_logits(llm, tokens: list[int]) -> np.ndarray:
 
 
 def gguf_probabilities(llm, tokenizer, texts, cfg: CourseConfig, progress: bool = True) -> np.ndarray:
-    """Label scoring with llama.cpp: the softmax over the labels' first-token logits after each prompt."""
-    ids = label_token_ids(tokenizer, cfg.labels)
-    if any(len(i) != 1 for i in ids):
-        raise GGUFError("GGUF label scoring needs single-token labels; use generation instead.")
-    first = [i[0] for i in ids]
+    """Label scoring with llama.cpp, as `score_labels` does it: the softmax over the labels' first-token logits after
+    each prompt."""
+    first = label_first_tokens(tokenizer, cfg.labels)
     scores = [np.asarray(_next_token_logits(llm, _prompt_tokens(llm, prompt_text(tokenizer, text, cfg))),
                          dtype=np.float64)[first]
               for text in tqdm(list(texts), desc="llama.cpp scoring", disable=not progress, unit="review")]

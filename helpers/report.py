@@ -70,7 +70,8 @@ def _sections(run_dir: Path, metrics: dict) -> list[dict]:
     if m := metrics.get(DATA):
         sections.append({"title": NOTEBOOK_TITLES[DATA], "text": [
             f"{m['rows']} labelled rows from {m['groups']} groups; class balance {m['class_balance']}; split sizes "
-            f"{m['split_sizes']}; {m['conflicting_texts']} texts with conflicting labels."], "tables": [],
+            f"{m['split_sizes']}; {m['conflicting_texts']} texts with conflicting labels.", *_shortened(m)],
+            "tables": [m["split_report"]] if m.get("split_report") else [],
             "figures": [("class_balance", plots.plot_class_balance(m["split_balance"]))]})
     if m := metrics.get(MASKING):
         rows = [{"run": arm, "accuracy": r["accuracy"], "macro-F1": r["macro_f1"], "steps": r["steps"],
@@ -88,7 +89,9 @@ def _sections(run_dir: Path, metrics: dict) -> list[dict]:
                 + (f" Diagnosis: {' '.join(m['diagnosis']['advice'])}" if "diagnosis" in m else "")]
         if "calibration_ece" in m:
             text.append("Expected calibration error: " + ", ".join(f"{k} {v:.3f}" for k, v in m["calibration_ece"].items()))
-        sections.append({"title": NOTEBOOK_TITLES[TRAINING], "text": text, "tables": [rows],
+        per_class = [{"label": label, "precision": s["precision"], "recall": s["recall"], "F1": s["f1"],
+                      "support": s["support"]} for label, s in m["fine_tuned"].get("per_class", {}).items()]
+        sections.append({"title": NOTEBOOK_TITLES[TRAINING], "text": text, "tables": [rows, per_class],
                          "figures": [("loss_curve", plots.plot_training(m["log_history"])),
                                      ("confusion_finetuned", plots.plot_confusion(m["fine_tuned"]["confusion"],
                                                                                   "fine-tuned (scoring)"))]})
@@ -157,6 +160,19 @@ def _html_table(rows: list[dict]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _shortened(m: dict) -> list[str]:
+    """What the split did to long reviews, from notebook 00's `shortened` (older runs have none)."""
+    s = m.get("shortened")
+    if not s:
+        return []
+    cut = {name: r for name, r in s.items() if isinstance(r, dict) and r["shortened"]}
+    if not cut:
+        return [f"No review was longer than the {s['budget_tokens']} tokens a review may take: none was shortened."]
+    return ["Reviews shortened to their first " f"{s['budget_tokens']} tokens: " + "; ".join(
+        f"{name} {r['shortened']} of {r['reviews']} (longest {r['longest_tokens']} tokens, {r['tokens_cut']} tokens "
+        f"cut in all)" for name, r in cut.items()) + "."]
 
 
 def build_report(run_dir: Path) -> tuple[Path, Path]:

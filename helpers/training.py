@@ -14,6 +14,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from helpers.config import CourseConfig
+from helpers.data import fit_review
 from helpers.masking import check_assistant_only_loss, check_trained_tokens
 from helpers.model import load_model, pick_device, save_with_course_template
 from helpers.runs import disk_mb, layout
@@ -82,9 +83,17 @@ def make_trainer(cfg: CourseConfig, model, tokenizer, train_records, eval_record
     args = build_sft_config(cfg, output_dir, completion_only_loss, with_eval=eval_records is not None, **sft_extra)
     callbacks = [JsonlLogCallback(log_path)] if log_path else []
     return SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=build_lora_config(cfg),
-                      train_dataset=Dataset.from_list(list(train_records)),
-                      eval_dataset=Dataset.from_list(list(eval_records)) if eval_records else None,
+                      train_dataset=Dataset.from_list(fit_records(train_records, tokenizer, cfg)),
+                      eval_dataset=Dataset.from_list(fit_records(eval_records, tokenizer, cfg)) if eval_records else None,
                       callbacks=callbacks)
+
+
+def fit_records(records, tokenizer, cfg: CourseConfig) -> list[dict]:
+    """The records with every user turn fitted to `cfg.max_length` (`fit_review`: a long review keeps its beginning),
+    so that TRL never cuts an answer off and the masking guard never fires for a review that could be shortened."""
+    def fit(turns):
+        return [{**m, "content": fit_review(m["content"], tokenizer, cfg)} if m["role"] == "user" else m for m in turns]
+    return [{**r, **{key: fit(r[key]) for key in ("prompt", "messages") if key in r}} for r in records]
 
 
 def fresh_trainer(cfg: CourseConfig, records, output_dir: Path, **trainer_extra):

@@ -4,6 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+import pytest
+
 from helpers.cli import COMMANDS, build_parser, config_from, knob_overrides
 from helpers.config import ROOT, CourseConfig
 from helpers.model import resolve_model
@@ -159,3 +162,52 @@ def test_serve_answers_the_openai_client_on_localhost_and_stops_on_sigterm(tmp_p
     while port_is_taken(port) and time.time() < deadline:
         time.sleep(0.2)
     assert not port_is_taken(port)  # the llama.cpp server went down with the command
+
+
+def own_file(tmp_path, case: str) -> tuple[Path, list[str]]:
+    """A labelled CSV the course was not tuned on, made from the Amazon snippets (text, label, group), and the
+    extra options it needs."""
+    from helpers.data import load_amazon
+
+    df = load_amazon().sample(frac=1.0, random_state=0)
+    if case == "two-class":
+        df, extra = df[df["label"] != "neutral"].head(120), ["--labels", "negative", "positive"]
+    elif case == "five-class":  # star counts from the mean human rating (-4..4)
+        df = df.assign(label=pd.cut(df["rating"], [-4.1, -2, -0.5, 0.5, 2, 4.1], labels=list("12345")).astype(str))
+        df, extra = df.groupby("label").head(40), ["--labels", *"12345"]
+    elif case == "minority":  # neutral: 10 % of the rows
+        df = pd.concat([df[df["label"] == "negative"].head(90), df[df["label"] == "positive"].head(90),
+                        df[df["label"] == "neutral"].head(20)])
+        extra = ["--oversample"]
+    else:  # long: six reviews of ~5,000 characters among short ones
+        df = df.groupby("label").head(40).copy()
+        long = df.index[:6]
+        df.loc[long, "text"] = [t + " " + ("It went on and on about the product. " * 140)[:5000] for t in df.loc[long, "text"]]
+        extra = []
+    path = tmp_path / f"{case}.csv"
+    df[["text", "label", "group"]].to_csv(path, index=False)
+    return path, extra
+
+
+@pytest.mark.parametrize("case", ["long", "two-class", "five-class", "minority"])
+def test_the_course_runs_on_your_own_file_to_a_report_and_model_cards(tmp_path, case):
+    path, extra = own_file(tmp_path, case)
+    run = tmp_path / "run"
+    result = run_cli("course", "--profile", "smoke", "--dataset", path, "--run-dir", run, *extra, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    report = (run / "REPORT.md").read_text()
+    assert "FAILED" not in report and "## Logged training" in report
+    data = json.loads((run / "00_setup_and_data" / "metrics.json").read_text())
+    trained = json.loads((run / "02_logged_training" / "metrics.json").read_text())
+    labels = data["config"]["labels"]
+    assert list(trained["fine_tuned"]["per_class"]) == labels and [r["label"] for r in data["split_report"]] == labels
+    for folder in ("02_logged_training/adapter", "02_logged_training/merged", "03_gguf_quantization"):
+        assert (run / folder / "README.md").read_text().startswith("---\nbase_model:")
+    exported = json.loads((run / "03_gguf_quantization" / "metrics.json").read_text())
+    assert any(r["format"] == "GGUF Q4_K_M" and r["invalid_rate"] == 0 for r in exported["formats"])
+    if case == "long":
+        assert sum(r["shortened"] for name, r in data["shortened"].items() if name != "budget_tokens") >= 1
+        assert "Reviews shortened to their first" in report
+    if case == "minority":
+        neutral = next(r for r in data["split_report"] if r["label"] == "neutral")
+        assert neutral["available"] == 20 and neutral["train"] == 16 and neutral["train_distinct"] < 16

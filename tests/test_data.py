@@ -201,3 +201,48 @@ def test_any_bytes_give_a_frame_or_one_data_error(tmp_path, data, suffix, encodi
         return
     assert list(df.columns) == ["text", "label", "group", "rating"] and len(df) > 0
     assert df["label"].isin(LABELS).all() and (df["text"].str.strip() != "").all()
+
+
+def test_a_long_review_keeps_its_beginning_and_fits_the_training_length(cfg):
+    from helpers.data import fit_frame, fit_review, review_budget
+    from helpers.model import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg)
+    budget = review_budget(tokenizer, cfg)
+    frame = tokenizer.apply_chat_template([{"role": "system", "content": cfg.system_prompt},
+                                           {"role": "user", "content": ""}, {"role": "assistant", "content": "negative"}],
+                                          tokenize=False)
+    assert budget == cfg.max_length - len(tokenizer(frame, add_special_tokens=False)["input_ids"]) - 2
+    long = "The start matters. " + "and then it went on " * 400  # ~2,000 tokens
+    fitted = fit_review(long, tokenizer, cfg)
+    assert long.startswith(fitted) and fitted.startswith("The start matters.")
+    assert budget - 3 <= len(tokenizer(fitted, add_special_tokens=False)["input_ids"]) <= budget
+    assert fit_review("short and sweet", tokenizer, cfg) == "short and sweet"
+    df, report = fit_frame(pd.DataFrame({"text": ["short", long], "label": ["positive", "negative"]}), tokenizer, cfg)
+    assert list(df["text"]) == ["short", fitted] and report["shortened"] == 1 and report["reviews"] == 2
+    assert report["longest_tokens"] > 1500 and report["tokens_cut"] == report["longest_tokens"] - budget
+    import dataclasses
+
+    with pytest.raises(DataError, match=r"max_length=20 leaves .* tokens for a review"):
+        review_budget(tokenizer, dataclasses.replace(cfg, max_length=20))
+
+
+def test_the_split_report_names_a_rare_class_and_oversampling_fills_only_the_training_share(write, cfg):
+    import dataclasses
+
+    from helpers.data import split_report, split_sentence
+
+    rows = [(f"review {i} {lab}", lab) for lab, n in (("negative", 60), ("neutral", 9), ("positive", 60))
+            for i in range(n)]
+    path = write("rare.csv", "text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
+    rare = dataclasses.replace(cfg, dataset=str(path), train_size=48, eval_size=6, test_size=24, min_per_class=1)
+    df = load_dataset(rare)
+    splits = prepare_splits(rare, df)
+    report = {r["label"]: r for r in split_report(df, splits, rare)}
+    assert report["neutral"]["available"] == 9 and report["neutral"]["train"] < 16 and report["neutral"]["train_short"]
+    assert report["positive"]["train"] == 16 and report["positive"]["train_short"] == 0
+    assert split_sentence(list(report.values()), rare).startswith("Too few rows for an equal share: neutral (9 rows")
+    filled = prepare_splits(dataclasses.replace(rare, oversample=True), df)
+    assert class_balance(filled.train, LABELS)["neutral"] == 16  # drawn again up to its share
+    assert filled.test.equals(splits.test)  # the test split is never filled
+    assert filled.train.loc[filled.train["label"] == "neutral", "text"].nunique() == report["neutral"]["train"]

@@ -17,6 +17,16 @@ def test_parse_label_on_tricky_answers(answer, label):
     assert parse_label(answer, LABELS) == label
 
 
+@pytest.mark.parametrize("labels, answer, label", [
+    (("1", "2", "3", "4", "5"), "5 stars", "5"), (("1", "2", "3", "4", "5"), "10", INVALID),
+    (("1", "2", "3", "4", "5"), "3 or 4", INVALID), (("negative", "positive"), "Positive.", "positive"),
+    (("very negative", "negative", "neutral", "positive", "very positive"), "Very positive!", "very positive"),
+    (("very negative", "negative", "neutral", "positive", "very positive"), "positive", "positive"),
+    (("very negative", "negative", "neutral", "positive", "very positive"), "very positive, positive", INVALID)])
+def test_parse_label_on_other_label_sets(labels, answer, label):
+    assert parse_label(answer, labels) == label
+
+
 def test_metrics_on_hand_made_predictions():
     gold = ["positive", "positive", "negative", "neutral"]
     pred = ["positive", "negative", "negative", INVALID]

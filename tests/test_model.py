@@ -114,3 +114,18 @@ def test_the_course_template_adds_the_system_prompt_only_when_a_request_has_none
     assert tokenizer.chat_template == original  # the object in memory is unchanged
     saved = load_tokenizer(cfg, tmp_path)
     assert '<|im_start|>system\nSay "yes" or no.<|im_end|>' in saved.apply_chat_template(user, **render)
+
+
+def test_a_label_set_that_cannot_be_scored_is_refused_with_the_fix(cfg):
+    import dataclasses
+
+    from helpers.model import LabelError
+
+    for labels, message in ((("very positive", "very negative", "neutral"), r"labels 'very positive' and 'very "
+                             r"negative' both start with the token 'very'.*Rename them"),
+                            (("Positive", "negative"), r"have capitals.*--labels positive negative"),
+                            (("positive", "positive"), "two or more distinct"), (("positive",), "two or more")):
+        with pytest.raises(LabelError, match=message):
+            load_tokenizer(dataclasses.replace(cfg, labels=labels))
+    for labels in (("negative", "positive"), ("1", "2", "3", "4", "5"), ("terrible", "bad", "okay", "good", "excellent")):
+        load_tokenizer(dataclasses.replace(cfg, labels=labels))  # two classes, star counts, five words: all fine

