@@ -116,7 +116,7 @@ def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | 
         def label_batch():
             for (row, record, _), p in zip(batch, _probabilities_or_errors(probabilities, [t for _, _, t in batch])):
                 if isinstance(p, Exception):
-                    report(row, f"the model failed on this review alone ({p}); is it longer than the model's context?")
+                    report(row, f"the model failed on this review alone ({p})")
                     continue
                 predicted = cfg.labels[int(np.argmax(p))]
                 out.write({**record, "row": row, "predicted_label": predicted,
@@ -169,8 +169,8 @@ def _check_provenance(provenance: dict, record: Path, output: Path, errors: Path
 
 def _probabilities_or_errors(probabilities, texts) -> list:
     """Each text's probabilities, or the error that text raises on its own. When a batch fails, a short probe tells
-    a model that no longer works (the run stops) from one review it cannot take, e.g. one longer than llama.cpp's
-    context (that row is reported and the run goes on)."""
+    a model that no longer works (the run stops) from one review it cannot take (that row is reported and the run
+    goes on). Long reviews are not such a case: `predict.prompt_text` cuts them to the training length."""
     try:
         return list(probabilities(texts))
     except Exception:

@@ -151,13 +151,33 @@ def test_bad_jsonl_lines_are_reported_with_their_row_numbers_and_the_rest_labell
                                   (7, "field 'text' is not a string")]
 
 
-def test_a_review_too_long_for_the_gguf_context_is_reported_and_the_rest_labelled(cfg, write, tiny_gguf):
-    path = write("in.csv", "text\ngood\n" + "word " * 2500 + "\nbad\n")  # more tokens than cfg.context_length
-    summary = classify_file(cfg, path, model_path=tiny_gguf, batch_size=3, progress=False)
+def test_a_review_longer_than_the_context_is_labelled_by_its_beginning(cfg, write, tiny_gguf):
+    from helpers.data import fit_review
+    from helpers.model import load_tokenizer
+    from helpers.predict import gguf_probabilities, load_gguf
 
+    long = "word " * 2500  # more tokens than cfg.context_length, and far more than cfg.max_length
+    path = write("in.csv", "text\ngood\n" + long + "\nbad\n")
+    summary = classify_file(cfg, path, model_path=tiny_gguf, batch_size=3, progress=False)
+    rows = read_output(summary["output"])
+    assert [r["row"] for r in rows] == ["1", "2", "3"] and rows[1]["text"] == long and summary["bad_rows"] == 0
+    tokenizer = load_tokenizer(cfg)
+    alone = gguf_probabilities(load_gguf(tiny_gguf, cfg), tokenizer, [fit_review(long, tokenizer, cfg)], cfg,
+                               progress=False)[0]
+    assert np.abs(np.array([float(rows[1][f"p_{label}"]) for label in cfg.labels]) - alone).max() <= 5e-5
+
+
+def test_a_review_the_model_fails_on_alone_is_reported_and_the_rest_labelled(cfg, write, tmp_path, monkeypatch):
+    def picky(texts):
+        if any("poison" in t for t in texts):
+            raise ValueError("cannot take this one")
+        return uniform(cfg)(texts)
+    monkeypatch.setattr(classify, "load_classifier", lambda cfg, path: picky)
+    summary = classify_file(cfg, write("in.csv", "text\ngood\npoison pill\nbad\n"), model_path=tmp_path,
+                            batch_size=3, progress=False)
     assert [r["text"] for r in read_output(summary["output"])] == ["good", "bad"]
     [(row, reason)] = errors_of(summary)
-    assert row == 2 and "longer than the model's context" in reason
+    assert row == 2 and "the model failed on this review alone (cannot take this one)" in reason
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
