@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from helpers.config import ROOT, CourseConfig
-from helpers.model import ModelError, fingerprint
+from helpers.model import MODEL_PATHS, ModelError, fingerprint
 from helpers.predict import load_predictor
 from helpers.runs import RELATIVE, latest_run
 
@@ -87,8 +87,7 @@ def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | 
     header = _check_input(input_path, kind, text_column, added, cfg.encoding)
     model_path = Path(model_path) if model_path else find_model(cfg)
     if not model_path.exists():
-        raise ClassifyError(f"{model_path}: no such file or folder. Pass a .gguf file, a Hugging Face model folder, "
-                            f"a LoRA adapter folder or a fine-tuned encoder or SetFit folder.")
+        raise ClassifyError(f"{model_path}: no such file or folder. {MODEL_PATHS}")
     provenance_path = output_path.with_name(output_path.name + ".provenance.json")
     provenance = {"input": str(input_path.resolve()), "input_sha256": fingerprint(input_path),
                   "model": str(model_path.resolve()), "model_sha256": fingerprint(model_path),

@@ -17,8 +17,8 @@ from importlib import metadata
 from pathlib import Path
 
 from helpers.config import CourseConfig
-from helpers.model import (build_once, embedded_gguf_path, fingerprint, load_adapter, load_model, resolve_model,
-                           save_with_course_template)
+from helpers.model import (build_once, embedded_gguf_path, fingerprint, is_encoder_folder, load_adapter, load_model,
+                           resolve_model, save_with_course_template)
 from helpers.runs import RunLayout, layout
 
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
@@ -191,7 +191,7 @@ def servable_gguf(cfg: CourseConfig, path: Path) -> Path:
     if path.is_file() and path.suffix == ".gguf":
         return path
     adapter, hf = (path / "adapter_config.json").is_file(), (path / "config.json").is_file()
-    if path.is_dir() and (path / "model_head.pkl").is_file() or hf and "ForCausalLM" not in (path / "config.json").read_text():
+    if path.is_dir() and is_encoder_folder(path):
         raise GGUFError(f"{path} is an encoder classifier, not a chat model: llama.cpp cannot serve it. Use it with "
                         f"`classify` or `evaluate`, or serve a .gguf file, a Hugging Face LLM folder or a LoRA adapter.")
     if not (adapter or hf):

@@ -175,6 +175,17 @@ def load_adapter(cfg: CourseConfig, adapter_dir: Path):
                          f"trained on (--model, model= in a notebook), or the profile it was trained in.") from None
 
 
+MODEL_PATHS = ("Pass a .gguf file, a Hugging Face model folder (with config.json), a LoRA adapter folder (with "
+               "adapter_config.json) or a fine-tuned encoder or SetFit folder.")
+
+
+def is_encoder_folder(path: Path) -> bool:
+    """A SetFit folder (model_head.pkl) or a fine-tuned sequence classifier: a classifier, not a chat model."""
+    path, config = Path(path), Path(path) / "config.json"
+    return (path / "model_head.pkl").is_file() or config.is_file() and any(
+        a.endswith("ForSequenceClassification") for a in json.loads(config.read_text()).get("architectures") or [])
+
+
 class LabelError(ModelError):
     """A label set the model cannot score, with the reason and the fix."""
 

@@ -13,7 +13,6 @@ from its context). Label scoring always yields a valid label and a probability p
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,8 @@ from helpers.config import CourseConfig
 from helpers.data import fit_review, prompt_messages
 from helpers.encoder import encoder_probabilities, load_encoder_classifier
 from helpers.evaluate import classification_metrics, normalise_rows, parse_label
-from helpers.gguf import GGUFError
-from helpers.model import ModelError, load_adapter, load_model, load_tokenizer
+from helpers.gguf import GGUFError, llama_cpp_version
+from helpers.model import MODEL_PATHS, ModelError, is_encoder_folder, load_adapter, load_model, load_tokenizer
 from helpers.runs import RunLayout, disk_mb
 
 METHODS = ("scoring", "generation")
@@ -109,19 +108,11 @@ def load_predictor(cfg: CourseConfig, path: str | Path) -> Predictor:
         return Predictor("gguf", path, cfg, llm, tokenizer)
     if (path / "adapter_config.json").is_file():
         return hf_predictor(*load_adapter(cfg, path), cfg, path)
-    if (path / "model_head.pkl").is_file() or _is_sequence_classifier(path):
+    if is_encoder_folder(path):
         return Predictor("encoder", path, cfg, load_encoder_classifier(path))
     if (path / "config.json").is_file():
         return hf_predictor(*load_model(cfg, path), cfg, path)
-    raise ModelError(f"{path}: {'no such file or folder' if not path.exists() else 'not a model'}. Pass a .gguf file, "
-                     f"a Hugging Face model folder (with config.json), a LoRA adapter folder (with "
-                     f"adapter_config.json) or a fine-tuned encoder or SetFit folder.")
-
-
-def _is_sequence_classifier(path: Path) -> bool:
-    config = path / "config.json"
-    return config.is_file() and any(a.endswith("ForSequenceClassification")
-                                    for a in json.loads(config.read_text()).get("architectures") or [])
+    raise ModelError(f"{path}: {'no such file or folder' if not path.exists() else 'not a model'}. {MODEL_PATHS}")
 
 
 # --- PyTorch: label scoring and generation ----------------------------------------------------------------------------
@@ -209,11 +200,9 @@ def load_gguf(path: Path, cfg: CourseConfig):
     """A llama.cpp model on the CPU with `cfg.threads` threads and a `cfg.context_length` context. Only the last
     position's logits are computed (that is all label scoring reads), which spares the 49k-wide output layer on every
     prompt token."""
-    try:
-        import llama_cpp
-    except ImportError:
-        raise GGUFError("llama.cpp's Python bindings are not installed. Run `make setup` (or: pip install "
-                           "'llama-cpp-python[server]' as pinned in requirements.txt).") from None
+    llama_cpp_version()  # the install message if the bindings are missing
+    import llama_cpp
+
     path = Path(path)
     if not path.exists():
         raise GGUFError(f"{path}: no such GGUF file. Run the conversion steps of notebook 03 first.")
