@@ -30,6 +30,7 @@ SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "invalid_rate", "per_class", "confu
 TFIDF, FROZEN, SETFIT = ("TF-IDF + logistic regression", "MiniLM frozen embeddings + logistic regression",
                          "SetFit (MiniLM)")
 ENCODER, LLM = "MiniLM fine-tuned end to end", "fine-tuned LLM, HF fp32 (LoRA, merged)"
+LLM_Q4 = "fine-tuned LLM, GGUF Q4_K_M"
 
 
 # --- the human ceiling ----------------------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def run_llm_rows(cfg: CourseConfig, n_train: int) -> list[dict]:
                         train_seconds=0.0, size_mb=None, n_train=0, known={"test": base}))
     for r in (m04 or {}).get("results", []):
         if r["method"].startswith("fine-tuned 0-shot (GGUF"):
-            out.append(dict(method="fine-tuned LLM, GGUF Q4_K_M", kind="fine-tuned LLM", known={"test": r},
+            out.append(dict(method=LLM_Q4, kind="fine-tuned LLM", known={"test": r},
                             model=run.gguf("Q4_K_M"), size_mb=r.get("size_mb"),
                             train_seconds=m02["train_seconds"] if m02 else None, n_train=n_train))
         elif r["method"].startswith("base") and "shot (GGUF" in r["method"]:

@@ -14,22 +14,31 @@ Every figure comes from the same helpers the notebooks call; nothing here has lo
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
+import statistics
+import subprocess
+import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from helpers.config import ROOT, CourseConfig
+from helpers.alternatives import ENCODER, LLM, LLM_Q4
+from helpers.config import ROOT, CourseConfig, make_config
 from helpers.data import prepare_splits, to_chat_records
+from helpers.encoder import finetune_encoder
+from helpers.evaluate import classification_metrics
 from helpers.formats import compare_formats
 from helpers.gguf import convert_to_gguf, quantize_gguf
 from helpers.model import load_model, resolve_model
-from helpers.predict import hf_predictor
-from helpers.runs import ALTERNATIVES, RunLayout, _json_safe, course_notebooks, course_runs, load_metrics, run_course
-from helpers.training import fresh_trainer, train
+from helpers.predict import hf_predictor, load_predictor
+from helpers.runs import (ALTERNATIVES, RunLayout, _json_safe, course_notebooks, course_runs, layout, load_metrics,
+                          new_run_dir)
+from helpers.training import fresh_trainer, make_trainer, save_adapter_and_merged, train
 
 
 def allocator() -> str:
@@ -91,6 +100,147 @@ def training_throughput(cfg: CourseConfig, steps: int = 8, warmup: int = 2, prog
             "flops_per_second": {k: v / seconds for k, v in training_flops(frozen, lora, measured_tokens).items()}}
 
 
+class TreeMemory:
+    """Samples, in a thread, the resident memory of a process and all its descendants together (psutil) every
+    `interval` seconds; keeps the peak and which processes made it up."""
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        import psutil
+
+        self.root, self.interval, self.peak, self.at_peak = psutil.Process(pid), interval, 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> list[tuple[str, int]]:
+        """[(process name, resident bytes)] of the tree now; processes that ended meanwhile are left out."""
+        import psutil
+
+        rows = []
+        try:
+            tree = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return rows
+        for proc in tree:
+            try:
+                rows.append((" ".join(proc.cmdline()[:4])[:80] or proc.name(), proc.memory_info().rss))
+            except psutil.Error:
+                pass
+        return rows
+
+    def _run(self):
+        while not self._stop.is_set():
+            rows = self.sample()
+            total = sum(rss for _, rss in rows)
+            if total > self.peak:
+                self.peak, self.at_peak = total, sorted(rows, key=lambda r: -r[1])
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def course_with_memory(profile: str, overrides: dict | None = None, root: Path = ROOT / "runs",
+                       interval: float = 0.5, only: list[str] | None = None) -> dict:
+    """Run `python -m helpers course` (what `make course` runs, with this process's environment: the same allocator)
+    as a child process and sample the resident memory of it and all its kernels, servers and workers together.
+    Returns the run folder, whether it finished, its wall time and the peak (bytes, and the processes at the peak)."""
+    run_dir = new_run_dir(profile, root)
+    command = [sys.executable, "-m", "helpers", "course", "--profile", profile, "--run-dir", str(run_dir)]
+    if only:
+        command += ["--only", *only]
+    if overrides:
+        knobs = run_dir / "bench-knobs.json"
+        knobs.write_text(json.dumps(_json_safe(overrides)))
+        command += ["--config", str(knobs)]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT)
+    with TreeMemory(process.pid, interval) as memory:
+        returncode = process.wait()
+    return {"run_dir": str(run_dir), "finished": returncode == 0, "wall_seconds": time.perf_counter() - start,
+            "peak_rss_bytes": memory.peak, "interval_seconds": interval,
+            "processes_at_peak": [{"process": name, "rss_bytes": rss} for name, rss in memory.at_peak]}
+
+
+def seed_run(cfg: CourseConfig, encoder: bool = False, progress: bool = False) -> dict:
+    """One training seed of notebooks 02-03 (and 05's encoder) on the same split: train the LoRA adapter with
+    `cfg.seed`, score the merged model on the test split, export it to GGUF Q4_K_M with llama.cpp's tools and score
+    that; with `encoder`, fine-tune the encoder on the same training rows with the same seed. Macro-F1 of each."""
+    splits = prepare_splits(cfg)
+    model, tokenizer = load_model(cfg)
+    trainer = make_trainer(cfg, model, tokenizer, to_chat_records(splits.train, cfg),
+                           output_dir=Path(cfg.run_dir) / "trainer", disable_tqdm=not progress)
+    seconds = train(trainer, len(splits.train))["train_seconds"]
+    merged = save_adapter_and_merged(trainer, cfg)["merged"]
+    scores = {LLM: hf_predictor(trainer.model, tokenizer, cfg).evaluate(splits.test, progress=progress)}
+    del trainer, model  # one model in memory at a time
+    gc.collect()
+    q4 = layout(cfg).gguf("Q4_K_M")
+    f16 = convert_to_gguf(cfg, merged, q4.with_name("model-f16.gguf"))
+    quantize_gguf(f16, q4)
+    f16.unlink()
+    scores[LLM_Q4] = load_predictor(cfg, q4).evaluate(splits.test, progress=progress)
+    out = {"seed": cfg.seed, "train_rows": len(splits.train), "train_seconds": seconds}
+    if encoder:
+        tuned = finetune_encoder(cfg, splits.train, Path(cfg.run_dir) / "encoder", progress)
+        predicted = [cfg.labels[i] for i in tuned["predict"](list(splits.test["text"])).argmax(1)]
+        scores[ENCODER] = classification_metrics(splits.test["label"], predicted, cfg.labels)
+        out["encoder_train_seconds"] = tuned["train_seconds"]
+        del tuned
+        gc.collect()
+    return {**out, "macro_f1": {name: m["macro_f1"] for name, m in scores.items()},
+            "accuracy": {name: m["accuracy"] for name, m in scores.items()}}
+
+
+def course_seed(run_dir: Path) -> dict | None:
+    """The seed a course run trained with, read as `seed_run` reports it: macro-F1 and accuracy of the fine-tuned
+    LLM, its Q4_K_M file and the fine-tuned encoder (notebook 05's rows), or None if notebook 05 did not run."""
+    m = RunLayout(run_dir).metrics(ALTERNATIVES)
+    if not m:
+        return None
+    rows = {r["method"]: r for r in m["results"]["test"] if r["method"] in (LLM, LLM_Q4, ENCODER)}
+    m02 = load_metrics(run_dir).get("02_logged_training", {})
+    return {"seed": m["config"]["seed"], "train_rows": m["config"]["train_size"], "from_course_run": str(run_dir),
+            "train_seconds": m02.get("train_seconds"),
+            "macro_f1": {k: r["macro_f1"] for k, r in rows.items()}, "accuracy": {k: r["accuracy"] for k, r in rows.items()}}
+
+
+def spread(values) -> dict:
+    """Mean, sample standard deviation, min and max of a few runs' figures."""
+    values = [float(v) for v in values]
+    return {"n": len(values), "mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "values": values}
+
+
+def over_seeds(runs: list[dict]) -> dict:
+    """{method: spread of its macro-F1} (and accuracy) over the seeds of `runs`."""
+    methods = [name for name in runs[0]["macro_f1"] if all(name in r["macro_f1"] for r in runs)]
+    return {"seeds": [r["seed"] for r in runs], "runs": runs,
+            "macro_f1": {name: spread(r["macro_f1"][name] for r in runs) for name in methods},
+            "accuracy": {name: spread(r["accuracy"][name] for r in runs) for name in methods},
+            "train_seconds": spread(r["train_seconds"] for r in runs if r.get("train_seconds") is not None)
+            if any(r.get("train_seconds") is not None for r in runs) else None}
+
+
+def accuracy_over_seeds(profile: str, seeds, work_dir: Path, overrides: dict | None = None, first: dict | None = None,
+                        encoder: bool = False, progress: bool = False) -> dict:
+    """`seed_run` of `profile` for every seed, all on the split of the profile's own seed (only training varies);
+    `first` is a run already measured (the course run's), counted as one of the seeds."""
+    base = make_config(profile, **(overrides or {}))
+    runs = [first] if first else []
+    for seed in seeds:
+        if first and seed == first["seed"]:
+            continue
+        cfg = dataclasses.replace(base, seed=seed, split_seed=base.split_seed,
+                                  run_dir=Path(work_dir) / f"{profile}-seed{seed}")
+        runs.append(seed_run(cfg, encoder=encoder, progress=progress))
+    return over_seeds(runs)
+
+
 def inference_throughput(cfg: CourseConfig, model_dir: Path, gguf_path: Path, test_df, progress: bool = False) -> dict:
     """Reviews per second and accuracy of one model on the same reviews: HF label scoring and llama.cpp label
     scoring of the GGUF file (notebook 03's comparison), and HF generation."""
@@ -130,30 +280,52 @@ def notebook_wall_times(run_dir: Path) -> dict:
 
 
 def ratios(results: dict) -> dict:
-    """The targets' ratios, from figures measured in the same run."""
+    """The targets' figures, from what was measured in the same run; the strict utilisation first."""
     out = {}
     training, peak = results.get("training"), results.get("matmul_peak_flops")
     if training and peak:
-        out["training_utilisation_six_n"] = training["flops_per_second"]["six_n"] / peak
         out["training_utilisation_strict"] = training["flops_per_second"]["strict"] / peak
+        out["training_utilisation_six_n"] = training["flops_per_second"]["six_n"] / peak
+    course = results.get("course")
+    if course:
+        out["course_peak_memory_gib"] = course["peak_rss_bytes"] / 2 ** 30
+    if results.get("notebooks"):
+        out["course_minutes"] = results["notebooks"]["total"] / 60
+    for profile in ("workshop", "deep"):
+        seeds = results.get(f"{profile}_seeds")
+        if not seeds:
+            continue
+        f1 = seeds["macro_f1"]
+        out[f"{profile}_macro_f1_hf"] = f1[LLM]["mean"]
+        out[f"{profile}_macro_f1_q4_k_m"] = f1[LLM_Q4]["mean"]
+        if ENCODER in f1:
+            out[f"{profile}_margin_over_encoder"] = f1[LLM]["mean"] - f1[ENCODER]["mean"]
+        if seeds.get("train_seconds"):
+            out[f"{profile}_training_minutes"] = seeds["train_seconds"]["max"] / 60
     inference = results.get("inference")
     if inference:
         hf, gen, gguf = (inference[k]["reviews_per_second"] for k in ("hf_scoring", "hf_generation", "gguf_scoring"))
         out["gguf_q4_k_m_vs_hf_fp32"] = gguf / hf
         out["scoring_vs_generation"] = hf / gen
-    if results.get("notebooks"):
-        out["course_minutes"] = results["notebooks"]["total"] / 60
     return out
 
 
-TARGETS = {"training_utilisation_six_n": (">=", 0.5), "gguf_q4_k_m_vs_hf_fp32": (">=", 3.0),
-           "scoring_vs_generation": (">=", 2.0), "course_minutes": ("<=", 10.0)}
+TARGETS = {"training_utilisation_strict": (">=", 0.70), "training_utilisation_six_n": (">=", 0.5),
+           "course_peak_memory_gib": ("<=", 4.0), "course_minutes": ("<=", 10.0),
+           "workshop_macro_f1_hf": (">=", 0.75), "workshop_macro_f1_q4_k_m": (">=", 0.75),
+           "deep_macro_f1_hf": (">=", 0.82), "deep_margin_over_encoder": (">=", 0.05), "deep_training_minutes": ("<=", 30.0),
+           "gguf_q4_k_m_vs_hf_fp32": (">=", 3.0), "scoring_vs_generation": (">=", 2.0)}
+NAMED_COUNT = ("training utilisation counts useful FLOPs as (4 · frozen + 6 · LoRA parameters) · tokens (strict: "
+               "frozen weights get no weight gradient) and 6 · all parameters · tokens (six_n), over the fp32 matmul peak")
 
 
 def format_results(results: dict) -> str:
-    """The figures as a short plain-text table, each ratio beside its target."""
+    """The figures as a short plain-text table, each target's figure beside its target, the strict utilisation first."""
     lines = [f"machine: {results['cpus']} CPUs, {results['threads']} threads, allocator {results['allocator']}, "
              f"torch {results['torch']}"]
+    if "training_utilisation_strict" in results["ratios"]:
+        lines.append(f"training utilisation (strict count): {results['ratios']['training_utilisation_strict']:.3f} "
+                     f"of the matmul peak; {NAMED_COUNT}")
     if "matmul_peak_flops" in results:
         lines.append(f"fp32 matmul peak: {results['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")
     if "training" in results:
@@ -162,6 +334,22 @@ def format_results(results: dict) -> str:
                      f"({t['tokens_per_step']:.0f} tokens/step, batch {t['batch_size']}), "
                      f"{t['frozen_params'] / 1e6:.1f} M frozen + {t['lora_params'] / 1e6:.2f} M LoRA parameters on the path "
                      f"({t['embedding_params'] / 1e6:.1f} M embedding left out)")
+    if "course" in results:
+        c = results["course"]
+        lines.append(f"course run {c['run_dir']}: {c['wall_seconds'] / 60:.1f} min, peak resident memory of all its "
+                     f"processes together {c['peak_rss_bytes'] / 2 ** 30:.2f} GiB (sampled every {c['interval_seconds']} s); "
+                     "at the peak: " + ", ".join(f"{p['process']} {p['rss_bytes'] / 2 ** 30:.2f} GiB"
+                                                 for p in c["processes_at_peak"][:4]))
+    for profile in ("workshop", "deep"):
+        seeds = results.get(f"{profile}_seeds")
+        if seeds:
+            lines.append(f"{profile} profile, seeds {seeds['seeds']} (same split; {seeds['runs'][0]['train_rows']} "
+                         f"training rows), macro-F1 mean ± sd [min, max]:")
+            lines += [f"  {name:<42} {f['mean']:.3f} ± {f['sd']:.3f} [{f['min']:.3f}, {f['max']:.3f}]  accuracy "
+                      f"{seeds['accuracy'][name]['mean']:.3f}" for name, f in seeds["macro_f1"].items()]
+            if seeds.get("train_seconds"):
+                ts = seeds["train_seconds"]
+                lines.append(f"  training {ts['mean']:.0f} s per seed (longest {ts['max']:.0f} s)")
     if "inference" in results:
         inf = results["inference"]
         lines.append(f"classification of the same {inf['reviews']} reviews:")
@@ -182,11 +370,12 @@ def format_results(results: dict) -> str:
             h = alt["human"]
             lines.append(f"  {'one human rater vs the others':<48} accuracy {h['accuracy_mean']:.3f}  macro-F1 "
                          f"{h['macro_f1_mean']:.3f} ± {h['macro_f1_sd']:.3f}")
+    lines.append("targets:")
     for name, value in results["ratios"].items():
         op, target = TARGETS.get(name, (None, None))
         met = "" if op is None else (" (target %s %g: %s)" % (op, target, "met" if (value >= target if op == ">="
                                                                                        else value <= target) else "missed"))
-        lines.append(f"{name}: {value:.3f}{met}")
+        lines.append(f"  {name}: {value:.3f}{met}")
     return "\n".join(lines)
 
 
@@ -218,23 +407,25 @@ def bench_models(cfg: CourseConfig, run_dir: Path | None, work_dir: Path) -> tup
     return model_dir, gguf
 
 
-BENCH_PARTS = ("matmul", "training", "inference", "notebooks")
+BENCH_PARTS = ("course", "matmul", "training", "inference", "notebooks", "seeds", "deep")
 
 
-def run_bench(cfg: CourseConfig, course: bool = False, run_dir: Path | None = None, steps: int = 8,
-              parts=BENCH_PARTS, progress: bool = True,
-              overrides: dict | None = None) -> dict:
-    """Every figure in one run on this machine. `course=True` runs the course in `cfg.profile` (with `overrides`)
-    first and times it; otherwise the notebook times come from `run_dir` (default: the latest finished run of the
-    profile)."""
+def run_bench(cfg: CourseConfig, run_dir: Path | None = None, steps: int = 8, parts=BENCH_PARTS, seeds=(42, 43, 44),
+              progress: bool = True, overrides: dict | None = None) -> dict:
+    """Every figure in one run on this machine. "course" runs the course in `cfg.profile` (with `overrides`) as
+    `make course` does, sampling the memory of all its processes; the other parts then read that run (otherwise
+    `run_dir`, default: the latest finished run of the profile). "seeds" trains the profile again with the other
+    `seeds` on the same split (the course run counts as its own seed); "deep" trains the deep profile with every seed,
+    with the fine-tuned encoder on the same rows."""
     import torch
 
     results = {"date": datetime.now().isoformat(timespec="seconds"), "profile": cfg.profile, "model": cfg.model,
                "cpus": os.cpu_count(), "threads": cfg.threads, "allocator": allocator(), "torch": torch.__version__}
-    if course:
-        run_dir, finished = run_course(cfg.profile, overrides=overrides)
-        if not finished:
-            raise RuntimeError(f"The course failed; see {run_dir}. The benchmark needs a finished run.")
+    if "course" in parts:
+        results["course"] = course_with_memory(cfg.profile, overrides)
+        if not results["course"]["finished"]:
+            raise RuntimeError(f"The course failed; see {results['course']['run_dir']}. The benchmark needs a finished run.")
+        run_dir = results["course"]["run_dir"]
     run_dir = Path(run_dir) if run_dir else latest_run(cfg.profile)
     if "matmul" in parts:
         results["matmul_peak_flops"] = matmul_peak(cfg.threads)
@@ -248,5 +439,11 @@ def run_bench(cfg: CourseConfig, course: bool = False, run_dir: Path | None = No
     if "notebooks" in parts and run_dir is not None:
         results["course_run"], results["notebooks"] = str(run_dir), notebook_wall_times(run_dir)
         results["alternatives"] = alternatives(run_dir)
+    if "seeds" in parts:
+        first = course_seed(run_dir) if run_dir is not None else None
+        results[f"{cfg.profile}_seeds"] = accuracy_over_seeds(cfg.profile, seeds, Path(cfg.run_dir), overrides, first,
+                                                              progress=progress)
+    if "deep" in parts:
+        results["deep_seeds"] = accuracy_over_seeds("deep", seeds, Path(cfg.run_dir), encoder=True, progress=progress)
     results["ratios"] = ratios(results)
     return results

@@ -301,12 +301,14 @@ def cmd_serve(args):
 
 
 def cmd_bench(args):
-    """The speed figures, side by side in one run (what `make bench` does): matmul peak and training utilisation,
-    reviews per second of HF fp32 vs GGUF Q4_K_M and of scoring vs generation, each notebook's wall time, and every
-    method of notebook 05 with the human ceiling; saved to runs/bench/bench-<time>.json. --run-dir is the course run
-    to read notebook times and the fine-tuned model from (default: the latest finished run of the profile)."""
+    """Every figure with its target, side by side in one run (what `make bench` does): the course run by `make course`
+    with the memory of all its processes sampled, training utilisation over the matmul peak (strict count first),
+    fine-tuned macro-F1 of the workshop and deep profiles over several seeds (with the encoder on the same rows),
+    reviews per second of HF fp32 vs GGUF Q4_K_M and of scoring vs generation, each notebook's wall time and every
+    method of notebook 05; saved to runs/bench/bench-<time>.json. Without the 'course' part, --run-dir is the course
+    run to read (default: the latest finished run of the profile)."""
     cfg = config_from(args, ROOT / "runs" / "bench" / f"work-{args.profile}")
-    results = run_bench(cfg, course=args.course, run_dir=args.run_dir, steps=args.steps, parts=args.parts,
+    results = run_bench(cfg, run_dir=args.run_dir, steps=args.steps, parts=args.parts, seeds=args.seeds,
                         overrides=knob_overrides(args))
     return cfg, f"{format_results(results)}\nsaved: {save_results(results)}"
 
@@ -343,10 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "course":
             p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 02 (default: all)")
         if name == "bench":
-            p.add_argument("--course", action="store_true", help="run the whole course in this profile first and "
-                                                                 "time it")
             p.add_argument("--steps", type=int, default=8, help="training steps to time (after 2 warm-up steps)")
-            p.add_argument("--parts", nargs="*", default=list(BENCH_PARTS), choices=BENCH_PARTS)
+            p.add_argument("--parts", nargs="*", default=list(BENCH_PARTS), choices=BENCH_PARTS,
+                           help="what to measure (default: all; 'course' runs the course with its memory sampled, "
+                                "the other parts read that run or --run-dir)")
+            p.add_argument("--seeds", nargs="*", type=int, default=[42, 43, 44],
+                           help="training seeds of the 'seeds' and 'deep' parts, all on one split (default: 42 43 44)")
         if name == "prepare":
             p.add_argument("step", choices=SETUP_STEPS)
         if name == "serve":

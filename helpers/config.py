@@ -82,6 +82,7 @@ class CourseConfig:
     learning_curve_sizes: tuple = (24, 48, 96)
     learning_curve_llm_sizes: tuple = (48,)
     seed: int = 42
+    split_seed: int | None = None  # the seed of the train/eval/test split and its samples (None: `seed`)
     threads: int = 0  # 0: every core of the machine
     scoring_batch_size: int = 16  # prompts per forward pass when a PyTorch model scores or generates
     context_length: int = 2048  # llama.cpp's context (tokens) when it loads or serves a GGUF file
@@ -109,6 +110,8 @@ class CourseConfig:
         self.sweep_learning_rates = tuple(self.sweep_learning_rates)
         for name in ("learning_curve_sizes", "learning_curve_llm_sizes", "setfit_per_class"):
             setattr(self, name, tuple(getattr(self, name)))
+        if self.split_seed is None:
+            self.split_seed = self.seed
         if self.threads <= 0:
             self.threads = os.cpu_count() or 1
 
@@ -126,6 +129,10 @@ PROFILES = {
                   learning_curve_sizes=(12,), learning_curve_llm_sizes=(12,)),
     # The default: SmolLM2-135M-Instruct on the Amazon snippets, the whole course aimed at ~10 minutes on 2 cores.
     "workshop": dict(),
+    # The workshop with the whole balanced training split (2,049 rows of the Amazon snippets) for one epoch at batch 8:
+    # notebook 02's training ~8 min on 2 cores (the bound: 30 min), everything else as the workshop; the encoder of
+    # notebook 05 fine-tunes on the same rows for 3 epochs.
+    "deep": dict(train_size=2100, max_steps=257, eval_steps=64, encoder_epochs=3),
     # The seed's setting: Qwen2.5-0.5B-Instruct from the Hub, bf16 on a GPU, more data and steps.
     "full": dict(model="Qwen/Qwen2.5-0.5B-Instruct", train_size=2400, eval_size=150, test_size=600, max_steps=600,
                  batch_size=16, learning_rate=2e-4, eval_steps=50, lora_dropout=0.05, ablation_steps=100, sweep_steps=20,

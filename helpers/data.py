@@ -266,7 +266,8 @@ def balanced_sample(df: pd.DataFrame, size: int, labels: tuple, seed: int, min_p
 
 
 def prepare_splits(cfg: CourseConfig, df: pd.DataFrame | None = None, tokenizer=None) -> Splits:
-    """Train / eval / test, split by group and balanced over the labels, all fixed by `cfg.seed`; a review too long for
+    """Train / eval / test, split by group and balanced over the labels, all fixed by `cfg.split_seed`
+    (the training seed by default); a review too long for
     `cfg.max_length` is shortened to its beginning (`fit_frame`, with the configured model's tokenizer)."""
     df = load_dataset(cfg) if df is None else df
     absent = [lab for lab in cfg.labels if lab not in set(df["label"])]
@@ -274,9 +275,9 @@ def prepare_splits(cfg: CourseConfig, df: pd.DataFrame | None = None, tokenizer=
         found = " ".join(sorted(set(df["label"])))
         raise DataError(f"{cfg.dataset}: no row has the label(s) {', '.join(absent)}; the data's labels are: {found}. "
                         f"Set labels to those (--labels {found}, LABELS=\"{found}\" for make, labels= in a notebook).")
-    rest, test = split_by_group(df, cfg.test_fraction, cfg.seed)
-    train, evals = split_by_group(rest, 0.1, cfg.seed + 1)
-    sample = dict(labels=cfg.labels, seed=cfg.seed, min_per_class=cfg.min_per_class)
+    rest, test = split_by_group(df, cfg.test_fraction, cfg.split_seed)
+    train, evals = split_by_group(rest, 0.1, cfg.split_seed + 1)
+    sample = dict(labels=cfg.labels, seed=cfg.split_seed, min_per_class=cfg.min_per_class)
     parts = {"train": balanced_sample(train, cfg.train_size, source=f"{cfg.dataset} (train split)",
                                       oversample=cfg.oversample, **sample),
              # the eval split only tracks a loss during training: one row per class will do

@@ -69,6 +69,28 @@ class JsonlLogCallback(TrainerCallback):
             f.write(json.dumps({"step": state.global_step, **(logs or {})}) + "\n")
 
 
+def score_answer_positions_only() -> bool:
+    """Make TRL's fused LM head project only the positions that carry loss, on every device.
+
+    TRL 1.x replaces the model's forward with a chunked LM head that never builds the full logits. Where Triton runs
+    (CUDA, XPU) it projects only the positions whose label is not -100; elsewhere it projects every position onto the
+    49k-word vocabulary and masks afterwards, to keep tile shapes fixed for compilers such as Neuron's. Eager PyTorch
+    on a CPU recompiles nothing, and the answer is 3 of ~47 tokens: projecting only those gives the same loss and
+    gradients, a ~16 % faster step and ~1.6 GB less peak memory here (bench). Returns False, changing nothing, if
+    this TRL has no such switch (then every position is projected, as before)."""
+    import trl.trainer.utils as trl_utils
+
+    decide = getattr(trl_utils, "_use_triton", None)
+    if decide is None or getattr(decide, "course_patch", False):
+        return decide is not None
+
+    def answer_positions_only(device):
+        return device.type == "cpu" or decide(device)
+    answer_positions_only.course_patch = True
+    trl_utils._use_triton = answer_positions_only
+    return True
+
+
 def make_trainer(cfg: CourseConfig, model, tokenizer, train_records, eval_records=None, output_dir: Path | None = None,
                  completion_only_loss: bool = True, log_path: Path | None = None, **sft_extra):
     """An SFTTrainer with a fresh LoRA adapter on `model`, its datasets already tokenized and labelled by TRL."""
@@ -78,6 +100,7 @@ def make_trainer(cfg: CourseConfig, model, tokenizer, train_records, eval_record
 
     if sft_extra.get("assistant_only_loss"):
         check_assistant_only_loss(tokenizer)
+    score_answer_positions_only()
     set_seed(cfg.seed)  # the LoRA weights are initialised before the Trainer seeds itself
     output_dir = Path(output_dir or Path(cfg.run_dir) / "trainer")
     args = build_sft_config(cfg, output_dir, completion_only_loss, with_eval=eval_records is not None, **sft_extra)

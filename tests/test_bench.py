@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -44,19 +45,88 @@ def test_latest_run_skips_unfinished_runs_and_sums_wall_times(tmp_path, monkeypa
     assert bench.latest_run("full", tmp_path) is None
 
 
+def seeds_of(hf, q4, encoder=None, train_seconds=(100.0, 120.0)):
+    runs = [{"seed": 42 + i, "train_rows": 480, "train_seconds": t,
+             "macro_f1": {bench.LLM: a, bench.LLM_Q4: b, **({bench.ENCODER: encoder[i]} if encoder else {})},
+             "accuracy": {bench.LLM: a, bench.LLM_Q4: b, **({bench.ENCODER: encoder[i]} if encoder else {})}}
+            for i, (a, b, t) in enumerate(zip(hf, q4, train_seconds))]
+    return bench.over_seeds(runs)
+
+
+def test_spread_over_seeds_is_mean_and_sample_sd_of_each_method():
+    seeds = seeds_of([0.70, 0.74], [0.68, 0.70], encoder=[0.66, 0.66])
+    assert seeds["seeds"] == [42, 43]
+    hf = seeds["macro_f1"][bench.LLM]
+    assert hf.pop("values") == [0.70, 0.74]
+    assert hf == pytest.approx({"n": 2, "mean": 0.72, "sd": 0.0282843, "min": 0.70, "max": 0.74}, abs=1e-6)
+    assert seeds["macro_f1"][bench.ENCODER]["sd"] == 0.0 and seeds["train_seconds"]["max"] == 120.0
+    assert bench.spread([0.5])["sd"] == 0.0
+
+
 def test_ratios_and_targets_come_from_the_same_results():
     results = {"matmul_peak_flops": 100.0, "training": {"flops_per_second": {"six_n": 60.0, "strict": 40.0}},
                "inference": {"hf_scoring": {"reviews_per_second": 10.0}, "hf_generation": {"reviews_per_second": 4.0},
                              "gguf_scoring": {"reviews_per_second": 25.0}},
-               "notebooks": {"total": 720.0}}
-    assert bench.ratios(results) == pytest.approx({
-        "training_utilisation_six_n": 0.6, "training_utilisation_strict": 0.4, "gguf_q4_k_m_vs_hf_fp32": 2.5,
-        "scoring_vs_generation": 2.5, "course_minutes": 12.0})
-    text = bench.format_results({"cpus": 2, "threads": 2, "allocator": "glibc", "torch": "x", "ratios":
-                                 bench.ratios(results)})
+               "notebooks": {"total": 720.0}, "course": {"peak_rss_bytes": 3 * 2 ** 30},
+               "workshop_seeds": seeds_of([0.70, 0.74], [0.68, 0.70]),
+               "deep_seeds": seeds_of([0.80, 0.82], [0.79, 0.81], encoder=[0.72, 0.74], train_seconds=(600, 1900))}
+    ratios = bench.ratios(results)
+    assert ratios == pytest.approx({
+        "training_utilisation_strict": 0.4, "training_utilisation_six_n": 0.6, "course_peak_memory_gib": 3.0,
+        "course_minutes": 12.0, "workshop_macro_f1_hf": 0.72, "workshop_macro_f1_q4_k_m": 0.69,
+        "workshop_training_minutes": 2.0, "deep_macro_f1_hf": 0.81, "deep_macro_f1_q4_k_m": 0.80,
+        "deep_margin_over_encoder": 0.08, "deep_training_minutes": 1900 / 60,
+        "gguf_q4_k_m_vs_hf_fp32": 2.5, "scoring_vs_generation": 2.5})
+    assert list(ratios)[0] == "training_utilisation_strict"  # printed first
+    text = bench.format_results({"cpus": 2, "threads": 2, "allocator": "glibc", "torch": "x", "ratios": ratios,
+                                 "workshop_seeds": results["workshop_seeds"]})
+    lines = text.splitlines()
+    assert lines[1].startswith("training utilisation (strict count): 0.400 of the matmul peak; training utilisation "
+                               "counts useful FLOPs as (4 · frozen + 6 · LoRA parameters) · tokens")
     assert "gguf_q4_k_m_vs_hf_fp32: 2.500 (target >= 3: missed)" in text
     assert "course_minutes: 12.000 (target <= 10: missed)" in text
-    assert "training_utilisation_six_n: 0.600 (target >= 0.5: met)" in text
+    assert "course_peak_memory_gib: 3.000 (target <= 4: met)" in text
+    assert "deep_margin_over_encoder: 0.080 (target >= 0.05: met)" in text
+    assert "deep_training_minutes: 31.667 (target <= 30: missed)" in text
+    assert "workshop_macro_f1_hf: 0.720 (target >= 0.75: missed)" in text
+    assert f"  {bench.LLM:<42} 0.720 ± 0.028 [0.700, 0.740]  accuracy 0.720" in text
+
+
+def test_tree_memory_counts_a_child_process_and_its_own_child(tmp_path):
+    import subprocess
+    import sys
+
+    # a child that starts a grandchild; each holds ~150 MB of touched memory for a moment
+    hold = "b = bytearray(150 * 2 ** 20); import time; time.sleep(3)"
+    child = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; p = subprocess.Popen([sys.executable, "
+                                                    f"'-c', {hold!r}]); {hold}; p.wait()"])
+    with bench.TreeMemory(child.pid, interval=0.1) as memory:
+        child.wait()
+    assert memory.peak > 300 * 2 ** 20
+    assert len(memory.at_peak) == 2 and all(rss > 150 * 2 ** 20 for _, rss in memory.at_peak)
+
+
+def test_the_course_runs_as_make_course_runs_it_with_the_memory_of_all_its_processes(tmp_path):
+    course = bench.course_with_memory("smoke", {"train_size": 36}, root=tmp_path, interval=0.2, only=["00"])
+    assert course["finished"] and Path(course["run_dir"]).parent == tmp_path
+    metrics = json.loads((Path(course["run_dir"]) / "00_setup_and_data" / "metrics.json").read_text())
+    assert metrics["config"]["train_size"] == 36  # the knobs reached the notebook
+    names = [p["process"] for p in course["processes_at_peak"]]
+    assert any("helpers course" in n for n in names) and any("ipykernel" in n for n in names)
+    assert course["peak_rss_bytes"] == sum(p["rss_bytes"] for p in course["processes_at_peak"]) > 200 * 2 ** 20
+
+
+def test_seeds_train_again_on_the_same_split_and_score_hf_q4_and_encoder(tmp_path):
+    first = {"seed": 1, "train_rows": 0, "train_seconds": None, "macro_f1": {bench.LLM: 0.1, bench.LLM_Q4: 0.1},
+             "accuracy": {bench.LLM: 0.1, bench.LLM_Q4: 0.1}}
+    seeds = bench.accuracy_over_seeds("smoke", (1, 2), tmp_path, overrides={"seed": 1}, first=first, encoder=True)
+    assert seeds["seeds"] == [1, 2] and seeds["runs"][0] is first  # the course run counts as seed 1, once
+    run = seeds["runs"][1]
+    assert run["train_rows"] == 48 and run["train_seconds"] > 0 and run["encoder_train_seconds"] > 0
+    assert set(run["macro_f1"]) == {bench.LLM, bench.LLM_Q4, bench.ENCODER}
+    assert (tmp_path / "smoke-seed2" / "03_gguf_quantization" / "model-Q4_K_M.gguf").is_file()
+    assert not (tmp_path / "smoke-seed2" / "03_gguf_quantization" / "model-f16.gguf").exists()
+    assert set(seeds["macro_f1"]) == {bench.LLM, bench.LLM_Q4}  # the encoder ran for one seed only: no spread
 
 
 def test_training_and_inference_figures_on_the_tiny_model(cfg, tmp_path):

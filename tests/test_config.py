@@ -20,7 +20,7 @@ def test_overrides_win_over_the_profile():
 
 
 def test_unknown_profile_and_setting_are_named():
-    with pytest.raises(ValueError, match="Unknown profile 'fast'.*smoke, workshop, full"):
+    with pytest.raises(ValueError, match="Unknown profile 'fast'.*smoke, workshop, deep, full"):
         make_config("fast")
     with pytest.raises(ValueError, match=r"Unknown setting\(s\) lr\. Valid names: .*learning_rate"):
         make_config("smoke", lr=1e-3)

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers.config import LABELS
+from helpers.config import LABELS, make_config
 from helpers.data import (DataError, balanced_sample, class_balance, label_consistency_report, load_amazon,
                           load_dataset, load_hutto, load_tweets, parse_rater_ratings, prepare_splits, rating_to_label,
                           read_labelled_file, split_by_group, to_chat_records)
@@ -246,3 +246,19 @@ def test_the_split_report_names_a_rare_class_and_oversampling_fills_only_the_tra
     assert class_balance(filled.train, LABELS)["neutral"] == 16  # drawn again up to its share
     assert filled.test.equals(splits.test)  # the test split is never filled
     assert filled.train.loc[filled.train["label"] == "neutral", "text"].nunique() == report["neutral"]["train"]
+
+
+def test_split_seed_fixes_the_split_while_the_training_seed_varies(cfg):
+    import dataclasses
+
+    same = prepare_splits(dataclasses.replace(cfg, seed=cfg.seed + 1))  # split_seed was fixed when cfg was made
+    moved = prepare_splits(make_config("smoke", run_dir=cfg.run_dir, seed=cfg.seed + 1))  # None: follows the seed
+    first = prepare_splits(cfg)
+    assert cfg.split_seed == cfg.seed and list(same.test["text"]) == list(first.test["text"])
+    assert list(same.train["text"]) == list(first.train["text"]) and list(moved.test["text"]) != list(first.test["text"])
+
+
+def test_the_deep_profile_trains_one_epoch_over_the_whole_balanced_split():
+    deep = make_config("deep")
+    rows = len(prepare_splits(deep).train)
+    assert rows > 2000 and rows <= deep.max_steps * deep.batch_size < rows + deep.batch_size

@@ -84,3 +84,30 @@ def test_train_losses_skip_eval_and_summary_rows():
     log = [{"step": 5, "loss": 2.0}, {"step": 5, "eval_loss": 1.5}, {"step": 10, "loss": 1.0},
            {"step": 10, "train_runtime": 3.0, "train_loss": 1.5}]
     assert train_losses(log) == [(5, 2.0), (10, 1.0)]
+
+
+def test_lm_head_projects_only_the_answer_positions_with_the_same_loss_and_gradients(cfg, records, monkeypatch):
+    import trl.trainer.utils as trl_utils
+
+    model, tokenizer = load_model(cfg)
+    trainer = make_trainer(cfg, model, tokenizer, records[0][:4], disable_tqdm=True)
+    batch = {k: v.to(trainer.model.device) for k, v in
+             trainer.data_collator([trainer.train_dataset[i] for i in range(4)]).items()}
+    answer_tokens = int((batch["labels"][:, 1:] != -100).sum())
+    patched, projected = trl_utils._use_triton, []
+    chunked = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
+                        lambda hidden, *rest: projected.append(hidden.shape[0]) or chunked(hidden, *rest))
+
+    def loss_and_grads(decide):
+        monkeypatch.setattr(trl_utils, "_use_triton", decide)
+        trainer.model.zero_grad()
+        loss = trainer.model(**batch, fused_lm_head=True).loss
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
+
+    compact_loss, compact_grads = loss_and_grads(patched)
+    full_loss, full_grads = loss_and_grads(lambda device: False)  # TRL's own choice on a CPU: every position
+    assert projected == [answer_tokens, batch["input_ids"].numel() - 4]
+    assert compact_loss == pytest.approx(full_loss, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(compact_grads, full_grads))
