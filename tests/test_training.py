@@ -109,5 +109,7 @@ def test_lm_head_projects_only_the_answer_positions_with_the_same_loss_and_gradi
     compact_loss, compact_grads = loss_and_grads(patched)
     full_loss, full_grads = loss_and_grads(lambda device: False)  # TRL's own choice on a CPU: every position
     assert projected == [answer_tokens, batch["input_ids"].numel() - 4]
-    assert compact_loss == pytest.approx(full_loss, rel=1e-5)
-    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(compact_grads, full_grads))
+    fp32 = next(trainer.model.parameters()).dtype == torch.float32  # bf16 on a GPU: the chunks round differently
+    assert compact_loss == pytest.approx(full_loss, rel=1e-5 if fp32 else 1e-2)
+    assert all(torch.allclose(a.float(), b.float(), atol=1e-6 if fp32 else 1e-3, rtol=1e-4 if fp32 else 5e-2)
+               for a, b in zip(compact_grads, full_grads))
