@@ -25,8 +25,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from helpers.alternatives import ENCODER, LLM, LLM_Q4
 from helpers.config import ROOT, CourseConfig, make_config
 from helpers.data import prepare_splits, to_chat_records
@@ -69,14 +67,17 @@ def training_flops(frozen_params: int, lora_params: int, tokens: float) -> dict:
             "strict": (4 * frozen_params + 6 * lora_params) * tokens}
 
 
-class StepTimer(TrainerCallback):
-    """perf_counter() at the end of every optimizer step."""
+def step_timer():
+    """A TrainerCallback that keeps perf_counter() at the end of every optimizer step (in `.ends`)."""
+    from transformers import TrainerCallback
 
-    def __init__(self):
-        self.ends = []
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.ends = []
 
-    def on_step_end(self, args, state, control, **kwargs):
-        self.ends.append(time.perf_counter())
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+    return StepTimer()
 
 
 def training_throughput(cfg: CourseConfig, steps: int = 8, warmup: int = 2, progress: bool = False) -> dict:
@@ -85,7 +86,7 @@ def training_throughput(cfg: CourseConfig, steps: int = 8, warmup: int = 2, prog
     records = to_chat_records(prepare_splits(cfg).train, cfg)
     timed = dataclasses.replace(cfg, max_steps=warmup + steps, logging_steps=1)
     trainer = fresh_trainer(timed, records, Path(cfg.run_dir) / "bench-trainer", disable_tqdm=not progress)
-    timer = StepTimer()
+    timer = step_timer()
     trainer.add_callback(timer)
     history = train(trainer, len(records))["log_history"]
     tokens = {row["step"]: row["num_tokens"] for row in history if "num_tokens" in row}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 
 INVALID = "invalid"
@@ -47,6 +46,8 @@ def classification_metrics(gold, predicted, labels) -> dict:
     if len(gold) != len(predicted) or not gold:
         raise ValueError(f"Need as many predictions as gold labels, and at least one ({len(predicted)} vs {len(gold)}).")
     labels = list(labels)
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
     precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
     return {
         "n": len(gold),

@@ -11,8 +11,6 @@ import os
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from helpers.config import CourseConfig
 from helpers.data import fit_review
 from helpers.masking import check_assistant_only_loss, check_trained_tokens
@@ -40,7 +38,9 @@ def build_sft_config(cfg: CourseConfig, output_dir: Path, completion_only_loss: 
         warmup_steps=max(1, cfg.max_steps // 10), logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if with_eval else "no", eval_steps=cfg.eval_steps, save_strategy="no",
         report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed, bf16=device == "cuda", use_cpu=device == "cpu",
-        max_length=cfg.max_length, completion_only_loss=completion_only_loss, gradient_checkpointing=False,
+        # padding-free batches enforce no max_length in TRL: `fit_records` has already fitted every row to it
+        max_length=None if cfg.padding_free else cfg.max_length, padding_free=cfg.padding_free,
+        completion_only_loss=completion_only_loss, gradient_checkpointing=False,
         dataloader_num_workers=0, dataset_num_proc=None,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         # Under torchrun with several processes on CPUs, DDP needs gloo (NCCL is GPU-only); on GPUs the default NCCL.
@@ -55,18 +55,24 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-class JsonlLogCallback(TrainerCallback):
-    """Appends every logged row (step, loss, eval loss, learning rate, grad norm, tokens...) to a JSONL file."""
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
+def jsonl_log_callback(path: Path):
+    """A TrainerCallback that appends every logged row (step, loss, eval loss, learning rate, grad norm, tokens...) to
+    a JSONL file as it happens. (transformers is imported here, not at the top: `python -m helpers course` imports
+    every helper and should not hold torch in memory beside the notebook kernels.)"""
+    from transformers import TrainerCallback
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero:  # one log per run, however many processes train
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": state.global_step, **(logs or {})}) + "\n")
+    class JsonlLogCallback(TrainerCallback):
+        def __init__(self, path: Path):
+            self.path = Path(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:  # one log per run, however many processes train
+                return
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": state.global_step, **(logs or {})}) + "\n")
+    return JsonlLogCallback(path)
 
 
 def score_answer_positions_only() -> bool:
@@ -104,7 +110,7 @@ def make_trainer(cfg: CourseConfig, model, tokenizer, train_records, eval_record
     set_seed(cfg.seed)  # the LoRA weights are initialised before the Trainer seeds itself
     output_dir = Path(output_dir or Path(cfg.run_dir) / "trainer")
     args = build_sft_config(cfg, output_dir, completion_only_loss, with_eval=eval_records is not None, **sft_extra)
-    callbacks = [JsonlLogCallback(log_path)] if log_path else []
+    callbacks = [jsonl_log_callback(log_path)] if log_path else []
     return SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=build_lora_config(cfg),
                       train_dataset=Dataset.from_list(fit_records(train_records, tokenizer, cfg)),
                       eval_dataset=Dataset.from_list(fit_records(eval_records, tokenizer, cfg)) if eval_records else None,

@@ -258,7 +258,7 @@ def test_split_seed_fixes_the_split_while_the_training_seed_varies(cfg):
     assert list(same.train["text"]) == list(first.train["text"]) and list(moved.test["text"]) != list(first.test["text"])
 
 
-def test_the_deep_profile_trains_one_epoch_over_the_whole_balanced_split():
+def test_the_deep_profile_trains_two_epochs_over_the_whole_balanced_split():
     deep = make_config("deep")
     rows = len(prepare_splits(deep).train)
-    assert rows > 2000 and rows <= deep.max_steps * deep.batch_size < rows + deep.batch_size
+    assert rows > 2000 and deep.max_steps == 2 * -(-rows // deep.batch_size)

@@ -82,3 +82,15 @@ def test_the_checks_can_fail(tmp_path):
     hidden.write_text("def f():\n    from helpers.training import train\n    import helpers.cli\n")
     assert helper_imports(hidden) == {"training", "cli"}  # imports inside functions count too
     assert nested_helper_imports(hidden) == ["hidden:2", "hidden:3"]
+
+
+def test_the_entry_point_holds_no_torch_transformers_or_sklearn():
+    """`python -m helpers course` imports every helper and stays alive beside each notebook kernel for the whole course:
+    the heavy libraries load in the kernels, where they are used, not twice."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "sklearn", "trl", "peft", "datasets", "llama_cpp")
+    code = f"import sys, helpers.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

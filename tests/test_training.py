@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -18,7 +19,10 @@ def records(cfg):
 def test_bf16_only_on_a_gpu_and_todays_names(cfg, tmp_path):
     args = build_sft_config(cfg, tmp_path)  # TRL's default bf16=True would raise ValueError on a CPU-only box
     gpu = torch.cuda.is_available()
-    assert (args.bf16, args.use_cpu, args.max_length, args.completion_only_loss) == (gpu, not gpu, 128, True)
+    assert (args.bf16, args.use_cpu, args.completion_only_loss) == (gpu, not gpu, True)
+    assert (args.padding_free, args.max_length, args.train_sampling_strategy) == (False, 128, "group_by_length")
+    packed = build_sft_config(dataclasses.replace(cfg, padding_free=True), tmp_path)
+    assert (packed.padding_free, packed.max_length) == (True, None)  # TRL enforces no max_length without padding
     assert args.eval_strategy == "no" and build_sft_config(cfg, tmp_path, with_eval=True).eval_strategy == "steps"
     assert build_sft_config(cfg, tmp_path, max_steps=9).max_steps == 9
 
@@ -86,13 +90,18 @@ def test_train_losses_skip_eval_and_summary_rows():
     assert train_losses(log) == [(5, 2.0), (10, 1.0)]
 
 
+def on_device(trainer, rows):
+    """The trainer's collated batch of its first `rows` examples, tensors on the model's device."""
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(rows)])
+    return {k: v.to(trainer.model.device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
 def test_lm_head_projects_only_the_answer_positions_with_the_same_loss_and_gradients(cfg, records, monkeypatch):
     import trl.trainer.utils as trl_utils
 
     model, tokenizer = load_model(cfg)
     trainer = make_trainer(cfg, model, tokenizer, records[0][:4], disable_tqdm=True)
-    batch = {k: v.to(trainer.model.device) for k, v in
-             trainer.data_collator([trainer.train_dataset[i] for i in range(4)]).items()}
+    batch = on_device(trainer, 4)
     answer_tokens = int((batch["labels"][:, 1:] != -100).sum())
     patched, projected = trl_utils._use_triton, []
     chunked = trl_utils._ChunkedLogProbFunction.apply
@@ -108,8 +117,28 @@ def test_lm_head_projects_only_the_answer_positions_with_the_same_loss_and_gradi
 
     compact_loss, compact_grads = loss_and_grads(patched)
     full_loss, full_grads = loss_and_grads(lambda device: False)  # TRL's own choice on a CPU: every position
-    assert projected == [answer_tokens, batch["input_ids"].numel() - 4]
+    rows, width = batch["input_ids"].shape
+    assert projected == [answer_tokens, rows * (width - 1)]
     fp32 = next(trainer.model.parameters()).dtype == torch.float32  # bf16 on a GPU: the chunks round differently
     assert compact_loss == pytest.approx(full_loss, rel=1e-5 if fp32 else 1e-2)
     assert all(torch.allclose(a.float(), b.float(), atol=1e-6 if fp32 else 1e-3, rtol=1e-4 if fp32 else 5e-2)
                for a, b in zip(compact_grads, full_grads))
+
+
+def test_padding_free_batches_give_the_padded_loss_without_a_padding_token(cfg, records):
+    """The rows of a padding-free batch run as one sequence; transformers builds a block-diagonal mask from the position
+    ids, so no row attends to another: the loss is the padded batch's, and not one token is padding."""
+    def batch_and_loss(padding_free):
+        model, tokenizer = load_model(dataclasses.replace(cfg, padding_free=padding_free))
+        trainer = make_trainer(dataclasses.replace(cfg, padding_free=padding_free), model, tokenizer, records[0][:4],
+                               disable_tqdm=True)
+        batch = on_device(trainer, 4)
+        with torch.no_grad():
+            return batch, trainer.model(**batch, fused_lm_head=True).loss.item()
+
+    packed, packed_loss = batch_and_loss(True)
+    padded, padded_loss = batch_and_loss(False)
+    real_tokens = int(padded["attention_mask"].sum())
+    assert packed["input_ids"].shape == (1, real_tokens) and "attention_mask" not in packed
+    assert padded["input_ids"].numel() > real_tokens  # the padded batch did pad
+    assert packed_loss == pytest.approx(padded_loss, rel=1e-4)
