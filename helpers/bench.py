@@ -1,14 +1,17 @@
-"""The course's speed, measured side by side on this machine (what `make bench` prints and saves).
+"""The course's targets, measured side by side on this machine in one run (what `make bench` prints and saves).
 
-- The matrix-multiply peak: the best fp32 FLOP/s torch reaches on square matrices with the course's threads.
-- Training utilisation: 6 · parameters on the trainable path · tokens per second over that peak, and the stricter
-  count (4 · frozen + 6 · LoRA parameters: frozen weights need no weight gradient). The path is the transformer
-  blocks: the embedding is a lookup, and TRL's fused LM head (tied to it) projects only the answer positions.
+- The course as `make course` runs it (`python -m helpers course` in a child process), with the resident memory of
+  all its processes together (entry point, notebook kernels, llama.cpp's server) sampled by psutil, and the wall time
+  of each notebook.
+- Training utilisation over the fp32 matrix-multiply peak of torch, printed first by the strict count (4 · frozen +
+  6 · LoRA parameters: frozen weights need no weight gradient), with the 6 · N count beside it. The path is the
+  transformer blocks: the embedding is a lookup, and TRL's fused LM head (tied to it) projects only the answer
+  positions (`training.score_answer_positions_only`).
+- Fine-tuned macro-F1 over several training seeds on one split, for the workshop profile (the course run is one seed)
+  and the deep profile, each as HF fp32 and as GGUF Q4_K_M, and in the deep profile the encoder fine-tuned on the
+  same rows: mean, sample standard deviation, min and max.
 - Classification throughput of the HF fp32 model and of GGUF Q4_K_M on the same reviews, and of label scoring vs
-  generation on the same model, each with its accuracy.
-- The wall time of each notebook of a course run (read from its metrics files, or measured by running the course),
-  and the practitioner's alternatives that notebook 05 of that run measured beside the LLM: accuracy, macro-F1,
-  training seconds, reviews per second and size of every method, and the human rater's agreement.
+  generation on the same model, each with its accuracy; the practitioner's alternatives of notebook 05.
 Every figure comes from the same helpers the notebooks call; nothing here has logic of its own beyond the timing.
 """
 from __future__ import annotations
