@@ -34,7 +34,7 @@ from helpers.data import prepare_splits, to_chat_records
 from helpers.encoder import finetune_encoder
 from helpers.evaluate import classification_metrics
 from helpers.formats import compare_formats
-from helpers.gguf import convert_to_gguf, quantize_gguf
+from helpers.gguf import q4_k_m_file
 from helpers.model import load_model, resolve_model
 from helpers.predict import hf_predictor, load_predictor
 from helpers.runs import (ALTERNATIVES, RunLayout, _json_safe, course_notebooks, course_runs, layout, load_metrics,
@@ -183,10 +183,7 @@ def seed_run(cfg: CourseConfig, encoder: bool = False, progress: bool = False) -
     scores = {LLM: hf_predictor(trainer.model, tokenizer, cfg).evaluate(splits.test, progress=progress)}
     del trainer, model  # one model in memory at a time
     gc.collect()
-    q4 = layout(cfg).gguf("Q4_K_M")
-    f16 = convert_to_gguf(cfg, merged, q4.with_name("model-f16.gguf"))
-    quantize_gguf(f16, q4)
-    f16.unlink()
+    q4 = q4_k_m_file(cfg, merged, layout(cfg).gguf("Q4_K_M"))
     scores[LLM_Q4] = load_predictor(cfg, q4).evaluate(splits.test, progress=progress)
     out = {"seed": cfg.seed, "train_rows": len(splits.train), "train_seconds": seconds}
     if encoder:
@@ -405,9 +402,7 @@ def bench_models(cfg: CourseConfig, run_dir: Path | None, work_dir: Path) -> tup
     model_dir = Path(resolve_model(cfg))
     gguf = Path(work_dir) / f"{model_dir.name}-Q4_K_M.gguf"
     if not gguf.exists():
-        f16 = convert_to_gguf(cfg, model_dir, Path(work_dir) / f"{model_dir.name}-f16.gguf")
-        quantize_gguf(f16, gguf)
-        f16.unlink()
+        q4_k_m_file(cfg, model_dir, gguf)
     return model_dir, gguf
 
 

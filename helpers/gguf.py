@@ -207,11 +207,17 @@ def servable_gguf(cfg: CourseConfig, path: Path) -> Path:
             model, tokenizer = load_model(cfg, path)
             model.save_pretrained(source)
             save_with_course_template(tokenizer, source, cfg.system_prompt)
-        f16 = convert_to_gguf(cfg, source, tmp / "model-f16.gguf")
-        quantize_gguf(f16, tmp / "model-Q4_K_M.gguf")
+        q4_k_m_file(cfg, source, tmp / "model-Q4_K_M.gguf")
         shutil.rmtree(source)
-        f16.unlink()
     return build_once(out, export, done="model-Q4_K_M.gguf") / "model-Q4_K_M.gguf"
+
+
+def q4_k_m_file(cfg: CourseConfig, model_dir: Path, out: Path) -> Path:
+    """A Hugging Face folder as one GGUF Q4_K_M file `out`: the converter's f16 file beside it, quantized, then deleted."""
+    f16 = convert_to_gguf(cfg, model_dir, out.with_name(out.stem + "-f16.gguf"))
+    quantize_gguf(f16, out)
+    f16.unlink()
+    return out
 
 
 def build_gguf_files(cfg: CourseConfig, model_dir: Path, run: RunLayout) -> dict:
