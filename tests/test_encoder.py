@@ -41,11 +41,14 @@ def test_frozen_logreg_probabilities_follow_label_order_and_missing_labels_get_z
 
 
 def test_finetuning_lowers_the_loss_and_the_saved_folder_predicts_the_same(cfg, tmp_path):
-    # The tiny random BERT needs a large learning rate to learn anything in a few steps.
-    fast = dataclasses.replace(cfg, encoder_learning_rate=1e-2, encoder_epochs=10, encoder_batch_size=6, logging_steps=1)
+    # The tiny random BERT needs a large learning rate to learn anything in a few steps. Full batches: with batches
+    # of 6, a CPU with other matmul kernels (CI's) drew a path that had not learned one class after 30 steps.
+    # Full batches at this rate learned the set from each of 8 seeds tried here (last losses <= 0.15 x the first).
+    fast = dataclasses.replace(cfg, encoder_learning_rate=1e-2, encoder_epochs=40, encoder_batch_size=len(TRAIN),
+                               logging_steps=1)
     run = finetune_encoder(fast, TRAIN, tmp_path / "tuned")
     losses = [row["loss"] for row in run["log_history"] if "loss" in row]
-    assert len(losses) >= 10 and losses[-1] < 0.5 * losses[0]
+    assert len(losses) >= 10 and np.mean(losses[-3:]) < 0.5 * losses[0]
     assert not run["model"].training and run["size_mb"] > 0
     assert run["model"].config.id2label == dict(enumerate(cfg.labels))
     in_memory = encoder_probabilities(run["model"], TRAIN["text"], cfg)
