@@ -106,17 +106,18 @@ def training_throughput(cfg: CourseConfig, steps: int = 8, warmup: int = 2, prog
 
 class TreeMemory:
     """Samples, in a thread, the resident memory of a process and all its descendants together (psutil) every
-    `interval` seconds; keeps the peak and which processes made it up."""
+    `interval` seconds; keeps the peak, which processes made it up, and each process's own peak (`peaks`: pid ->
+    [name, bytes], in the order the processes were first seen)."""
 
     def __init__(self, pid: int, interval: float = 0.5):
         import psutil
 
-        self.root, self.interval, self.peak, self.at_peak = psutil.Process(pid), interval, 0, []
+        self.root, self.interval, self.peak, self.at_peak, self.peaks = psutil.Process(pid), interval, 0, [], {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def sample(self) -> list[tuple[str, int]]:
-        """[(process name, resident bytes)] of the tree now; processes that ended meanwhile are left out."""
+    def sample(self) -> list[tuple[str, int, int]]:
+        """[(process name, resident bytes, pid)] of the tree now; processes that ended meanwhile are left out."""
         import psutil
 
         rows = []
@@ -126,7 +127,7 @@ class TreeMemory:
             return rows
         for proc in tree:
             try:
-                rows.append((" ".join(proc.cmdline()[:4])[:80] or proc.name(), proc.memory_info().rss))
+                rows.append((" ".join(proc.cmdline()[:4])[:80] or proc.name(), proc.memory_info().rss, proc.pid))
             except psutil.Error:
                 pass
         return rows
@@ -134,9 +135,12 @@ class TreeMemory:
     def _run(self):
         while not self._stop.is_set():
             rows = self.sample()
-            total = sum(rss for _, rss in rows)
+            total = sum(rss for _, rss, _ in rows)
             if total > self.peak:
-                self.peak, self.at_peak = total, sorted(rows, key=lambda r: -r[1])
+                self.peak, self.at_peak = total, [(name, rss) for name, rss, _ in sorted(rows, key=lambda r: -r[1])]
+            for name, rss, pid in rows:
+                own = self.peaks.setdefault(pid, [name, 0])
+                own[1] = max(own[1], rss)
             self._stop.wait(self.interval)
 
     def __enter__(self):
@@ -152,7 +156,9 @@ def course_with_memory(profile: str, overrides: dict | None = None, root: Path =
                        interval: float = 0.5, only: list[str] | None = None) -> dict:
     """Run `python -m helpers course` (what `make course` runs, with this process's environment: the same allocator)
     as a child process and sample the resident memory of it and all its kernels, servers and workers together.
-    Returns the run folder, whether it finished, its wall time and the peak (bytes, and the processes at the peak)."""
+    Returns the run folder, whether it finished, its wall time, the peak (bytes, and the processes at the peak) and
+    each notebook kernel's own peak (`kernel_peaks`: notebook -> bytes; the course runs one kernel per notebook, in
+    order, so the n-th kernel seen is the n-th notebook that ran)."""
     run_dir = new_run_dir(profile, root)
     command = [sys.executable, "-m", "helpers", "course", "--profile", profile, "--run-dir", str(run_dir)]
     if only:
@@ -165,9 +171,12 @@ def course_with_memory(profile: str, overrides: dict | None = None, root: Path =
     process = subprocess.Popen(command, cwd=ROOT)
     with TreeMemory(process.pid, interval) as memory:
         returncode = process.wait()
+    ran = [nb.parent.name for nb in sorted(run_dir.glob("[0-9][0-9]_*/[0-9][0-9]_*.ipynb"))]
+    kernels = [rss for name, rss in memory.peaks.values() if "ipykernel" in name]
     return {"run_dir": str(run_dir), "finished": returncode == 0, "wall_seconds": time.perf_counter() - start,
             "peak_rss_bytes": memory.peak, "interval_seconds": interval,
-            "processes_at_peak": [{"process": name, "rss_bytes": rss} for name, rss in memory.at_peak]}
+            "processes_at_peak": [{"process": name, "rss_bytes": rss} for name, rss in memory.at_peak],
+            "kernel_peaks": dict(zip(ran, kernels))}
 
 
 def seed_run(cfg: CourseConfig, encoder: bool = False, progress: bool = False) -> dict:
@@ -341,6 +350,9 @@ def format_results(results: dict) -> str:
                      f"processes together {c['peak_rss_bytes'] / 2 ** 30:.2f} GiB (sampled every {c['interval_seconds']} s); "
                      "at the peak: " + ", ".join(f"{p['process']} {p['rss_bytes'] / 2 ** 30:.2f} GiB"
                                                  for p in c["processes_at_peak"][:4]))
+        if c.get("kernel_peaks"):
+            lines.append("  each notebook's kernel at its own peak: " + ", ".join(
+                f"{name[:2]} {rss / 2 ** 30:.2f} GiB" for name, rss in c["kernel_peaks"].items()))
     for profile in ("workshop", "deep"):
         seeds = results.get(f"{profile}_seeds")
         if seeds:

@@ -90,6 +90,13 @@ def test_ratios_and_targets_come_from_the_same_results():
     assert "deep_training_minutes: 31.667 (target <= 30: missed)" in text
     assert "workshop_macro_f1_hf: 0.720 (target >= 0.75: missed)" in text
     assert f"  {bench.LLM:<42} 0.720 ± 0.028 [0.700, 0.740]  accuracy 0.720" in text
+    course = {"run_dir": "runs/x", "wall_seconds": 600, "peak_rss_bytes": 3 * 2 ** 30, "interval_seconds": 0.5,
+              "processes_at_peak": [{"process": "python -m ipykernel_launcher", "rss_bytes": 2 * 2 ** 30}],
+              "kernel_peaks": {"00_setup_and_data": 2 ** 29, "02_logged_training": 3 * 2 ** 29}}
+    text = bench.format_results({"cpus": 2, "threads": 2, "allocator": "glibc", "torch": "x", "ratios": {},
+                                 "course": course})
+    assert "at the peak: python -m ipykernel_launcher 2.00 GiB" in text
+    assert "each notebook's kernel at its own peak: 00 0.50 GiB, 02 1.50 GiB" in text
 
 
 def test_tree_memory_counts_a_child_process_and_its_own_child(tmp_path):
@@ -104,6 +111,8 @@ def test_tree_memory_counts_a_child_process_and_its_own_child(tmp_path):
         child.wait()
     assert memory.peak > 300 * 2 ** 20
     assert len(memory.at_peak) == 2 and all(rss > 150 * 2 ** 20 for _, rss in memory.at_peak)
+    assert list(memory.peaks)[0] == child.pid and len(memory.peaks) == 2  # each process once, the parent first
+    assert all(150 * 2 ** 20 < rss < memory.peak for _, rss in memory.peaks.values())
 
 
 def test_the_course_runs_as_make_course_runs_it_with_the_memory_of_all_its_processes(tmp_path):
@@ -114,6 +123,8 @@ def test_the_course_runs_as_make_course_runs_it_with_the_memory_of_all_its_proce
     names = [p["process"] for p in course["processes_at_peak"]]
     assert any("helpers course" in n for n in names) and any("ipykernel" in n for n in names)
     assert course["peak_rss_bytes"] == sum(p["rss_bytes"] for p in course["processes_at_peak"]) > 200 * 2 ** 20
+    assert list(course["kernel_peaks"]) == ["00_setup_and_data"]  # one kernel ran, notebook 00's
+    assert 100 * 2 ** 20 < course["kernel_peaks"]["00_setup_and_data"] < course["peak_rss_bytes"]
 
 
 def test_seeds_train_again_on_the_same_split_and_score_hf_q4_and_encoder(tmp_path):
