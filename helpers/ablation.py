@@ -11,6 +11,7 @@ from pathlib import Path
 
 from helpers.config import CourseConfig
 from helpers.data import Splits, to_chat_records
+from helpers.model import free_memory
 from helpers.predict import hf_predictor
 from helpers.training import train_fresh, train_losses
 
@@ -22,7 +23,8 @@ def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progr
     Returns {"masked": {...}, "unmasked": {...}} with accuracy, macro-F1, the loss history and the train time.
     Each arm's log rows land in `out_dir/train_log_<arm>.jsonl` as they are written."""
     records = to_chat_records(splits.train, cfg)
-    arm_cfg = dataclasses.replace(cfg, max_steps=cfg.ablation_steps)  # the budget of one arm, as a setting
+    # the budget and the batches of one arm, as settings
+    arm_cfg = dataclasses.replace(cfg, max_steps=cfg.ablation_steps, padding_free=cfg.ablation_padding_free)
     results = {}
     for arm, masked in (("masked", True), ("unmasked", False)):
         trainer, run = train_fresh(arm_cfg, records, Path(out_dir) / f"trainer_{arm}", progress=progress,
@@ -33,7 +35,8 @@ def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progr
         results[arm] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"],
                         "confusion": metrics["confusion"], "train_seconds": run["train_seconds"],
                         "steps": cfg.ablation_steps, "loss_history": train_losses(run["log_history"])}
-        del trainer
+        del trainer, merged  # one model in memory at a time: the kernel peaked at 4.4 GiB holding the first arm's
+        free_memory()        # model and pages while it trained the second; freed, it peaks at the larger arm's
     return results
 
 

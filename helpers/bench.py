@@ -17,7 +17,6 @@ Every figure comes from the same helpers the notebooks call; nothing here has lo
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import os
 import statistics
@@ -35,7 +34,7 @@ from helpers.encoder import finetune_encoder
 from helpers.evaluate import classification_metrics
 from helpers.formats import compare_formats
 from helpers.gguf import q4_k_m_file
-from helpers.model import load_model, resolve_model
+from helpers.model import free_memory, load_model, resolve_model
 from helpers.predict import hf_predictor, load_predictor
 from helpers.runs import (ALTERNATIVES, RunLayout, _json_safe, course_notebooks, course_runs, layout, load_metrics,
                           new_run_dir)
@@ -154,19 +153,20 @@ class TreeMemory:
 
 def course_with_memory(profile: str, overrides: dict | None = None, root: Path = ROOT / "runs",
                        interval: float = 0.5, only: list[str] | None = None) -> dict:
-    """Run `python -m helpers course` (what `make course` runs, with this process's environment: the same allocator)
-    as a child process and sample the resident memory of it and all its kernels, servers and workers together.
-    Returns the run folder, whether it finished, its wall time, the peak (bytes, and the processes at the peak) and
-    each notebook kernel's own peak (`kernel_peaks`: notebook -> bytes; the course runs one kernel per notebook, in
-    order, so the n-th kernel seen is the n-th notebook that ran)."""
+    """Run `python -m helpers course` (what `make course` runs, with this process's environment: the same allocator,
+    and an empty response cache in the run folder) as a child process and sample the resident memory of it and all
+    its kernels, servers and workers together. Returns the run folder, whether it finished, its wall time, the peak
+    (bytes, and the processes at the peak) and each notebook kernel's own peak (`kernel_peaks`: notebook -> bytes;
+    the course runs one kernel per notebook, in order, so the n-th kernel seen is the n-th notebook that ran)."""
     run_dir = new_run_dir(profile, root)
-    command = [sys.executable, "-m", "helpers", "course", "--profile", profile, "--run-dir", str(run_dir)]
+    knobs = run_dir / "bench-knobs.json"
+    # an empty few-shot answer cache, as on a fresh machine (a warm one made notebook 04 take 12 s instead of 71 s)
+    cold = {"response_cache": str(run_dir / "bench-responses.jsonl")}
+    knobs.write_text(json.dumps(_json_safe({**cold, **(overrides or {})})))
+    command = [sys.executable, "-m", "helpers", "course", "--profile", profile, "--run-dir", str(run_dir),
+               "--config", str(knobs)]
     if only:
         command += ["--only", *only]
-    if overrides:
-        knobs = run_dir / "bench-knobs.json"
-        knobs.write_text(json.dumps(_json_safe(overrides)))
-        command += ["--config", str(knobs)]
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT)
     with TreeMemory(process.pid, interval) as memory:
@@ -191,7 +191,7 @@ def seed_run(cfg: CourseConfig, encoder: bool = False, progress: bool = False) -
     merged = save_adapter_and_merged(trainer, cfg)["merged"]
     scores = {LLM: hf_predictor(trainer.model, tokenizer, cfg).evaluate(splits.test, progress=progress)}
     del trainer, model  # one model in memory at a time
-    gc.collect()
+    free_memory()
     q4 = q4_k_m_file(cfg, merged, layout(cfg).gguf("Q4_K_M"))
     scores[LLM_Q4] = load_predictor(cfg, q4).evaluate(splits.test, progress=progress)
     out = {"seed": cfg.seed, "train_rows": len(splits.train), "train_seconds": seconds}
@@ -201,7 +201,7 @@ def seed_run(cfg: CourseConfig, encoder: bool = False, progress: bool = False) -
         scores[ENCODER] = classification_metrics(splits.test["label"], predicted, cfg.labels)
         out["encoder_train_seconds"] = tuned["train_seconds"]
         del tuned
-        gc.collect()
+        free_memory()
     return {**out, "macro_f1": {name: m["macro_f1"] for name, m in scores.items()},
             "accuracy": {name: m["accuracy"] for name, m in scores.items()}}
 

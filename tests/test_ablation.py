@@ -1,3 +1,4 @@
+import helpers.ablation
 from helpers.ablation import ablation_summary, ablation_verdict, run_masking_ablation
 from helpers.data import prepare_splits
 
@@ -14,6 +15,19 @@ def test_ablation_returns_both_arms_on_a_tiny_run(cfg):
     summary = ablation_summary(results)
     assert set(summary["masked"]) == {"accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history"}
     assert summary["unmasked"]["accuracy"] == results["unmasked"]["accuracy"]
+
+
+def test_both_arms_train_padding_free_when_the_knob_says_so(cfg, monkeypatch):
+    seen, real = [], helpers.ablation.train_fresh
+    monkeypatch.setattr(helpers.ablation, "train_fresh",
+                        lambda arm_cfg, *a, **k: seen.append(arm_cfg) or real(arm_cfg, *a, **k))
+    cfg.ablation_steps, cfg.ablation_padding_free = 1, True
+    run_masking_ablation(cfg, prepare_splits(cfg), cfg.run_dir / "ablation", progress=False)
+    assert [(c.padding_free, c.max_steps) for c in seen] == [(True, 1), (True, 1)] and cfg.padding_free is False
+    seen.clear()
+    cfg.ablation_padding_free = False
+    run_masking_ablation(cfg, prepare_splits(cfg), cfg.run_dir / "ablation", progress=False)
+    assert [c.padding_free for c in seen] == [False, False]
 
 
 def test_ablation_verdict_calls_a_small_difference_no_difference():

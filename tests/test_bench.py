@@ -120,6 +120,7 @@ def test_the_course_runs_as_make_course_runs_it_with_the_memory_of_all_its_proce
     assert course["finished"] and Path(course["run_dir"]).parent == tmp_path
     metrics = json.loads((Path(course["run_dir"]) / "00_setup_and_data" / "metrics.json").read_text())
     assert metrics["config"]["train_size"] == 36  # the knobs reached the notebook
+    assert metrics["config"]["response_cache"] == str(Path(course["run_dir"]) / "bench-responses.jsonl")  # a cold cache
     names = [p["process"] for p in course["processes_at_peak"]]
     assert any("helpers course" in n for n in names) and any("ipykernel" in n for n in names)
     assert course["peak_rss_bytes"] == sum(p["rss_bytes"] for p in course["processes_at_peak"]) > 200 * 2 ** 20
