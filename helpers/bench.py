@@ -160,7 +160,7 @@ def course_with_memory(profile: str, overrides: dict | None = None, root: Path =
     the course runs one kernel per notebook, in order, so the n-th kernel seen is the n-th notebook that ran)."""
     run_dir = new_run_dir(profile, root)
     knobs = run_dir / "bench-knobs.json"
-    # an empty few-shot answer cache, as on a fresh machine (a warm one made notebook 04 take 12 s instead of 71 s)
+    # an empty few-shot answer cache, as on a fresh machine (a warm one made notebook 04 take 12 s instead of 121 s)
     cold = {"response_cache": str(run_dir / "bench-responses.jsonl")}
     knobs.write_text(json.dumps(_json_safe({**cold, **(overrides or {})})))
     command = [sys.executable, "-m", "helpers", "course", "--profile", profile, "--run-dir", str(run_dir),

@@ -139,11 +139,14 @@ def free_memory() -> int:
     import gc
 
     collected = gc.collect()
-    process = ctypes.CDLL(None)
-    for release in ("MallocExtension_ReleaseFreeMemory", "malloc_trim"):  # tcmalloc's when preloaded, else glibc's
-        if hasattr(process, release):
-            getattr(process, release)(*([0] if release == "malloc_trim" else []))
-            break
+    try:
+        process = ctypes.CDLL(None)  # the symbols of this process and what it loaded (LD_PRELOAD included)
+    except (OSError, TypeError):  # Windows has no such handle; its allocator is left to itself
+        return collected
+    if hasattr(process, "MallocExtension_ReleaseFreeMemory"):  # tcmalloc, when preloaded
+        process.MallocExtension_ReleaseFreeMemory()
+    elif hasattr(process, "malloc_trim"):  # glibc
+        process.malloc_trim(0)
     return collected
 
 
