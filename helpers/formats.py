@@ -12,27 +12,44 @@ from pathlib import Path
 from helpers.config import CourseConfig
 from helpers.evaluate import classification_metrics
 from helpers.predict import load_predictor
+from helpers.runs import TRAINING, layout
 
 
-def compare_formats(cfg: CourseConfig, model_dir: Path, files: dict, test_df, progress: bool = True) -> list[dict]:
+def compare_formats(cfg: CourseConfig, model_dir: Path, files: dict, test_df, progress: bool = True,
+                    known: dict | None = None) -> list[dict]:
     """Size on disk, load time, reviews per second, accuracy and macro-F1 of the HF model and each GGUF file on the
-    same reviews by label scoring, and how many answers changed against the HF model."""
+    same reviews by label scoring, and how many answers changed against the HF model. `known`: the HF model's
+    label scoring of these reviews already measured (`scored_in_training`): it is loaded to time the load, not
+    scored again."""
     gold, rows = list(test_df["label"]), []
     for name, path in {None: model_dir, **files}.items():
         start = time.perf_counter()
         predictor = load_predictor(cfg, path)
         loaded = time.perf_counter()
-        probabilities = predictor.probabilities(test_df["text"], progress=progress)
-        seconds = time.perf_counter() - loaded
-        predictions = [cfg.labels[i] for i in probabilities.argmax(1)]
+        if name is None and known is not None and known["labels"] == gold:
+            predictions, rps, measured_in = known["predictions"], known["reviews_per_second"], known["measured_in"]
+        else:
+            probabilities = predictor.probabilities(test_df["text"], progress=progress)
+            predictions = [cfg.labels[i] for i in probabilities.argmax(1)]
+            rps, measured_in = len(gold) / max(time.perf_counter() - loaded, 1e-9), "here"
         dtype = str(getattr(predictor.model, "dtype", "")).replace("torch.float32", "fp32").replace("torch.", "")
         rows.append({"format": name or f"HF {dtype}", "size_mb": predictor.size_mb, "load_seconds": loaded - start,
-                     "reviews_per_second": len(gold) / max(seconds, 1e-9), "predictions": predictions,
+                     "reviews_per_second": rps, "scored_in": measured_in, "predictions": predictions,
                      **_scores(classification_metrics(gold, predictions, cfg.labels))})
         del predictor
     for row in rows:
         row["changed_vs_hf"] = sum(a != b for a, b in zip(row["predictions"], rows[0]["predictions"]))
     return rows
+
+
+def scored_in_training(cfg: CourseConfig) -> dict | None:
+    """Notebook 02's label scoring of the merged model on its test split (labels, predictions, reviews per second),
+    or None if 02 has not recorded it in this run folder: notebook 03 need not score the same model again."""
+    m = layout(cfg).metrics(TRAINING)
+    if not m or "test_predictions" not in m:
+        return None
+    return {"labels": m["test_labels"], "predictions": m["test_predictions"], "measured_in": TRAINING,
+            "reviews_per_second": m["fine_tuned"]["reviews_per_second"]}
 
 
 def _scores(metrics: dict) -> dict:

@@ -18,3 +18,20 @@ def test_compare_formats_on_the_tiny_model(tiny_gguf):
     if hf == "HF fp32":
         assert rows[1]["predictions"] == rows[0]["predictions"]  # f16 keeps the fp32 answers on this tiny model
     assert f"{rows[2]['size_mb'] / rows[1]['size_mb']:.2f}x the size of f16" in format_verdict(rows)
+
+
+def test_known_hf_scores_are_reused_only_for_the_same_reviews(tiny_gguf):
+    import pandas as pd
+
+    from helpers.formats import compare_formats
+
+    cfg, source, f16, _ = tiny_gguf
+    df = pd.DataFrame({"text": ["great", "bad", "a box"], "label": ["positive", "negative", "neutral"]})
+    known = {"labels": list(df["label"]), "predictions": ["negative", "negative", "negative"],
+             "reviews_per_second": 123.0, "measured_in": "02_logged_training"}
+    reused = compare_formats(cfg, source, {"GGUF f16": f16}, df, progress=False, known=known)[0]
+    assert (reused["predictions"], reused["reviews_per_second"], reused["scored_in"]) == (
+        known["predictions"], 123.0, "02_logged_training")
+    assert reused["accuracy"] == 1 / 3 and reused["load_seconds"] > 0
+    other = compare_formats(cfg, source, {}, df.iloc[::-1], progress=False, known=known)[0]  # other order: re-scored
+    assert other["scored_in"] == "here" and other["reviews_per_second"] != 123.0
