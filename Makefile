@@ -74,8 +74,10 @@ lab: setup
 	LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/jupyter lab notebooks/
 
 # Every target's figure in one run (see python -m helpers bench --help): the course with its memory sampled, training
-# utilisation, workshop and deep accuracy over 3 seeds, inference speed (~75 min on 2 cores). PARTS="matmul training"
-# measures only those parts (the others read the latest finished course run).
+# utilisation, workshop and deep accuracy over 3 seeds, inference speed, notebook 01 under load, the LoRA-blocks x rows
+# grid (~2 h on 2 cores). PARTS="matmul training" measures only those parts (the others read the latest finished
+# course run). Parts: course matmul training shapes (the step's products alone) inference notebooks seeds deep
+# contention grid.
 bench: setup
 	$(RUN) -m helpers bench --profile $(PROFILE) $(if $(PARTS),--parts $(PARTS)) $(KNOBS)
 

@@ -302,10 +302,11 @@ def cmd_serve(args):
 
 def cmd_bench(args):
     """Every figure with its target, side by side in one run (what `make bench` does): the course run by `make course`
-    with the memory of all its processes sampled, training utilisation over the matmul peak (strict count first),
-    fine-tuned macro-F1 of the workshop and deep profiles over several seeds (with the encoder on the same rows),
-    reviews per second of HF fp32 vs GGUF Q4_K_M and of scoring vs generation, each notebook's wall time and every
-    method of notebook 05; saved to runs/bench/bench-<time>.json. Without the 'course' part, --run-dir is the course
+    with the memory of all its processes sampled, training utilisation (strict count, over the matmul peak and over
+    the step's own products timed alone) with training rows per second, fine-tuned macro-F1 of the workshop and deep
+    profiles over several seeds (with the encoder on the same rows), reviews per second of HF fp32 vs GGUF Q4_K_M and
+    of scoring vs generation, each notebook's wall time and every method of notebook 05, notebook 01 beside one
+    competing process, and the LoRA-blocks x rows grid on the eval split; saved to runs/bench/bench-<time>.json. Without the 'course' part, --run-dir is the course
     run to read (default: the latest finished run of the profile)."""
     cfg = config_from(args, ROOT / "runs" / "bench" / f"work-{args.profile}")
     results = run_bench(cfg, run_dir=args.run_dir, steps=args.steps, parts=args.parts, seeds=args.seeds,

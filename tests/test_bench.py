@@ -1,4 +1,7 @@
+import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,9 +10,27 @@ from helpers import bench
 from helpers.runs import merge_json
 
 
-def test_training_flops_count_frozen_weights_without_their_weight_gradient():
-    flops = bench.training_flops(frozen_params=100, lora_params=10, tokens=2)
-    assert flops == {"six_n": 6 * 110 * 2, "strict": (4 * 100 + 6 * 10) * 2}
+def test_training_flops_count_the_path_actually_back_propagated():
+    # 100 frozen below the lowest trainable block (forward only), 50 frozen from it upward, 10 LoRA, 2 tokens
+    flops = bench.training_flops(frozen_below=100, frozen_above=50, lora_params=10, tokens=2)
+    assert flops == {"six_n": 6 * 160 * 2, "strict": (2 * 100 + 4 * 50 + 6 * 10) * 2} == {"six_n": 1920, "strict": 920}
+
+
+def test_path_parameters_split_frozen_weights_at_the_lowest_trainable_block(cfg):
+    from peft import get_peft_model
+
+    from helpers.model import load_model
+    from helpers.training import build_lora_config
+
+    top1 = dataclasses.replace(cfg, lora_layers=1)  # the tiny model has 2 blocks: LoRA on block 1 only
+    model, _ = load_model(top1)
+    model = get_peft_model(model, build_lora_config(top1, model))
+    path = bench.path_parameters(model)
+    # block 0: 36,864 weights of its seven projections (width 64, kv 32, MLP 128) + two RMSNorms of 64
+    assert path["blocks"] == 2 and path["lowest_trained_block"] == 1 and path["frozen_below"] == 36_864 + 128
+    assert path["lora_params"] == 4 * (128 + 96 + 96 + 128 + 192 + 192 + 192)  # r · (in + out) of each projection
+    assert path["frozen_above"] == 36_864 + 128 + 64  # block 1 and the final norm; the embedding is left out
+    assert path["embedding_params"] == model.get_input_embeddings().weight.numel()
 
 
 def test_allocator_reads_ld_preload(monkeypatch):
@@ -17,6 +38,19 @@ def test_allocator_reads_ld_preload(monkeypatch):
     assert bench.allocator() == "tcmalloc"
     monkeypatch.setenv("LD_PRELOAD", "")
     assert bench.allocator() == "glibc"
+
+
+def test_every_part_is_one_function_of_one_table_and_an_unknown_part_is_refused_before_any_runs(cfg, monkeypatch):
+    assert bench.BENCH_PARTS == tuple(bench.PARTS) == ("course", "matmul", "training", "shapes", "inference",
+                                                       "notebooks", "seeds", "deep", "contention", "grid")
+    assert all(callable(bench.PARTS[name]) for name in bench.BENCH_PARTS)
+    ran = []
+    monkeypatch.setattr(bench, "PARTS", {name: (lambda b, name=name: ran.append(name)) for name in bench.BENCH_PARTS})
+    with pytest.raises(ValueError, match=r"Unknown bench part\(s\) 'speed'\. Choose from: course, matmul, training"):
+        bench.run_bench(cfg, parts=("training", "speed"))
+    assert ran == []
+    bench.run_bench(cfg, parts=("notebooks", "shapes", "matmul", "training"))
+    assert ran == ["matmul", "training", "shapes", "notebooks", "matmul"]  # table order; the peak measured again last
 
 
 def test_matmul_peak_is_a_plausible_rate():
@@ -63,31 +97,46 @@ def test_spread_over_seeds_is_mean_and_sample_sd_of_each_method():
     assert bench.spread([0.5])["sd"] == 0.0
 
 
+TRAINING = {"steps": 8, "batch_size": 8, "seconds_per_step": 1.5, "rows_per_second": 5.333, "tokens_per_second": 240.0,
+            "tokens_per_step": 360.0, "frozen_below": 60e6, "frozen_above": 40e6, "lora_params": 1.5e6,
+            "embedding_params": 28e6, "blocks": 30, "lowest_trained_block": 20,
+            "flops_per_second": {"six_n": 60.0, "strict": 40.0}}
+
+
 def test_ratios_and_targets_come_from_the_same_results():
-    results = {"matmul_peak_flops": 100.0, "training": {"flops_per_second": {"six_n": 60.0, "strict": 40.0}},
+    results = {"matmul_peak_flops": 100.0, "training": TRAINING, "shapes": {"flops_per_second": 80.0},
                "inference": {"hf_scoring": {"reviews_per_second": 10.0}, "hf_generation": {"reviews_per_second": 4.0},
                              "gguf_scoring": {"reviews_per_second": 25.0}},
                "notebooks": {"total": 720.0}, "course": {"peak_rss_bytes": 3 * 2 ** 30},
-               "workshop_seeds": seeds_of([0.70, 0.74], [0.68, 0.70]),
-               "deep_seeds": seeds_of([0.80, 0.82], [0.79, 0.81], encoder=[0.72, 0.74], train_seconds=(600, 1900))}
+               "workshop_seeds": seeds_of([0.70, 0.74], [0.68, 0.70], encoder=[0.66, 0.66]),
+               "deep_seeds": seeds_of([0.80, 0.82], [0.79, 0.81], encoder=[0.72, 0.74], train_seconds=(600, 1900)),
+               "contention": {"under_load_seconds": 300.0, "alone_seconds": 100.0}}
     ratios = bench.ratios(results)
     assert ratios == pytest.approx({
-        "training_utilisation_strict": 0.4, "training_utilisation_six_n": 0.6, "course_peak_memory_gib": 3.0,
+        "training_utilisation_strict": 0.4, "training_utilisation_strict_vs_shapes": 0.5,
+        "training_utilisation_six_n": 0.6, "course_peak_memory_gib": 3.0,
         "course_minutes": 12.0, "workshop_macro_f1_hf": 0.72, "workshop_macro_f1_q4_k_m": 0.69,
-        "workshop_training_minutes": 2.0, "deep_macro_f1_hf": 0.81, "deep_macro_f1_q4_k_m": 0.80,
-        "deep_margin_over_encoder": 0.08, "deep_training_minutes": 1900 / 60,
-        "gguf_q4_k_m_vs_hf_fp32": 2.5, "scoring_vs_generation": 2.5})
-    assert list(ratios)[0] == "training_utilisation_strict"  # printed first
+        "workshop_margin_over_encoder": 0.06, "workshop_training_minutes": 2.0, "deep_macro_f1_hf": 0.81,
+        "deep_macro_f1_q4_k_m": 0.80, "deep_margin_over_encoder": 0.08, "deep_training_minutes": 1900 / 60,
+        "gguf_q4_k_m_vs_hf_fp32": 2.5, "scoring_vs_generation": 2.5, "contention_slowdown": 3.0})
+    assert list(ratios)[:2] == ["training_utilisation_strict", "training_utilisation_strict_vs_shapes"]  # printed first
     text = bench.format_results({"cpus": 2, "threads": 2, "allocator": "glibc", "torch": "x", "ratios": ratios,
-                                 "workshop_seeds": results["workshop_seeds"]})
+                                 "training": TRAINING, "workshop_seeds": results["workshop_seeds"]})
     lines = text.splitlines()
-    assert lines[1].startswith("training utilisation (strict count): 0.400 of the matmul peak; training utilisation "
-                               "counts useful FLOPs as (4 · frozen + 6 · LoRA parameters) · tokens")
+    assert lines[1].startswith("training utilisation (strict count): 0.400 of the matmul peak, 0.500 of the shape "
+                               "limit at 5.33 training rows/s; the strict count is (2 · frozen parameters below the "
+                               "lowest trainable block + 4 · frozen from it upward + 6 · LoRA) · tokens")
+    assert "LoRA from block 20 of 30: 60.0 M frozen below it (forward only) + 40.0 M frozen from it upward" in text
     assert "gguf_q4_k_m_vs_hf_fp32: 2.500 (target >= 3: missed)" in text
     assert "course_minutes: 12.000 (target <= 10: missed)" in text
     assert "course_peak_memory_gib: 3.000 (target <= 4: met)" in text
+    assert "training_utilisation_strict: 0.400 (target >= 0.7: missed)" in text
+    assert "training_utilisation_strict_vs_shapes: 0.500 (target >= 0.8: missed)" in text
+    assert "workshop_margin_over_encoder: 0.060 (target >= 0.05: met)" in text
+    assert "workshop_macro_f1_q4_k_m: 0.690 (target >= 0.73: missed)" in text
     assert "deep_margin_over_encoder: 0.080 (target >= 0.05: met)" in text
-    assert "deep_training_minutes: 31.667 (target <= 30: missed)" in text
+    assert "deep_training_minutes: 31.667 (target <= 15: missed)" in text
+    assert "contention_slowdown: 3.000 (target <= 2.5: missed)" in text
     assert "workshop_macro_f1_hf: 0.720 (target >= 0.75: missed)" in text
     assert f"  {bench.LLM:<42} 0.720 ± 0.028 [0.700, 0.740]  accuracy 0.720" in text
     course = {"run_dir": "runs/x", "wall_seconds": 600, "peak_rss_bytes": 3 * 2 ** 30, "interval_seconds": 0.5,
@@ -97,6 +146,78 @@ def test_ratios_and_targets_come_from_the_same_results():
                                  "course": course})
     assert "at the peak: python -m ipykernel_launcher 2.00 GiB" in text
     assert "each notebook's kernel at its own peak: 00 0.50 GiB, 02 1.50 GiB" in text
+
+
+def test_the_shape_limit_times_the_products_of_one_step_at_the_tiny_models_own_shapes(cfg):
+    from transformers import AutoConfig
+
+    from helpers.model import resolve_model
+
+    config = AutoConfig.from_pretrained(resolve_model(cfg))  # 2 blocks, width 64, 4 heads of 16, kv 2 heads, MLP 128
+    shapes = bench.shape_limit(config, lora_r=4, tokens=10, threads=1, top=1, repeats=1)
+    assert shapes["flops_per_second"] > 0 and shapes["blocks"] == 2 and shapes["trained_blocks"] == 1
+    products = shapes["products"]
+    done = {(p["projection"], p["weight"], p["pass"]) for p in products}
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    for name in projections:
+        assert {(w, kind) for n, w, kind in done if n == name} == {
+            ("W", "forward"), ("W", "input_grad"), ("A", "forward"), ("A", "input_grad"), ("A", "weight_grad"),
+            ("B", "forward"), ("B", "input_grad"), ("B", "weight_grad")}  # no weight gradient of a frozen W
+    assert len(products) == len(done) == 7 * 8 and all(p["seconds"] > 0 for p in products)
+    down_dx = next(p for p in products if (p["projection"], p["weight"], p["pass"]) == ("down_proj", "W", "input_grad"))
+    assert (down_dx["m"], down_dx["k"], down_dx["n"]) == (10, 64, 128)  # dy (tokens × out) · W (out × in)
+    a_dw = next(p for p in products if (p["projection"], p["weight"], p["pass"]) == ("q_proj", "A", "weight_grad"))
+    assert (a_dw["m"], a_dw["k"], a_dw["n"], a_dw["transposed"]) == (4, 10, 64, "a")  # dyᵀ (r × tokens) · x
+    # block 0 runs W forward only, block 1 everything: the strict count of the same path, by hand
+    assert [p["blocks"] for p in products if p["weight"] == "W" and p["pass"] == "forward"] == [2] * 7
+    assert shapes["flops_per_step"] == 10 * (2 * 36_864 + 4 * 36_864 + 6 * 4_096) == bench.training_flops(
+        36_864, 36_864, 4_096, 10)["strict"]
+    text = "\n".join(bench.format_shapes(shapes, peak=None))
+    assert "LoRA r4 on 1 of 2 blocks, 1 threads" in text and "  k_proj        64→32: W fwd" in text
+    assert "A dW" in text and "W dW" not in text
+
+
+QUICK = [sys.executable, "-c", "import time; time.sleep(60)  # bench-test-competitor"]
+
+
+def competitors() -> list:
+    import psutil
+
+    return [p for p in psutil.Process().children() if "bench-test-competitor" in " ".join(p.cmdline())]
+
+
+def test_the_competing_process_runs_during_the_block_and_is_killed_even_when_the_block_fails():
+    with pytest.raises(RuntimeError, match="the block failed"):
+        with bench.competing_process(QUICK) as process:
+            assert process.poll() is None and [p.pid for p in competitors()] == [process.pid]
+            raise RuntimeError("the block failed")
+    assert process.returncode is not None and competitors() == []
+
+
+def test_contention_runs_the_notebook_beside_the_competitor_and_compares_with_the_run_alone(cfg, tmp_path, monkeypatch):
+    alone = write_run(tmp_path, "20260101-000000-smoke", {"00_setup_and_data": 5.0, bench.CONTENTION_NOTEBOOK: 20.0})
+    seen = []
+
+    def notebook(profile, overrides, root, only):
+        seen.append((profile, overrides, only, len(competitors())))
+        write_run(root, "20260102-000000-smoke", {only[0]: 30.0})
+        return {"run_dir": str(root / "20260102-000000-smoke"), "finished": True}
+    monkeypatch.setattr(bench, "course_with_memory", notebook)
+    run = bench.Bench(cfg, {}, alone, overrides={"ablation_steps": 2})
+    bench.part_contention(run, competitor=QUICK)
+    assert seen == [("smoke", {"ablation_steps": 2}, [bench.CONTENTION_NOTEBOOK], 1)] and competitors() == []
+    c = run.results["contention"]
+    assert (c["under_load_seconds"], c["alone_seconds"], c["alone_run"]) == (30.0, 20.0, str(alone))
+    assert Path(c["run_dir"]).parent == Path(cfg.run_dir) / "contention"  # out of the way of runs/' course runs
+    assert bench.ratios(run.results) == {"contention_slowdown": 1.5}
+
+    def failing(*args, **kwargs):
+        assert len(competitors()) == 1
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bench, "course_with_memory", failing)
+    with pytest.raises(KeyboardInterrupt):
+        bench.part_contention(run, competitor=QUICK)
+    assert competitors() == []
 
 
 def test_tree_memory_counts_a_child_process_and_its_own_child(tmp_path):
@@ -141,18 +262,21 @@ def test_seeds_train_again_on_the_same_split_and_score_hf_q4_and_encoder(tmp_pat
     assert set(seeds["macro_f1"]) == {bench.LLM, bench.LLM_Q4}  # the encoder ran for one seed only: no spread
 
 
-def test_training_and_inference_figures_on_the_tiny_model(cfg, tmp_path):
-    results = bench.run_bench(cfg, run_dir=None, steps=2, parts=("training", "inference"), progress=False)
+def test_training_shapes_and_inference_figures_on_the_tiny_model(cfg, tmp_path):
+    results = bench.run_bench(cfg, run_dir=None, steps=2, parts=("shapes", "training", "inference"), progress=False)
     training = results["training"]
-    assert training["steps"] == 2 and training["tokens_per_second"] > 0
-    assert training["lora_params"] > 0 and training["frozen_params"] > training["lora_params"]
+    assert training["steps"] == 2 and training["tokens_per_second"] > 0 and training["rows_per_second"] > 0
+    assert training["lora_params"] > 0 and training["frozen_above"] > training["lora_params"]
+    assert training["lowest_trained_block"] == 1 and training["frozen_below"] > 0  # smoke: the top block of two
+    assert results["shapes"]["tokens"] == round(training["tokens_per_step"])  # the shapes of the step just timed
     inference = results["inference"]
     assert inference["reviews"] == cfg.test_size
     assert inference["gguf"].endswith("-Q4_K_M.gguf")
     for name in ("hf_scoring", "hf_generation", "gguf_scoring"):
         assert inference[name]["reviews_per_second"] > 0 and 0 <= inference[name]["accuracy"] <= 1
     assert inference["hf_scoring"]["invalid_rate"] == 0  # scoring always yields a label
-    assert set(results["ratios"]) == {"gguf_q4_k_m_vs_hf_fp32", "scoring_vs_generation"}
+    assert set(results["ratios"]) == {"training_utilisation_strict_vs_shapes", "gguf_q4_k_m_vs_hf_fp32",
+                                      "scoring_vs_generation"}
     saved = bench.save_results(results, tmp_path / "bench")
     assert json.loads(saved.read_text())["inference"]["reviews"] == cfg.test_size
 
