@@ -1,4 +1,5 @@
-"""Why is my loss stuck? Read a log history and say, in words, what to check — and a small learning-rate sweep.
+"""Why is my loss stuck? Read a log history and say, in words, what to check — and a small learning-rate sweep; and
+how fast can it be? LoRA on the top K blocks against the number of training rows, on the eval split.
 
 The rules look at the training loss only. They name the usual suspects in order of cost to check: the learning
 rate, the batch size, and the labels themselves (identical texts with different labels cap what any model can learn).
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from helpers.config import CourseConfig
-from helpers.data import Splits, to_chat_records
+from helpers.data import Splits, balanced_sample, prepare_splits, to_chat_records
+from helpers.model import free_memory
+from helpers.predict import hf_predictor
 from helpers.training import train_fresh, train_losses
 
 PLATEAU = 0.5  # answer-only loss above this after the first stretch means the model is not learning the task
@@ -56,3 +59,31 @@ def lr_sweep(cfg: CourseConfig, splits: Splits, out_dir: Path, progress: bool = 
             for lr in cfg.sweep_learning_rates}  # each run's settings, derived from the course's
     return {lr: train_losses(train_fresh(run, records, Path(out_dir) / f"sweep_{lr:g}", progress=progress,
                                          warmup_steps=0)[1]["log_history"]) for lr, run in runs.items()}
+
+
+def layer_grid(cfg: CourseConfig, out_dir: Path, progress: bool = False) -> list[dict]:
+    """Speed against accuracy: a fresh adapter trained for one epoch on a balanced subset of each size in
+    `cfg.layer_grid_rows`, with LoRA on the top K blocks for each K in `cfg.layer_grid_layers` (0: every block),
+    scored on `cfg.layer_grid_eval_size` rows of the eval split — never the test split: this grid chooses the
+    workshop's budget. Returns one {"layers", "rows", "train_seconds", "rows_per_second", "eval_macro_f1",
+    "eval_accuracy", "eval_rows"} per run."""
+    grid = dataclasses.replace(cfg, train_size=max(cfg.layer_grid_rows), eval_size=cfg.layer_grid_eval_size)
+    splits = prepare_splits(grid)
+    points = []
+    for rows in cfg.layer_grid_rows:
+        subset = balanced_sample(splits.train, rows, cfg.labels, cfg.seed, min_per_class=1, source="layer grid")
+        for layers in cfg.layer_grid_layers:
+            run = dataclasses.replace(grid, lora_layers=layers, train_size=len(subset),
+                                      max_steps=max(1, len(subset) // cfg.batch_size))
+            trainer, result = train_fresh(run, to_chat_records(subset, cfg), Path(out_dir) / f"grid_{layers}_{rows}",
+                                          progress=progress)
+            scored = hf_predictor(trainer.model.merge_and_unload(), trainer.processing_class, cfg).evaluate(
+                splits.eval, progress=progress)
+            seconds = result["train_seconds"]
+            points.append({"layers": layers, "rows": len(subset), "train_seconds": seconds,
+                           "rows_per_second": run.max_steps * cfg.batch_size / seconds,
+                           "eval_macro_f1": scored["macro_f1"], "eval_accuracy": scored["accuracy"],
+                           "eval_rows": len(splits.eval)})
+            del trainer, scored
+            free_memory()
+    return points

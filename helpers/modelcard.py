@@ -51,7 +51,8 @@ def card_text(cfg: CourseConfig, kind: str, metrics: dict, files: list[str] = ()
 # Sentiment classifier ({kind})
 
 {KINDS[kind][1][0].upper() + KINDS[kind][1][1:]}, fine-tuned from `{BASE_MODELS.get(cfg.model, cfg.model)}` with TRL's
-`SFTTrainer` and LoRA (rank {cfg.lora_r}, {cfg.max_steps} steps of {cfg.batch_size}, learning rate
+`SFTTrainer` and LoRA (rank {cfg.lora_r} on {f"the top {cfg.lora_layers} transformer blocks" if cfg.lora_layers else
+"every transformer block"}, {cfg.max_steps} steps of {cfg.batch_size}, learning rate
 {cfg.learning_rate}, seed {cfg.seed}; profile `{cfg.profile}`), with the loss on the answer tokens only.
 {listed}
 ## Data

@@ -149,6 +149,29 @@ def plot_learning_curve(points: list[dict], human: dict | None = None):
     return fig
 
 
+def plot_layer_grid(points: list[dict], chosen: dict | None = None):
+    """Speed against accuracy: eval macro-F1 against training seconds, one line per "LoRA on the top K blocks"
+    setting, each point labelled with its training rows; `chosen` ({"layers", "rows"}) is ringed."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for i, layers in enumerate(sorted({p["layers"] for p in points}, key=lambda k: (k != 0, -k))):
+        mine = sorted((p for p in points if p["layers"] == layers), key=lambda p: p["rows"])
+        ax.plot([p["train_seconds"] for p in mine], [p["eval_macro_f1"] for p in mine], marker="osD^v<>"[i % 7],
+                label="every block" if layers == 0 else f"top {layers} blocks")
+        for p in mine:
+            ax.annotate(f"{p['rows']}", (p["train_seconds"], p["eval_macro_f1"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, -10))
+    for p in points:
+        if chosen and (p["layers"], p["rows"]) == (chosen["layers"], chosen["rows"]):
+            ax.scatter([p["train_seconds"]], [p["eval_macro_f1"]], s=240, facecolors="none", edgecolors="k",
+                       label="the workshop's setting")
+    ax.set(xlabel="training seconds (one epoch; rows next to each point)", ylabel="macro-F1 (eval split)",
+           title="LoRA on the top K blocks: speed against accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 KIND_COLOURS = {"fine-tuned LLM": "C3", "LLM": "C1", "encoder": "C0", "classic": "C2"}
 
 

@@ -63,6 +63,18 @@ def latest_run(holding: str, profile: str = "*", root: Path = ROOT / "runs") -> 
     return next((run for run in course_runs(profile, root) if (run / holding).exists()), None)
 
 
+def latest_bench(key: str, root: Path = ROOT / "runs" / "bench") -> tuple[Path, dict] | tuple[None, None]:
+    """(file, figures) of the newest `make bench` results file under `root` that measured `key`, or (None, None)."""
+    for path in sorted(Path(root).glob("bench-*.json"), reverse=True):
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if key in results:
+            return path, results
+    return None, None
+
+
 # The notebooks, by the folder each keeps inside a run folder.
 DATA, MASKING, TRAINING = "00_setup_and_data", "01_label_masking", "02_logged_training"
 EXPORT, FEWSHOT, ALTERNATIVES = "03_gguf_quantization", "04_few_shot_vs_finetuned", "05_practitioners_alternatives"

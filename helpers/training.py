@@ -18,11 +18,34 @@ from helpers.model import load_model, pick_device, save_with_course_template
 from helpers.runs import disk_mb, layout
 
 
-def build_lora_config(cfg: CourseConfig):
+def build_lora_config(cfg: CourseConfig, model):
+    """LoRA on all seven linear projections of every transformer block, or (`cfg.lora_layers` = K > 0) of the top K
+    blocks only. Backward then stops at the lowest trainable block: the frozen blocks below it run forward only, which
+    is why a top-K step is faster (only while gradient checkpointing is off: TRL then forces input gradients on)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+    common = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM")
+    layers = trained_layers(model, cfg.lora_layers)
+    if layers is None:
+        return LoraConfig(target_modules="all-linear", **common)
+    # peft refuses layers_to_transform with "all-linear": name the block's projections (the same seven)
+    return LoraConfig(target_modules=block_projections(model), layers_to_transform=layers, layers_pattern="layers",
+                      **common)
+
+
+def trained_layers(model, top: int) -> list[int] | None:
+    """The indices of the top `top` transformer blocks, or None for all of them (`top` 0, or not below their count)."""
+    count = model.config.num_hidden_layers
+    return list(range(count - top, count)) if 0 < top < count else None
+
+
+def block_projections(model) -> list[str]:
+    """The names of the linear layers inside one transformer block (q/k/v/o and the MLP's gate/up/down here)."""
+    import torch
+
+    block = model.get_decoder().layers[0]
+    return sorted({name.rsplit(".", 1)[-1] for name, module in block.named_modules()
+                   if isinstance(module, torch.nn.Linear)})
 
 
 def build_sft_config(cfg: CourseConfig, output_dir: Path, completion_only_loss: bool = True,
@@ -111,7 +134,7 @@ def make_trainer(cfg: CourseConfig, model, tokenizer, train_records, eval_record
     output_dir = Path(output_dir or Path(cfg.run_dir) / "trainer")
     args = build_sft_config(cfg, output_dir, completion_only_loss, with_eval=eval_records is not None, **sft_extra)
     callbacks = [jsonl_log_callback(log_path)] if log_path else []
-    return SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=build_lora_config(cfg),
+    return SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=build_lora_config(cfg, model),
                       train_dataset=Dataset.from_list(fit_records(train_records, tokenizer, cfg)),
                       eval_dataset=Dataset.from_list(fit_records(eval_records, tokenizer, cfg)) if eval_records else None,
                       callbacks=callbacks)

@@ -325,7 +325,7 @@ def test_a_lora_adapter_folder_loads_on_the_base_model_and_labels(cfg, write, tm
 
     model, tokenizer = load_model(cfg)
     base = score_labels(model, tokenizer, REVIEWS, cfg, progress=False)
-    peft_model = get_peft_model(model, build_lora_config(cfg))
+    peft_model = get_peft_model(model, build_lora_config(cfg, model))
     torch.manual_seed(0)
     with torch.no_grad():  # a fresh LoRA B is zero (no change at all): give the adapter something to change
         for name, param in peft_model.named_parameters():

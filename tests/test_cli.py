@@ -24,7 +24,7 @@ def test_every_command_has_help_that_lists_every_knob_with_its_default():
         text = " ".join(sub.format_help().split())
         for knob in ("--max-steps", "--learning-rate", "--lora-r", "--system-prompt", "--seed", "--threads"):
             assert knob in text, (name, knob)
-        assert "default: 60 (smoke: 4, deep: 514, full: 600)" in text  # max_steps: its default and each profile's value
+        assert "default: 120 (smoke: 4, deep: 514, full: 600)" in text  # max_steps: its default and each profile's value
         assert "--group-by-length | --no-group-by-length" in text
 
 

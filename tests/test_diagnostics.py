@@ -40,3 +40,12 @@ def test_lr_sweep_gives_one_curve_per_rate(cfg):
     cfg.sweep_learning_rates, cfg.sweep_steps = (1e-4, 1e-3), 2
     curves = lr_sweep(cfg, prepare_splits(cfg), cfg.run_dir)
     assert list(curves) == [1e-4, 1e-3] and all([s for s, _ in c] == [1, 2] for c in curves.values())
+
+
+def test_layer_grid_trains_every_k_and_size_and_scores_the_eval_split(cfg):
+    from helpers.diagnostics import layer_grid
+
+    points = layer_grid(cfg, cfg.run_dir)
+    assert [(p["layers"], p["rows"]) for p in points] == [(0, 12), (1, 12), (0, 24), (1, 24)]
+    assert all(p["eval_rows"] == 12 and 0 <= p["eval_macro_f1"] <= 1 and p["train_seconds"] > 0 for p in points)
+    assert points[0]["rows_per_second"] == 12 / points[0]["train_seconds"]  # one epoch: 3 steps of 4 rows

@@ -97,3 +97,16 @@ def test_ranked_plot_puts_the_best_on_top_with_the_human_line():
     assert list(ax.get_lines()[0].get_xdata()) == [0.75, 0.75]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["encoder", "classic", "one human rater (0.750 ± 0.020)"]
     assert len(plot_ranked(rows).axes[0].get_lines()) == 0  # no human data, no line
+
+
+def test_layer_grid_draws_one_line_per_k_and_rings_the_chosen_point():
+    from helpers.plots import plot_layer_grid
+
+    points = [{"layers": k, "rows": n, "train_seconds": n / (10 if k else 5), "eval_macro_f1": 0.5 + n / 10000}
+              for k in (0, 10) for n in (480, 960)]
+    ax = plot_layer_grid(points, chosen={"layers": 10, "rows": 960}).axes[0]
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["every block", "top 10 blocks"]
+    assert list(lines[1].get_xdata()) == [48.0, 96.0] and list(lines[0].get_ydata()) == [0.548, 0.596]
+    ringed = ax.collections[0].get_offsets()
+    assert ringed.tolist() == [[96.0, 0.596]] and "960" in [t.get_text() for t in ax.texts]

@@ -216,7 +216,7 @@ def test_an_adapter_loads_on_its_own_base_or_is_named_with_it(cfg, tmp_path):
     from helpers.training import build_lora_config
 
     model, tokenizer = load_model(cfg)  # the smoke profile's tiny base
-    get_peft_model(model, build_lora_config(cfg)).save_pretrained(tmp_path / "adapter")
+    get_peft_model(model, build_lora_config(cfg, model)).save_pretrained(tmp_path / "adapter")
     workshop = make_config("workshop", run_dir=tmp_path)
     predictor = load_predictor(workshop, tmp_path / "adapter")  # the adapter's own base, not SmolLM2-135M
     assert predictor.probabilities(TEXTS[:1]).shape == (1, 3)

@@ -97,3 +97,16 @@ def test_layout_metrics_reads_what_record_metrics_wrote(cfg):
     assert layout(cfg).metrics("02_logged_training") is None
     record_metrics(cfg, "02_logged_training", train_seconds=3.0)
     assert layout(cfg).metrics("02_logged_training")["train_seconds"] == 3.0
+
+
+def test_latest_bench_is_the_newest_file_that_measured_the_key(tmp_path):
+    import json
+
+    from helpers.runs import latest_bench
+
+    (tmp_path / "bench-20261201-090000.json").write_text(json.dumps({"layer_grid": [1]}))
+    (tmp_path / "bench-20261201-100000.json").write_text(json.dumps({"training": {}}))
+    (tmp_path / "bench-20261201-110000.json").write_text("{torn")
+    path, results = latest_bench("layer_grid", tmp_path)
+    assert path.name == "bench-20261201-090000.json" and results["layer_grid"] == [1]
+    assert latest_bench("deep_seeds", tmp_path) == (None, None)

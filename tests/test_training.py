@@ -28,7 +28,12 @@ def test_bf16_only_on_a_gpu_and_todays_names(cfg, tmp_path):
 
 
 def test_lora_targets_every_linear_projection(cfg):
-    lora = build_lora_config(cfg)
+    import dataclasses
+
+    from helpers.model import load_model
+
+    every = dataclasses.replace(cfg, lora_layers=0)
+    lora = build_lora_config(every, load_model(every)[0])
     assert lora.target_modules == "all-linear" and (lora.r, lora.lora_alpha) == (cfg.lora_r, cfg.lora_alpha)
 
 
@@ -142,3 +147,24 @@ def test_padding_free_batches_give_the_padded_loss_without_a_padding_token(cfg, 
     assert packed["input_ids"].shape == (1, real_tokens) and "attention_mask" not in packed
     assert padded["input_ids"].numel() > real_tokens  # the padded batch did pad
     assert packed_loss == pytest.approx(padded_loss, rel=1e-4)
+
+
+def test_lora_on_the_top_blocks_names_the_projections_and_stops_backward_there(cfg):
+    import dataclasses
+
+    import torch
+    from peft import get_peft_model
+
+    from helpers.model import load_model
+
+    model, _ = load_model(cfg)
+    top = dataclasses.replace(cfg, lora_layers=1)
+    lora = build_lora_config(top, model)
+    assert lora.layers_to_transform == [model.config.num_hidden_layers - 1] and lora.layers_pattern == "layers"
+    assert set(lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    peft_model = get_peft_model(model, lora)
+    trained = {name.split(".layers.")[1].split(".")[0] for name, p in peft_model.named_parameters() if p.requires_grad}
+    assert trained == {str(model.config.num_hidden_layers - 1)}
+    hidden = peft_model(torch.tensor([[1, 2, 3]]), output_hidden_states=True).hidden_states
+    assert not hidden[-2].requires_grad and hidden[-1].requires_grad  # autograd never enters the frozen blocks
+    assert build_lora_config(dataclasses.replace(cfg, lora_layers=99), model).target_modules == "all-linear"
