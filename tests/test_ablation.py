@@ -17,13 +17,15 @@ def test_ablation_returns_both_arms_on_a_tiny_run(cfg):
     assert summary["unmasked"]["accuracy"] == results["unmasked"]["accuracy"]
 
 
-def test_both_arms_train_padding_free_when_the_knob_says_so(cfg, monkeypatch):
+def test_both_arms_train_padding_free_with_their_own_lora_setting_when_the_knobs_say_so(cfg, monkeypatch):
     seen, real = [], helpers.ablation.train_fresh
     monkeypatch.setattr(helpers.ablation, "train_fresh",
                         lambda arm_cfg, *a, **k: seen.append(arm_cfg) or real(arm_cfg, *a, **k))
     cfg.ablation_steps, cfg.ablation_padding_free = 1, True
+    cfg.ablation_lora_layers, cfg.ablation_learning_rate = 0, 2e-4  # smoke trains the top block of two elsewhere
     run_masking_ablation(cfg, prepare_splits(cfg), cfg.run_dir / "ablation", progress=False)
-    assert [(c.padding_free, c.max_steps) for c in seen] == [(True, 1), (True, 1)] and cfg.padding_free is False
+    assert [(c.padding_free, c.max_steps, c.lora_layers, c.learning_rate) for c in seen] == [(True, 1, 0, 2e-4)] * 2
+    assert (cfg.padding_free, cfg.lora_layers, cfg.learning_rate) == (False, 1, 3e-4)
     seen.clear()
     cfg.ablation_padding_free = False
     run_masking_ablation(cfg, prepare_splits(cfg), cfg.run_dir / "ablation", progress=False)
