@@ -31,7 +31,6 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 from helpers.alternatives import ENCODER, LLM, LLM_Q4
 from helpers.config import ROOT, CourseConfig, make_config
@@ -144,7 +143,7 @@ def block_products(config, lora_r: int, tokens: int, top: int = 0) -> list[dict]
     shapes = {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d), "gate_proj": (d, f),
               "up_proj": (d, f), "down_proj": (f, d)}
     count = config.num_hidden_layers
-    trained = len(trained_layers(SimpleNamespace(config=config), top) or range(count))  # it reads model.config only
+    trained = len(trained_layers(count, top) or range(count))
     rows = []
     for name, (n_in, n_out) in shapes.items():
         for weight, i, o in (("W", n_in, n_out), ("A", n_in, lora_r), ("B", lora_r, n_out)):

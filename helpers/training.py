@@ -25,7 +25,7 @@ def build_lora_config(cfg: CourseConfig, model):
     from peft import LoraConfig
 
     common = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM")
-    layers = trained_layers(model, cfg.lora_layers)
+    layers = trained_layers(model.config.num_hidden_layers, cfg.lora_layers)
     if layers is None:
         return LoraConfig(target_modules="all-linear", **common)
     # peft refuses layers_to_transform with "all-linear": name the block's projections (the same seven)
@@ -33,9 +33,9 @@ def build_lora_config(cfg: CourseConfig, model):
                       **common)
 
 
-def trained_layers(model, top: int) -> list[int] | None:
-    """The indices of the top `top` transformer blocks, or None for all of them (`top` 0, or not below their count)."""
-    count = model.config.num_hidden_layers
+def trained_layers(count: int, top: int) -> list[int] | None:
+    """The indices of the top `top` of `count` transformer blocks, or None for all of them (`top` 0, or not below
+    `count`)."""
     return list(range(count - top, count)) if 0 < top < count else None
 
 
