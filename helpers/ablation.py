@@ -11,6 +11,7 @@ from pathlib import Path
 
 from helpers.config import CourseConfig
 from helpers.data import Splits, to_chat_records
+from helpers.evaluate import verdict
 from helpers.model import free_memory
 from helpers.predict import hf_predictor
 from helpers.training import train_fresh, train_losses
@@ -34,7 +35,8 @@ def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progr
         merged = trainer.model.merge_and_unload()  # the same predictions as the adapter, and faster to evaluate
         metrics = hf_predictor(merged, trainer.processing_class, cfg).evaluate(splits.test, progress=progress)
         results[arm] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"],
-                        "confusion": metrics["confusion"], "train_seconds": run["train_seconds"],
+                        "confusion": metrics["confusion"], "predictions": metrics["predictions"],
+                        "train_seconds": run["train_seconds"],
                         "steps": cfg.ablation_steps, "loss_history": train_losses(run["log_history"])}
         del trainer, merged  # one model in memory at a time: the kernel peaked at 4.4 GiB holding the first arm's
         free_memory()        # model and pages while it trained the second; freed, it peaks at the larger arm's
@@ -42,17 +44,21 @@ def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progr
 
 
 def ablation_summary(results: dict) -> dict:
-    """What the metrics file keeps of each arm (the confusion matrices stay in the notebook)."""
-    return {arm: {k: r[k] for k in ("accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history")}
+    """What the metrics file keeps of each arm (the confusion matrices stay in the notebook; the predictions are kept
+    so the verdict can be checked)."""
+    return {arm: {k: r[k] for k in ("accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history",
+                                    "predictions")}
             for arm, r in results.items()}
 
 
-def ablation_verdict(results: dict) -> str:
-    """One honest sentence on the ablation, whatever the numbers say."""
+SAID = {"ahead": "masking helped", "behind": "masking hurt", "tied": "a tie: the test set cannot tell the two apart"}
+
+
+def ablation_verdict(results: dict, gold, cfg: CourseConfig) -> str:
+    """One honest sentence on the ablation, whatever the numbers say: the paired bootstrap over the test reviews
+    (`gold`) decides whether masking helped, hurt or tied."""
     m, u = results["masked"], results["unmasked"]
-    delta = m["macro_f1"] - u["macro_f1"]
-    verdict = ("masking helped" if delta > 0.02 else "masking hurt" if delta < -0.02
-               else "no clear difference (within 0.02 macro-F1)")
+    test = verdict(gold, {"method": "masked", **m}, {"method": "unmasked", **u}, cfg.labels, cfg.seed)
     return (f"After {m['steps']} steps each, answer-only loss reached accuracy {m['accuracy']:.3f} / macro-F1 "
-            f"{m['macro_f1']:.3f}, loss on every token {u['accuracy']:.3f} / {u['macro_f1']:.3f}: {verdict} "
-            f"({delta:+.3f} macro-F1) on {m.get('n', 'the')} test reviews.")
+            f"{m['macro_f1']:.3f}, loss on every token {u['accuracy']:.3f} / {u['macro_f1']:.3f}: {SAID[test['outcome']]} "
+            f"({test['interval']} macro-F1) on {len(gold)} test reviews.")

@@ -2,8 +2,8 @@
 
 Every method becomes a `predict(texts)` callable that returns class probabilities (or labels, for rules), so each is
 scored the same way on the in-domain test split and on an out-of-domain set it never trained on. Around them: the
-human ceiling (one rater against the mean of the others), a learning curve, a paired bootstrap that says when a
-difference is inside the test set's noise, and verdict sentences built from the numbers only.
+human ceiling (one rater against the mean of the others), a learning curve, and verdict sentences built from the
+numbers only, each win called by `helpers.evaluate.verdict`'s paired bootstrap.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from helpers.baselines import fit_majority_class, fit_tfidf_logreg, vader_fits, 
 from helpers.config import CourseConfig
 from helpers.data import (HUTTO_CORPORA, DataError, balanced_sample, load_dataset, load_rater_ratings, rating_to_label,
                           to_chat_records)
-from helpers.evaluate import classification_metrics
+from helpers.evaluate import classification_metrics, macro_f1_rows, verdict
 from helpers.model import resolve_model
 from helpers.predict import hf_predictor, load_predictor
 from helpers.runs import FEWSHOT, TRAINING, disk_mb, layout
@@ -56,7 +56,7 @@ def human_agreement(df: pd.DataFrame, ratings: dict, labels, threshold: float, d
         for d, k in enumerate(rng.integers(len(values), size=draws)):  # one rater per snippet and draw
             one[d, j] = rating_to_label(values[k], threshold)
             rest[d, j] = rating_to_label((sum(values) - values[k]) / (len(values) - 1), threshold)
-    scores = {"accuracy": (one == rest).mean(1), "macro_f1": _macro_f1(rest, one, labels)}
+    scores = {"accuracy": (one == rest).mean(1), "macro_f1": macro_f1_rows(rest, one, labels)}
     return {"n": len(rated), "draws": draws, **{f"{k}_mean": float(v.mean()) for k, v in scores.items()},
             **{f"{k}_sd": float(v.std()) for k, v in scores.items()}}
 
@@ -99,29 +99,6 @@ def method_row(method: str, kind: str, metrics: dict, train_seconds: float | Non
     speed = metrics.get("reviews_per_second")
     return {**metrics, "method": method, "kind": kind, "train_seconds": train_seconds, "size_mb": size_mb,
             "n_train": n_train, "serve_seconds": 1000 / speed if speed else None}
-
-
-def paired_bootstrap(gold, a, b, labels, draws: int = 1000, seed: int = 0) -> dict:
-    """macro-F1 of predictions `a` minus `b` on the same items, with a 95 % interval from resampling the items.
-    An interval that contains 0 means the test set cannot tell the two apart."""
-    gold, a, b = (np.asarray(x) for x in (gold, a, b))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(len(gold), size=(draws, len(gold)))
-    diffs = _macro_f1(gold[idx], a[idx], labels) - _macro_f1(gold[idx], b[idx], labels)
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return {"difference": float(_macro_f1(gold[None], a[None], labels)[0] - _macro_f1(gold[None], b[None], labels)[0]),
-            "low": float(low), "high": float(high)}
-
-
-def _macro_f1(gold: np.ndarray, predicted: np.ndarray, labels) -> np.ndarray:
-    """Row-wise macro-F1 of (draws, n) label arrays (as sklearn's, zero_division=0)."""
-    f1 = []
-    for label in labels:
-        tp = ((gold == label) & (predicted == label)).sum(1)
-        fp = ((gold != label) & (predicted == label)).sum(1)
-        fn = ((gold == label) & (predicted != label)).sum(1)
-        f1.append(np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0))
-    return np.mean(f1, axis=0)
 
 
 class Comparison:
@@ -296,28 +273,10 @@ def learning_curve(cfg: CourseConfig, train_df: pd.DataFrame, test_df: pd.DataFr
 
 def curve_point(method: str, size: int, metrics: dict, train_seconds: float | None, reused: bool = False) -> dict:
     return {"method": method, "size": size, "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
-            "train_seconds": train_seconds, "reused": reused}
+            "train_seconds": train_seconds, "reused": reused, "predictions": metrics.get("predictions")}
 
 
 # --- verdicts -------------------------------------------------------------------------------------------------------
-
-def compare_sentence(gold, first: dict, second: dict, labels, what: str, seed: int) -> dict:
-    """Paired bootstrap of two rows' predictions and one sentence that calls a difference inside the noise a tie."""
-    test = paired_bootstrap(gold, first["predictions"], second["predictions"], labels, seed=seed)
-    tie = test["low"] <= 0 <= test["high"]
-    if tie:
-        text = (f"{what}: {first['method']} ({first['macro_f1']:.3f} macro-F1) and {second['method']} "
-                f"({second['macro_f1']:.3f}) are tied within the test set's noise ({test['difference']:+.3f}, "
-                f"95 % interval {test['low']:+.3f} to {test['high']:+.3f}).")
-    else:
-        ahead = test["difference"] > 0
-        lead, trail = (first, second) if ahead else (second, first)
-        low, high = (test["low"], test["high"]) if ahead else (-test["high"], -test["low"])
-        text = (f"{what}: {lead['method']} ({lead['macro_f1']:.3f} macro-F1) beats {trail['method']} "
-                f"({trail['macro_f1']:.3f}) by {abs(test['difference']):.3f} (95 % interval {low:+.3f} to {high:+.3f}).")
-    return {**test, "tie": bool(tie), "winner": None if tie else (first if test["difference"] > 0 else second)["method"],
-            "sentence": text}
-
 
 def best(rows: list[dict], kinds: tuple) -> dict | None:
     """The row of the highest macro-F1 among the rows of these kinds that carry predictions."""
@@ -333,7 +292,8 @@ def llm_vs_alternatives(gold, rows: list[dict], labels, what: str, seed: int) ->
     llm, rival = best(rows, ("fine-tuned LLM",)), best(rows, ALTERNATIVES)
     if llm is None or rival is None:
         return None
-    return compare_sentence(gold, llm, rival, labels, what, seed)
+    test = verdict(gold, llm, rival, labels, seed)
+    return {**test, "sentence": f"{what}: {test['sentence']}"}
 
 
 def cheapest_within_noise(gold, rows: list[dict], labels, cost: str, seed: int) -> str:
@@ -341,8 +301,7 @@ def cheapest_within_noise(gold, rows: list[dict], labels, cost: str, seed: int) 
     tied with the best method's, by the paired bootstrap."""
     scored = [r for r in rows if r.get("predictions") is not None and r.get(cost) is not None]
     top = max(scored, key=lambda r: r["macro_f1"])
-    tied = [r for r in scored if r is top or paired_bootstrap(gold, r["predictions"], top["predictions"], labels,
-                                                              seed=seed)["high"] >= 0]
+    tied = [r for r in scored if r is top or verdict(gold, r, top, labels, seed)["outcome"] != "behind"]
     cheap = min(tied, key=lambda r: r[cost])
     unit = "s of training" if cost == "train_seconds" else "s per 1,000 reviews served"
     if cheap is top:
@@ -355,20 +314,20 @@ def cheapest_within_noise(gold, rows: list[dict], labels, cost: str, seed: int) 
             f"({top['macro_f1']:.3f}, {top[cost]:.1f} {unit}), at {top[cost] / max(cheap[cost], 1e-9):.0f}x less cost.")
 
 
-def little_data_sentence(curve: list[dict], human: dict | None) -> str:
-    """Which method leads at the smallest training size that the LLM was trained at, and the LLM's gap to it."""
+def little_data_sentence(curve: list[dict], human: dict | None, gold, labels, seed: int) -> str:
+    """At the smallest training size that the LLM was trained at: the fine-tuned LLM against the best other method
+    there, by the paired bootstrap over the test reviews (`gold`)."""
     llm_sizes = sorted(p["size"] for p in curve if p["method"].startswith("fine-tuned LLM"))
     if not llm_sizes:
         return "Little data: no LLM point on the learning curve in this profile."
     size = llm_sizes[0]
-    at = [p for p in curve if p["size"] == size]
-    top = max(at, key=lambda p: p["macro_f1"])
+    at = [p for p in curve if p["size"] == size and p.get("predictions") is not None]
     llm = next(p for p in at if p["method"].startswith("fine-tuned LLM"))
+    rival = max((p for p in at if p is not llm), key=lambda p: p["macro_f1"], default=None)
     ceiling = f"; one human rater reaches {human['macro_f1_mean']:.3f}" if human else ""
-    if top is llm:
-        return f"With little data ({size} examples): the fine-tuned LLM leads ({llm['macro_f1']:.3f} macro-F1){ceiling}."
-    return (f"With little data ({size} examples): {top['method']} leads ({top['macro_f1']:.3f} macro-F1), the "
-            f"fine-tuned LLM reaches {llm['macro_f1']:.3f} ({llm['macro_f1'] - top['macro_f1']:+.3f}){ceiling}.")
+    if rival is None:
+        return f"With little data ({size} examples): the fine-tuned LLM reaches {llm['macro_f1']:.3f} macro-F1{ceiling}."
+    return f"With little data ({size} examples): {verdict(gold, llm, rival, labels, seed)['sentence'][:-1]}{ceiling}."
 
 
 def when_to_fine_tune(in_domain: dict | None, out_of_domain: dict | None) -> str:
@@ -415,7 +374,7 @@ def verdicts(comparison: Comparison, curve: list[dict], humans: dict, seed: int)
     out = {f"{name}_llm_vs_alternatives": t["sentence"] for name, t in tests.items() if t}
     out.update({f"{name}_ceiling": ceiling_sentence(rows[name], humans.get(name), where)
                 for name, where in (("test", "In domain"), ("ood", "Out of domain")) if rows.get(name)})
-    out["little_data"] = little_data_sentence(curve, humans.get("test"))
+    out["little_data"] = little_data_sentence(curve, humans.get("test"), gold["test"], labels, seed)
     for cost in ("train_seconds", "serve_seconds"):
         out[f"per_{cost}"] = cheapest_within_noise(gold["test"], rows["test"], labels, cost, seed)
     out["advice"] = when_to_fine_tune(tests.get("test"), tests.get("ood"))

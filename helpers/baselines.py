@@ -118,6 +118,8 @@ def run_baselines(cfg: CourseConfig, train: pd.DataFrame, test: pd.DataFrame) ->
 BASELINES = ("majority class", "VADER (rules, no training)", "TF-IDF + logistic regression")
 
 
-def baseline_verdict(rows: list[dict]) -> str:
-    """By how much the best fine-tuned method beats (or does not beat) the best classic baseline, in macro-F1."""
-    return fine_tuned_margin(rows, [r for r in rows if r["method"] in BASELINES], "classic baseline")
+def baseline_verdict(rows: list[dict], gold, cfg: CourseConfig) -> str:
+    """One sentence: does the best fine-tuned method beat, tie or fall behind the best classic baseline on the test
+    reviews (`gold`), by the paired bootstrap?"""
+    return fine_tuned_margin(gold, rows, [r for r in rows if r["method"] in BASELINES], "classic baseline", cfg.labels,
+                             cfg.seed)

@@ -29,8 +29,9 @@ from helpers.config import PROFILES, ROOT, CourseConfig, make_config
 from helpers.data import (DataError, class_balance, label_consistency_report, load_dataset, load_tweets, prepare_splits,
                           split_report, split_sentence, to_chat_records)
 from helpers.evaluate import classification_metrics, metrics_summary
-from helpers.fewshot import FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots, run_local_models
-from helpers.formats import compare_formats, format_verdict
+from helpers.fewshot import (FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots, run_local_models,
+                             training_rows)
+from helpers.formats import compare_formats, format_verdict, scored_in_training
 from helpers.gguf import (GGUFError, base_model_gguf, build_gguf_files, merged_model_dir, prepare_converter,
                           servable_gguf)
 from helpers.model import ModelError, load_model, prepare_embedded_model, prepare_tiny_model
@@ -166,9 +167,11 @@ def cmd_data(args):
 def cmd_ablation(args):
     """Notebook 01: train masked and unmasked arms with the same budget, score both on the test split."""
     cfg = config_from(args, fresh_run_dir(args))
-    results = run_masking_ablation(cfg, prepare_splits(cfg), notebook_dir(cfg, MASKING))
-    record_metrics(cfg, MASKING, ablation=ablation_summary(results), verdict=ablation_verdict(results))
-    return cfg, ablation_verdict(results)
+    splits = prepare_splits(cfg)
+    results = run_masking_ablation(cfg, splits, notebook_dir(cfg, MASKING))
+    verdict = ablation_verdict(results, splits.test["label"], cfg)
+    record_metrics(cfg, MASKING, ablation=ablation_summary(results), verdict=verdict)
+    return cfg, verdict
 
 
 def cmd_train(args):
@@ -202,11 +205,13 @@ def cmd_export(args):
     merged = merged_model_dir(cfg)
     notebook_dir(cfg, notebook)
     files = build_gguf_files(cfg, merged, layout(cfg))
-    rows = compare_formats(cfg, merged, files, prepare_splits(cfg).test)
+    test = prepare_splits(cfg).test
+    rows = compare_formats(cfg, merged, files, test, known=scored_in_training(cfg))
+    verdict = format_verdict(rows, test["label"], cfg)
     record_metrics(cfg, notebook, formats=[{k: v for k, v in r.items() if k != "predictions"} for r in rows],
-                   verdict=format_verdict(rows), gguf_files=files)
+                   verdict=verdict, gguf_files=files)
     write_model_cards(cfg)
-    return cfg, format_verdict(rows)
+    return cfg, verdict
 
 
 def cmd_compare(args):
@@ -225,8 +230,10 @@ def cmd_compare(args):
     row, note = asyncio.run(openai_row(cfg, splits.test, cache, shots))  # after the local rows: never loses them
     results += [row] if row else []
     print(note)
+    results += training_rows(cfg)
     results += [{**row, "shots": 0, "size_mb": None} for row in run_baselines(cfg, splits.train, splits.test)]
-    verdict = fewshot_verdict(results) + " " + baseline_verdict(results)
+    gold = splits.test["label"]
+    verdict = fewshot_verdict(results, gold, cfg) + " " + baseline_verdict(results, gold, cfg)
     record_metrics(cfg, notebook, verdict=verdict, shots=shots, prices_checked=cfg.prices_checked,
                    results=[{k: v for k, v in r.items() if k not in ("predictions", "per_class", "probabilities")}
                             for r in results])

@@ -109,13 +109,69 @@ def mistakes_near_threshold(test_df, predictions, threshold: float, margin: floa
             "share_of_test_near_threshold": float((near & graded).mean()) if graded.any() else None}
 
 
-def fine_tuned_margin(rows: list[dict], rivals: list[dict], rival_kind: str) -> str:
-    """One sentence: did the best fine-tuned row beat the best of `rivals` (e.g. "few-shot prompt"), by how much?"""
-    tuned = [r for r in rows if r["method"].startswith("fine-tuned")]
+# --- calling a winner: the one way every chapter, the report and the model cards say "beats", "tied" or "behind" ---
+
+def paired_bootstrap(gold, a, b, labels, draws: int = 1000, seed: int = 0) -> dict:
+    """macro-F1 of predictions `a` minus `b` on the same items, with a 95 % interval from resampling the items.
+    An interval that contains 0 means the test set cannot tell the two apart."""
+    gold, a, b = (np.asarray(list(x)) for x in (gold, a, b))
+    if not len(gold) == len(a) == len(b):
+        raise ValueError(f"A paired comparison needs one prediction of each side per gold label ({len(gold)} gold, "
+                         f"{len(a)} and {len(b)} predictions): score both on the same test rows.")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(len(gold), size=(draws, len(gold)))
+    diffs = macro_f1_rows(gold[idx], a[idx], labels) - macro_f1_rows(gold[idx], b[idx], labels)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"difference": float(macro_f1_rows(gold[None], a[None], labels)[0] - macro_f1_rows(gold[None], b[None], labels)[0]),
+            "low": float(low), "high": float(high)}
+
+
+def macro_f1_rows(gold: np.ndarray, predicted: np.ndarray, labels) -> np.ndarray:
+    """Row-wise macro-F1 of (draws, n) label arrays (as sklearn's, zero_division=0)."""
+    f1 = []
+    for label in labels:
+        tp = ((gold == label) & (predicted == label)).sum(1)
+        fp = ((gold != label) & (predicted == label)).sum(1)
+        fn = ((gold == label) & (predicted != label)).sum(1)
+        f1.append(np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0))
+    return np.mean(f1, axis=0)
+
+
+def verdict(gold, first: dict, second: dict, labels, seed: int = 0) -> dict:
+    """Does `first` beat `second`? Both are rows with a "method" name, their "macro_f1" and their "predictions" on the
+    items of `gold`.
+    A paired bootstrap of the macro-F1 difference decides: a 95 % interval that contains 0 is a tie.
+
+    Returns the bootstrap's difference, low and high, `outcome` ("ahead", "tied" or "behind": `first` against
+    `second`), `winner` (a method name, None on a tie), `interval` ("+d, 95 % interval +l to +h", for a chapter's own
+    sentence) and `sentence` (the leader first)."""
+    test = paired_bootstrap(gold, first["predictions"], second["predictions"], labels, seed=seed)
+    tie = test["low"] <= 0 <= test["high"]
+    outcome = "tied" if tie else "ahead" if test["difference"] > 0 else "behind"
+    interval = f"{test['difference']:+.3f}, 95 % interval {test['low']:+.3f} to {test['high']:+.3f}"
+    if tie:
+        sentence = (f"{first['method']} ({first['macro_f1']:.3f} macro-F1) and {second['method']} "
+                    f"({second['macro_f1']:.3f}) are tied within the test set's noise ({interval}).")
+    else:
+        lead, trail = (first, second) if outcome == "ahead" else (second, first)
+        low, high = (test["low"], test["high"]) if outcome == "ahead" else (-test["high"], -test["low"])
+        sentence = (f"{lead['method']} ({lead['macro_f1']:.3f} macro-F1) beats {trail['method']} "
+                    f"({trail['macro_f1']:.3f}) by {abs(test['difference']):.3f} (95 % interval {low:+.3f} to "
+                    f"{high:+.3f}).")
+    return {**test, "tie": bool(tie), "outcome": outcome, "interval": interval, "sentence": sentence,
+            "winner": None if tie else (first if outcome == "ahead" else second)["method"]}
+
+
+def fine_tuned_margin(gold, rows: list[dict], rivals: list[dict], rival_kind: str, labels, seed: int = 0) -> str:
+    """One sentence: does the best fine-tuned row beat, tie or fall behind the best of `rivals` (e.g. "few-shot
+    prompt") on the items of `gold`, by the paired bootstrap? Rows without predictions are left out."""
+    tuned = [r for r in rows if r["method"].startswith("fine-tuned") and r.get("predictions") is not None]
+    rivals = [r for r in rivals if r.get("predictions") is not None]
     if not rivals or not tuned:
-        return f"Nothing to compare: the table needs a {rival_kind} row and a fine-tuned row."
+        return f"Nothing to compare: the table needs a {rival_kind} row and a fine-tuned row, with their predictions."
     best_rival, best_tuned = (max(group, key=lambda r: r["macro_f1"]) for group in (rivals, tuned))
-    margin = best_tuned["macro_f1"] - best_rival["macro_f1"]
-    return (f"The best fine-tuned model ({best_tuned['method']}, macro-F1 {best_tuned['macro_f1']:.3f}) "
-            f"{'beat' if margin > 0 else 'did not beat'} the best {rival_kind} ({best_rival['method']}, "
-            f"{best_rival['macro_f1']:.3f}): {margin:+.3f} macro-F1.")
+    v = verdict(gold, best_tuned, best_rival, labels, seed)
+    said = {"ahead": "beat", "tied": "tied with", "behind": "fell behind"}[v["outcome"]]
+    return (f"The best fine-tuned model ({best_tuned['method']}, macro-F1 {best_tuned['macro_f1']:.3f}) {said} the best "
+            f"{rival_kind} ({best_rival['method']}, {best_rival['macro_f1']:.3f}): {v['interval']}"
+            f"{' (a tie: the test set cannot tell them apart)' if v['tie'] else ''}.")

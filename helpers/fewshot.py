@@ -21,6 +21,7 @@ from helpers.config import CourseConfig
 from helpers.data import prompt_messages
 from helpers.evaluate import classification_metrics, fine_tuned_margin, parse_label
 from helpers.model import fingerprint
+from helpers.runs import TRAINING, layout
 from helpers.serve import llama_server
 
 
@@ -216,6 +217,22 @@ def summarise(results: list[dict], gold, model: str, cfg: CourseConfig, wall_sec
             "cached": cached, "predictions": [r["label"] for r in results]}
 
 
-def fewshot_verdict(results: list[dict]) -> str:
-    """One sentence: did the best fine-tuned method beat the best few-shot prompt, and by how much (macro-F1)?"""
-    return fine_tuned_margin(results, [r for r in results if r.get("shots")], "few-shot prompt")
+def fewshot_verdict(results: list[dict], gold, cfg: CourseConfig) -> str:
+    """One sentence: does the best fine-tuned method beat, tie or fall behind the best few-shot prompt on the test
+    reviews (`gold`), by the paired bootstrap?"""
+    return fine_tuned_margin(gold, results, [r for r in results if r.get("shots")], "few-shot prompt", cfg.labels,
+                             cfg.seed)
+
+
+def training_rows(cfg: CourseConfig) -> list[dict]:
+    """Notebook 02's label scoring of the base model (0-shot) and of the fine-tuned HF model on the same test reviews,
+    as rows of this comparison with their predictions (nothing is run again); [] before notebook 02 has run."""
+    m = layout(cfg).metrics(TRAINING)
+    if not m:
+        return []
+    rows = [{"method": "fine-tuned HF fp32 (label scoring)", **m["fine_tuned"], "predictions": m["test_predictions"],
+             "size_mb": m["artifact_mb"]["merged"]}]
+    if "zero_shot" in m:  # the notebook scores the base model first; the `train` command does not
+        rows.insert(0, {"method": "base 0-shot (HF label scoring)", **m["zero_shot"], "size_mb": None,
+                        "predictions": [cfg.labels[i] for i in np.asarray(m["zero_shot_probabilities"]).argmax(1)]})
+    return [{**r, "median_latency_s": None, "cost_per_1000_usd": 0.0, "shots": 0} for r in rows]

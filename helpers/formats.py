@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from helpers.config import CourseConfig
-from helpers.evaluate import classification_metrics
+from helpers.evaluate import classification_metrics, verdict
 from helpers.predict import load_predictor
 from helpers.runs import TRAINING, layout
 
@@ -56,13 +56,16 @@ def _scores(metrics: dict) -> dict:
     return {k: metrics[k] for k in ("accuracy", "macro_f1", "invalid_rate")}
 
 
-def format_verdict(rows: list[dict]) -> str:
-    """One honest sentence on the trade-off between the HF model and Q4_K_M, whatever the numbers say."""
+def format_verdict(rows: list[dict], gold, cfg: CourseConfig) -> str:
+    """One honest sentence on the trade-off between the HF model and Q4_K_M, whatever the numbers say: size and speed
+    as measured, and the paired bootstrap over the test reviews (`gold`) on whether quantising cost any macro-F1."""
     hf = rows[0]
     q4 = next(r for r in rows if r["format"] == "GGUF Q4_K_M")
     f16 = next((r for r in rows if r["format"] == "GGUF f16"), hf)
+    test = verdict(gold, {"method": "Q4_K_M", **q4}, {"method": hf["format"], **hf}, cfg.labels, cfg.seed)
+    said = {"ahead": "scores above", "tied": "is tied with", "behind": "falls behind"}[test["outcome"]]
     return (f"Q4_K_M is {q4['size_mb'] / f16['size_mb']:.2f}x the size of f16 ({q4['size_mb']:.0f} vs "
             f"{f16['size_mb']:.0f} MB), classifies {q4['reviews_per_second'] / hf['reviews_per_second']:.1f}x as many "
-            f"reviews per second as {hf['format']}, and its accuracy moved by {q4['accuracy'] - hf['accuracy']:+.3f} "
-            f"(macro-F1 {q4['macro_f1'] - hf['macro_f1']:+.3f}); {q4['changed_vs_hf']} of {len(q4['predictions'])} "
-            f"answers changed.")
+            f"reviews per second as {hf['format']} and changed {q4['changed_vs_hf']} of {len(q4['predictions'])} "
+            f"answers; on macro-F1 it {said} {hf['format']} ({test['interval']}"
+            f"{': the test set cannot tell them apart' if test['tie'] else ''}; accuracy {q4['accuracy'] - hf['accuracy']:+.3f}).")

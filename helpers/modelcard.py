@@ -44,6 +44,7 @@ def card_text(cfg: CourseConfig, kind: str, metrics: dict, files: list[str] = ()
                      for label, s in per_class.items())
     table = f"| label | precision | recall | F1 | support |\n|---|---|---|---|---|\n{rows}\n" if rows else ""
     listed = "".join(f"- `{name}`\n" for name in files)
+    said = f"\n{metrics['verdict']}\n" if metrics.get("verdict") else ""  # the chapter's paired-bootstrap verdict
     return f"""---
 {yaml.safe_dump(front_matter(cfg, kind, metrics), sort_keys=False, allow_unicode=True).strip()}
 ---
@@ -78,8 +79,7 @@ was trained with.
 
 On {metrics['n']} test rows{f" ({metrics['format']})" if "format" in metrics else ""}: accuracy **{metrics['accuracy']:.3f}**, macro-F1 **{metrics['macro_f1']:.3f}**. With
 this many rows, about ±{1.96 * (0.25 / metrics['n']) ** 0.5:.2f} of any figure is sampling noise.
-
-{table}
+{said}{table}
 ## Limits
 
 - Trained on {cfg.dataset!r} only. Text of another kind (other domains, languages, sarcasm, long documents) may
@@ -97,7 +97,7 @@ people.
 
 def write_model_card(cfg: CourseConfig, folder: Path, kind: str, metrics: dict, files: list[str] = ()) -> Path:
     """README.md in `folder` for a model of `kind` ("adapter", "merged" or "gguf") with its test `metrics` (n,
-    accuracy, macro_f1, per_class)."""
+    accuracy, macro_f1, per_class, and the verdict sentence of its chapter when there is one)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     path = Path(folder) / "README.md"
@@ -111,12 +111,13 @@ def write_model_cards(cfg: CourseConfig) -> list[Path]:
     run, written = layout(cfg), []
     trained, exported = run.metrics(TRAINING), run.metrics(EXPORT)
     if trained:
-        results = {**trained["fine_tuned"], "n": len(trained["test_labels"])}
+        results = {**trained["fine_tuned"], "n": len(trained["test_labels"]), "verdict": trained.get("verdict")}
         written += [write_model_card(cfg, folder, kind, results) for kind, folder in
                     (("adapter", run.adapter), ("merged", run.merged)) if folder.is_dir()]
     q4 = next((r for r in (exported or {}).get("formats", []) if r["format"] == "GGUF Q4_K_M"), None)
     if trained and q4:
         files = sorted(p.name for p in run.folder(EXPORT).glob("*.gguf"))
-        written.append(write_model_card(cfg, run.folder(EXPORT), "gguf", {**q4, "n": len(trained["test_labels"])},
+        written.append(write_model_card(cfg, run.folder(EXPORT), "gguf", {**q4, "n": len(trained["test_labels"]),
+                                                                             "verdict": exported.get("verdict")},
                                         files))
     return written

@@ -86,7 +86,7 @@ def _sections(run_dir: Path, metrics: dict) -> list[dict]:
                 for name, key in (("zero-shot base", "zero_shot"), ("fine-tuned (scoring)", "fine_tuned"),
                                   ("fine-tuned (generation)", "fine_tuned_generation")) if key in m]
         text = [f"Trained in {m['train_seconds']:.0f} s."
-                + (f" Diagnosis: {' '.join(m['diagnosis']['advice'])}" if "diagnosis" in m else "")]
+                + (f" Diagnosis: {' '.join(m['diagnosis']['advice'])}" if "diagnosis" in m else "")] + ([m["verdict"]] if m.get("verdict") else [])
         if "calibration_ece" in m:
             text.append("Expected calibration error: " + ", ".join(f"{k} {v:.3f}" for k, v in m["calibration_ece"].items()))
         per_class = [{"label": label, "precision": s["precision"], "recall": s["recall"], "F1": s["f1"],

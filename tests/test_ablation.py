@@ -1,3 +1,5 @@
+import numpy as np
+
 import helpers.ablation
 from helpers.ablation import ablation_summary, ablation_verdict, run_masking_ablation
 from helpers.data import prepare_splits
@@ -13,7 +15,8 @@ def test_ablation_returns_both_arms_on_a_tiny_run(cfg):
         assert [step for step, _ in arm["loss_history"]] == [1, 2]
     assert (cfg.run_dir / "ablation" / "train_log_unmasked.jsonl").read_text().count('"loss"') == 2
     summary = ablation_summary(results)
-    assert set(summary["masked"]) == {"accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history"}
+    assert set(summary["masked"]) == {"accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history",
+                                      "predictions"}
     assert summary["unmasked"]["accuracy"] == results["unmasked"]["accuracy"]
 
 
@@ -32,7 +35,14 @@ def test_both_arms_train_padding_free_with_their_own_lora_setting_when_the_knobs
     assert [c.padding_free for c in seen] == [False, False]
 
 
-def test_ablation_verdict_calls_a_small_difference_no_difference():
-    arm = {"accuracy": 0.6, "macro_f1": 0.60, "steps": 20, "n": 240}
-    assert "no clear difference" in ablation_verdict({"masked": arm, "unmasked": {**arm, "macro_f1": 0.59}})
-    assert "masking helped (+0.100 macro-F1)" in ablation_verdict({"masked": arm, "unmasked": {**arm, "macro_f1": 0.5}})
+def test_ablation_verdict_follows_the_paired_bootstrap(cfg):
+    gold = list(np.array(cfg.labels)[np.arange(60) % 3])
+    almost, wrong = ["neutral"] + gold[1:], [cfg.labels[(cfg.labels.index(g) + 1) % 3] for g in gold]
+    arm = {"accuracy": 1.0, "macro_f1": 1.0, "steps": 20, "n": 60, "predictions": gold}
+    tied = ablation_verdict({"masked": {**arm, "accuracy": 59 / 60, "macro_f1": 0.983, "predictions": almost},
+                             "unmasked": arm}, gold, cfg)
+    assert ": a tie: the test set cannot tell the two apart (-0.017, 95 % interval " in tied and "helped" not in tied
+    helped = ablation_verdict({"masked": arm, "unmasked": {**arm, "macro_f1": 0.0, "predictions": wrong}}, gold, cfg)
+    assert "masking helped (+1.000, 95 % interval +1.000 to +1.000 macro-F1) on 60 test reviews." in helped
+    hurt = ablation_verdict({"masked": {**arm, "predictions": wrong}, "unmasked": arm}, gold, cfg)
+    assert "masking hurt (-1.000" in hurt

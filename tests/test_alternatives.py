@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from helpers.alternatives import (Comparison, cheapest_within_noise, compare_sentence, curve_subsets, human_agreement,
-                                  fit_llm_adapter, known_curve_points, learning_curve,
-                                  little_data_sentence, out_of_domain_set, ceiling_sentence, verdicts, paired_bootstrap,
-                                  rater_ratings, run_llm_rows, score, when_to_fine_tune, _macro_f1)
+from helpers.alternatives import (Comparison, cheapest_within_noise, curve_subsets, human_agreement, fit_llm_adapter,
+                                  known_curve_points, learning_curve, little_data_sentence, llm_vs_alternatives,
+                                  out_of_domain_set, ceiling_sentence, verdicts, rater_ratings, run_llm_rows, score,
+                                  when_to_fine_tune)
 from helpers.data import DataError, load_hutto, prepare_splits
 from helpers.runs import record_metrics
 
@@ -61,35 +61,19 @@ def test_out_of_domain_set_is_balanced_and_can_be_off(cfg):
     assert out_of_domain_set(cfg) is None
 
 
-def test_row_wise_macro_f1_equals_sklearn():
-    rng = np.random.default_rng(0)
-    gold, pred = (np.array(LABELS)[rng.integers(3, size=(5, 40))] for _ in range(2))
-    pred[0] = "positive"  # a label never predicted: F1 0 for the others, as sklearn with zero_division=0
-    expected = [f1_score(g, p, labels=list(LABELS), average="macro", zero_division=0) for g, p in zip(gold, pred)]
-    assert _macro_f1(gold, pred, LABELS) == pytest.approx(expected)
-
-
-def test_paired_bootstrap_calls_equal_predictions_a_tie_and_a_clear_gap_a_win():
-    gold = list(np.array(LABELS)[np.arange(60) % 3])
-    same = paired_bootstrap(gold, gold, gold, LABELS)
-    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0}
-    wrong = [LABELS[(LABELS.index(g) + 1) % 3] for g in gold]
-    gap = paired_bootstrap(gold, gold, wrong, LABELS)
-    assert gap["difference"] == 1.0 and gap["low"] > 0.5
-
-
-def test_compare_sentence_says_tie_inside_the_noise_and_names_the_winner_outside():
+def test_llm_vs_alternatives_ties_inside_the_noise_and_names_the_winner_outside():
     gold = list(np.array(LABELS)[np.arange(60) % 3])
     almost = list(gold)
     almost[0] = "neutral"
-    a = {"method": "A", "macro_f1": 1.0, "predictions": gold}
-    b = {"method": "B", "macro_f1": 0.98, "predictions": almost}
-    tie = compare_sentence(gold, b, a, LABELS, "In domain", seed=0)
-    assert tie["tie"] and tie["winner"] is None and "are tied within the test set's noise" in tie["sentence"]
-    c = {"method": "C", "macro_f1": 0.0, "predictions": [LABELS[(LABELS.index(g) + 1) % 3] for g in gold]}
-    win = compare_sentence(gold, c, a, LABELS, "Out of domain", seed=0)
-    assert win["winner"] == "A" and win["sentence"].startswith("Out of domain: A (1.000 macro-F1) beats C (0.000) by "
-                                                               "1.000 (95 % interval +1.000 to +1.000)")
+    llm = {"method": "fine-tuned LLM", "kind": "fine-tuned LLM", "macro_f1": 0.98, "predictions": almost}
+    rival = {"method": "MiniLM", "kind": "encoder", "macro_f1": 1.0, "predictions": gold}
+    tie = llm_vs_alternatives(gold, [llm, rival], LABELS, "In domain", seed=0)
+    assert tie["tie"] and tie["sentence"].startswith("In domain: fine-tuned LLM (0.980 macro-F1) and MiniLM (1.000) "
+                                                     "are tied within the test set's noise")
+    wrong = {**rival, "macro_f1": 0.0, "predictions": [LABELS[(LABELS.index(g) + 1) % 3] for g in gold]}
+    win = llm_vs_alternatives(gold, [llm, wrong], LABELS, "Out of domain", seed=0)
+    assert win["winner"] == "fine-tuned LLM" and win["sentence"].startswith("Out of domain: fine-tuned LLM (0.980 "
+                                                                            "macro-F1) beats MiniLM (0.000) by ")
 
 
 def test_cheapest_within_noise_prefers_the_cheap_tie():
@@ -119,12 +103,21 @@ def test_when_to_fine_tune_follows_the_two_comparisons():
     assert "ties the best cheap alternative" in when_to_fine_tune(tie, None)
 
 
-def test_little_data_sentence_names_the_leader_at_the_llm_s_smallest_size():
-    curve = [{"method": "TF-IDF", "size": 48, "macro_f1": 0.45}, {"method": "fine-tuned LLM", "size": 48, "macro_f1": 0.3},
-             {"method": "fine-tuned LLM", "size": 480, "macro_f1": 0.7}, {"method": "SetFit", "size": 24, "macro_f1": 0.5}]
-    assert little_data_sentence(curve, None) == ("With little data (48 examples): TF-IDF leads (0.450 macro-F1), the "
-                                                 "fine-tuned LLM reaches 0.300 (-0.150).")
-    assert little_data_sentence(curve[:1], None).startswith("Little data: no LLM point")
+def test_little_data_sentence_calls_the_llm_against_the_best_rival_at_its_smallest_size():
+    gold = list(np.array(LABELS)[np.arange(60) % 3])
+    wrong = [LABELS[(LABELS.index(g) + 1) % 3] for g in gold]
+    curve = [{"method": "TF-IDF", "size": 48, "macro_f1": 1.0, "predictions": gold},
+             {"method": "fine-tuned LLM", "size": 48, "macro_f1": 0.0, "predictions": wrong},
+             {"method": "fine-tuned LLM", "size": 480, "macro_f1": 0.7, "predictions": gold},
+             {"method": "SetFit", "size": 24, "macro_f1": 0.5, "predictions": gold}]
+    assert little_data_sentence(curve, None, gold, LABELS, seed=0) == (
+        "With little data (48 examples): TF-IDF (1.000 macro-F1) beats fine-tuned LLM (0.000) by 1.000 (95 % interval "
+        "+1.000 to +1.000).")
+    curve[1] = {**curve[1], "macro_f1": 0.983, "predictions": ["neutral"] + gold[1:]}
+    human = {"macro_f1_mean": 0.75}
+    tied = little_data_sentence(curve, human, gold, LABELS, seed=0)
+    assert "are tied within the test set's noise" in tied and tied.endswith("; one human rater reaches 0.750.")
+    assert little_data_sentence(curve[:1], None, gold, LABELS, seed=0).startswith("Little data: no LLM point")
 
 
 def test_comparison_scores_every_domain_once_and_keeps_known_rows():

@@ -49,9 +49,13 @@ def test_run_baselines_scores_all_three_like_any_model(cfg):
     assert rows[0]["accuracy"] == pytest.approx(1 / 3) and all("macro_f1" in r and r["cost_per_1000_usd"] == 0 for r in rows)
 
 
-def test_baseline_verdict_names_the_margin():
-    rows = [{"method": "TF-IDF + logistic regression", "macro_f1": 0.63}, {"method": "VADER (rules, no training)",
-                                                                           "macro_f1": 0.61},
-            {"method": "fine-tuned x", "macro_f1": 0.60}]
-    assert baseline_verdict(rows) == ("The best fine-tuned model (fine-tuned x, macro-F1 0.600) did not beat the best "
-                                      "classic baseline (TF-IDF + logistic regression, 0.630): -0.030 macro-F1.")
+def test_baseline_verdict_ties_inside_the_noise_and_beats_outside_it(cfg):
+    gold = list(np.array(cfg.labels)[np.arange(60) % 3])
+    almost, wrong = ["neutral"] + gold[1:], [cfg.labels[(cfg.labels.index(g) + 1) % 3] for g in gold]
+    tuned = {"method": "fine-tuned x", "macro_f1": 0.983, "predictions": almost}
+    close = [tuned, {"method": "TF-IDF + logistic regression", "macro_f1": 1.0, "predictions": gold}]
+    assert baseline_verdict(close, gold, cfg).startswith(
+        "The best fine-tuned model (fine-tuned x, macro-F1 0.983) tied with the best classic baseline (TF-IDF + "
+        "logistic regression, 1.000): -0.017, 95 % interval ")
+    far = [tuned, {"method": "VADER (rules, no training)", "macro_f1": 0.0, "predictions": wrong}]
+    assert " beat the best classic baseline (VADER (rules, no training), 0.000): +0.983" in baseline_verdict(far, gold, cfg)

@@ -2,9 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sklearn.metrics import f1_score
+
 from helpers.evaluate import (INVALID, classification_metrics, expected_calibration_error, fine_tuned_margin,
-                              metrics_summary, mistakes_near_threshold, most_confident_mistakes, normalise_rows,
-                              parse_label)
+                              macro_f1_rows, metrics_summary, mistakes_near_threshold, most_confident_mistakes,
+                              normalise_rows, paired_bootstrap, parse_label, verdict)
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -63,20 +65,57 @@ def test_mistakes_are_ordered_by_confidence_and_counted_near_the_threshold():
     assert counts == {"mistakes": 3, "graded_mistakes": 3, "near_threshold": 1, "share_of_test_near_threshold": 0.25}
 
 
-def test_fine_tuned_margin_needs_both_sides():
-    rows = [{"method": "fine-tuned a", "macro_f1": 0.5}, {"method": "other", "macro_f1": 0.6}]
-    assert fine_tuned_margin(rows, [], "few-shot prompt").startswith("Nothing to compare: the table needs a few-shot")
-    assert fine_tuned_margin(rows, rows[1:], "rival").endswith("did not beat the best rival (other, 0.600): -0.100 macro-F1.")
+def test_row_wise_macro_f1_equals_sklearn():
+    rng = np.random.default_rng(0)
+    gold, pred = (np.array(LABELS)[rng.integers(3, size=(5, 40))] for _ in range(2))
+    pred[0] = "positive"  # a label never predicted: F1 0 for the others, as sklearn with zero_division=0
+    expected = [f1_score(g, p, labels=list(LABELS), average="macro", zero_division=0) for g, p in zip(gold, pred)]
+    assert macro_f1_rows(gold, pred, LABELS) == pytest.approx(expected)
 
 
-def test_normalise_rows_is_a_stable_softmax():
-    probs = normalise_rows([[0.0, 0.0, 0.0], [1000.0, 0.0, -1000.0]])
-    assert np.allclose(probs[0], 1 / 3) and probs[1].tolist() == [1.0, 0.0, 0.0]
+GOLD = list(np.array(LABELS)[np.arange(60) % 3])
+ALMOST = ["neutral"] + GOLD[1:]  # one answer of 60 differs: inside any test set's noise
+WRONG = [LABELS[(LABELS.index(g) + 1) % 3] for g in GOLD]
 
 
-def test_metrics_summary_keeps_the_scores_and_drops_the_per_review_lists():
-    full = {**classification_metrics(["positive", "negative"], ["positive", "positive"], LABELS), "method": "scoring",
-            "reviews_per_second": 3.0, "predictions": ["positive", "positive"], "probabilities": [[0, 0, 1]] * 2}
-    summary = metrics_summary(full)
-    assert set(summary) == {"accuracy", "macro_f1", "invalid_rate", "reviews_per_second", "per_class", "confusion"}
-    assert summary["accuracy"] == 0.5 and summary["confusion"] == full["confusion"]
+def row(method, predictions):
+    return {"method": method, "predictions": predictions,
+            "macro_f1": classification_metrics(GOLD, predictions, LABELS)["macro_f1"]}
+
+
+def test_paired_bootstrap_calls_equal_predictions_a_tie_and_a_clear_gap_a_win():
+    assert paired_bootstrap(GOLD, GOLD, GOLD, LABELS) == {"difference": 0.0, "low": 0.0, "high": 0.0}
+    gap = paired_bootstrap(GOLD, GOLD, WRONG, LABELS)
+    assert gap["difference"] == 1.0 and gap["low"] > 0.5
+    with pytest.raises(ValueError, match="score both on the same test rows"):
+        paired_bootstrap(GOLD, GOLD[:-1], GOLD, LABELS)
+
+
+def test_verdict_says_tied_inside_the_noise_and_names_the_winner_either_way_round():
+    tie = verdict(GOLD, row("B", ALMOST), row("A", GOLD), LABELS)
+    assert (tie["tie"], tie["outcome"], tie["winner"]) == (True, "tied", None)
+    assert tie["sentence"].startswith("B (0.983 macro-F1) and A (1.000) are tied within the test set's noise (-0.017, "
+                                      "95 % interval ")
+    behind = verdict(GOLD, row("C", WRONG), row("A", GOLD), LABELS)
+    assert (behind["outcome"], behind["winner"]) == ("behind", "A")
+    assert behind["sentence"] == "A (1.000 macro-F1) beats C (0.000) by 1.000 (95 % interval +1.000 to +1.000)."
+    assert verdict(GOLD, row("A", GOLD), row("C", WRONG), LABELS)["outcome"] == "ahead"
+
+
+def test_fine_tuned_margin_beats_ties_or_falls_behind_by_the_bootstrap():
+    tuned = row("fine-tuned a", GOLD)
+    said = fine_tuned_margin(GOLD, [tuned], [row("other", WRONG)], "rival", LABELS)
+    assert said.startswith("The best fine-tuned model (fine-tuned a, macro-F1 1.000) beat the best rival (other, 0.000): "
+                           "+1.000, 95 % interval +1.000 to +1.000")
+    tied = fine_tuned_margin(GOLD, [tuned], [row("other", ALMOST)], "rival", LABELS)
+    assert " tied with the best rival (other, 0.983): +0.017, 95 % interval " in tied and tied.endswith(
+        "(a tie: the test set cannot tell them apart).")
+    behind = fine_tuned_margin(GOLD, [row("fine-tuned b", WRONG)], [tuned], "rival", LABELS)
+    assert " fell behind the best rival " in behind
+
+
+def test_fine_tuned_margin_needs_both_sides_with_predictions():
+    rows = [{"method": "fine-tuned a", "macro_f1": 0.5, "predictions": GOLD}, {"method": "other", "macro_f1": 0.6}]
+    assert fine_tuned_margin(GOLD, rows, [], "few-shot prompt", LABELS).startswith(
+        "Nothing to compare: the table needs a few-shot")
+    assert fine_tuned_margin(GOLD, rows, rows[1:], "rival", LABELS).startswith("Nothing to compare")

@@ -3,12 +3,15 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from helpers.data import prepare_splits
 from helpers.fewshot import (FewShotError, ResponseCache, build_messages, classify_async, cost_usd, fewshot_verdict,
-                             make_client, openai_key, openai_row, pick_shots, run_backend, run_local_models)
+                             make_client, openai_key, openai_row, pick_shots, run_backend, run_local_models,
+                             training_rows)
+from helpers.runs import TRAINING, record_metrics
 
 FAKE_KEY = "test-key-never-written-0123456789"
 
@@ -190,10 +193,28 @@ def test_cost_uses_the_price_table_and_local_is_free(cfg):
     assert cost_usd(results, "finetuned", cfg) == 0.0
 
 
-def test_verdict_names_the_margin():
-    rows = [{"method": "base 5-shot", "shots": 5, "macro_f1": 0.37}, {"method": "fine-tuned x", "macro_f1": 0.68}]
-    assert fewshot_verdict(rows) == ("The best fine-tuned model (fine-tuned x, macro-F1 0.680) beat the best few-shot "
-                                     "prompt (base 5-shot, 0.370): +0.310 macro-F1.")
+def test_verdict_beats_or_ties_by_the_paired_bootstrap(cfg):
+    gold = list(np.array(cfg.labels)[np.arange(60) % 3])
+    wrong = [cfg.labels[(cfg.labels.index(g) + 1) % 3] for g in gold]
+    tuned = {"method": "fine-tuned x", "macro_f1": 1.0, "predictions": gold}
+    rows = [{"method": "base 5-shot", "shots": 5, "macro_f1": 0.0, "predictions": wrong}, tuned]
+    assert fewshot_verdict(rows, gold, cfg) == ("The best fine-tuned model (fine-tuned x, macro-F1 1.000) beat the best "
+                                                "few-shot prompt (base 5-shot, 0.000): +1.000, 95 % interval +1.000 to "
+                                                "+1.000.")
+    rows[0] = {**rows[0], "macro_f1": 0.983, "predictions": ["neutral"] + gold[1:]}
+    assert " tied with the best few-shot prompt " in fewshot_verdict(rows, gold, cfg)
+
+
+def test_training_rows_read_notebook_02_with_predictions(cfg):
+    assert training_rows(cfg) == []
+    labels = list(cfg.labels)
+    summary = {"accuracy": 1.0, "macro_f1": 1.0, "invalid_rate": 0.0, "reviews_per_second": 9.0}
+    record_metrics(cfg, TRAINING, fine_tuned=summary, zero_shot={**summary, "macro_f1": 0.5}, test_labels=labels,
+                   test_predictions=labels, zero_shot_probabilities=[[0.1, 0.2, 0.7]] * 3, artifact_mb={"merged": 5})
+    base, tuned = training_rows(cfg)
+    assert (base["method"], base["predictions"], base["size_mb"]) == ("base 0-shot (HF label scoring)",
+                                                                       ["positive"] * 3, None)
+    assert (tuned["predictions"], tuned["size_mb"], tuned["shots"], tuned["cost_per_1000_usd"]) == (labels, 5, 0, 0.0)
 
 
 def test_local_models_run_behind_one_real_server_one_row_per_run(cfg, tmp_path):

@@ -46,13 +46,16 @@ def test_a_run_folder_gets_a_card_beside_each_model_it_holds(cfg):
     assert write_model_cards(cfg) == []  # nothing trained yet
     for folder in (run.adapter, run.merged, run.folder(EXPORT)):
         folder.mkdir(parents=True)
-    run.metrics_file(TRAINING).write_text(json.dumps({"fine_tuned": RESULTS, "test_labels": ["x"] * 240}))
+    run.metrics_file(TRAINING).write_text(json.dumps({"fine_tuned": RESULTS, "test_labels": ["x"] * 240,
+                                                      "verdict": "fine-tuned beats zero-shot (test verdict)"}))
     (run.folder(EXPORT) / "model-Q4_K_M.gguf").write_bytes(b"")
     run.metrics_file(EXPORT).write_text(json.dumps({"formats": [
         {"format": "HF fp32", "accuracy": 0.67, "macro_f1": 0.66},
-        {"format": "GGUF Q4_K_M", "accuracy": 0.658, "macro_f1": 0.656}]}))
+        {"format": "GGUF Q4_K_M", "accuracy": 0.658, "macro_f1": 0.656}], "verdict": "Q4_K_M is tied (test verdict)"}))
     cards = write_model_cards(cfg)
     assert cards == [run.adapter / "README.md", run.merged / "README.md", run.folder(EXPORT) / "README.md"]
     meta, body = read_card(cards[2])
     assert meta["library_name"] == "gguf" and meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.658
     assert "`model-Q4_K_M.gguf`" in body and "On 240 test rows (GGUF Q4_K_M): accuracy **0.658**" in body
+    assert "Q4_K_M is tied (test verdict)" in body and "zero-shot" not in body  # each card states its chapter's verdict
+    assert "fine-tuned beats zero-shot (test verdict)" in read_card(cards[0])[1]
