@@ -27,19 +27,20 @@ from helpers.bench import BENCH_PARTS, format_results, run_bench, save_results
 from helpers.classify import ClassifyError, classify_file, find_model
 from helpers.config import PROFILES, ROOT, CourseConfig, make_config
 from helpers.data import (DataError, class_balance, label_consistency_report, load_dataset, load_tweets, prepare_splits,
-                          split_report, split_sentence, to_chat_records)
+                          split_report, split_sentence, split_tokens, to_chat_records)
 from helpers.evaluate import classification_metrics, metrics_summary
-from helpers.fewshot import (FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots, run_local_models,
-                             training_rows)
+from helpers.fewshot import (FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots,
+                             run_local_models, training_rows)
 from helpers.formats import compare_formats, format_verdict, scored_in_training
 from helpers.gguf import (GGUFError, base_model_gguf, build_gguf_files, merged_model_dir, prepare_converter,
                           servable_gguf)
-from helpers.model import ModelError, load_model, prepare_embedded_model, prepare_tiny_model
+from helpers.model import ModelError, load_model, load_tokenizer, prepare_embedded_model, prepare_tiny_model
 from helpers.modelcard import write_model_cards
 from helpers.predict import hf_predictor, load_predictor
 from helpers.report import build_report
-from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, course_notebooks,
-                          course_runs, latest_run, layout, new_run_dir, notebook_dir, record_metrics, run_course)
+from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, course_estimate,
+                          course_notebooks, course_runs, latest_run, layout, new_run_dir, notebook_dir, record_metrics,
+                          run_course)
 from helpers.serve import ServerError, llama_server
 from helpers.training import folder_sizes, make_trainer, save_adapter_and_merged, train, world_size
 
@@ -156,12 +157,15 @@ def cmd_data(args):
     counts = {name: class_balance(getattr(splits, name), cfg.labels) for name in ("train", "eval", "test")}
     conflicts, tweet_conflicts = label_consistency_report(df), label_consistency_report(load_tweets())
     per_class = split_report(df, splits, cfg)
+    tokens = split_tokens(splits, load_tokenizer(cfg), cfg)
+    estimate = course_estimate(cfg.profile, tokens, current=cfg.run_dir)
     record_metrics(cfg, DATA, rows=len(df), groups=df["group"].nunique(), class_balance=class_balance(df, cfg.labels),
                    split_sizes=splits.sizes(), split_balance=counts, split_report=per_class,
                    shortened=splits.shortened, conflicting_texts=len(conflicts),
-                   tweets_conflicting_texts=len(tweet_conflicts))
+                   tweets_conflicting_texts=len(tweet_conflicts), split_tokens=tokens, estimate=estimate)
     return cfg, (f"{len(df)} labelled rows from {df['group'].nunique()} groups in {cfg.dataset!r}; splits "
-                 f"{splits.sizes()}; {len(conflicts)} texts with conflicting labels\n{split_sentence(per_class, cfg)}")
+                 f"{splits.sizes()}; {len(conflicts)} texts with conflicting labels\n{split_sentence(per_class, cfg)}"
+                 f"\n{estimate['sentence']}")
 
 
 def cmd_ablation(args):

@@ -171,6 +171,28 @@ def record_metrics(cfg: CourseConfig, notebook: str, **values) -> Path:
     return merge_json(path, {**stamp, **values})
 
 
+def course_estimate(profile: str, tokens: dict, current: Path | None = None, root: Path = ROOT / "runs") -> dict:
+    """How long the course will take on data of `tokens` ({split: tokens}, `helpers.data.split_tokens`): the newest
+    finished course run of `profile` on this machine (every notebook timed, its data's tokens recorded by notebook
+    00), its wall time scaled by the ratio of tokens. Returns {"minutes" (None without a reference), "reference",
+    "sentence"}."""
+    total, current = sum(tokens.values()), Path(current).resolve() if current else None
+    for run in course_runs(profile, root):
+        metrics = load_metrics(run)
+        timed = [m.get("wall_seconds") for m in metrics.values()]
+        known = metrics.get(DATA, {}).get("split_tokens")
+        if run.resolve() == current or not known or len(metrics) < len(course_notebooks()) or None in timed:
+            continue
+        minutes = sum(timed) / 60 * total / max(sum(known.values()), 1)
+        return {"minutes": minutes, "reference": str(run), "sentence": (
+            f"Expect about {minutes:.0f} min for the whole course on this data ({total:,} tokens to train, evaluate and "
+            f"test on), scaled from the finished run {run.name} on this machine: {sum(timed) / 60:.1f} min for "
+            f"{sum(known.values()):,} tokens.")}
+    return {"minutes": None, "reference": None, "sentence": (
+        f"No finished course run of profile {profile!r} on this machine to time this one against ({total:,} tokens "
+        f"to train, evaluate and test on): this run will be the reference for the next estimate.")}
+
+
 def load_metrics(run_dir: Path) -> dict:
     """{notebook: metrics} for every metrics.json in a run folder."""
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("*/metrics.json"))}
@@ -201,6 +223,7 @@ def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = R
     parameters = {"profile": profile, "run_dir": str(run_dir), "overrides": _json_safe(overrides or {})}
     notebooks = notebooks or course_notebooks()
     print(f"Run folder: {run_dir}")
+    start, estimate = time.perf_counter(), None
     for i, nb in enumerate(notebooks, 1):
         out = run_dir / nb.stem / nb.name
         print(f"[{i}/{len(notebooks)}] {nb.stem} ...", flush=True)
@@ -213,6 +236,11 @@ def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = R
                   f"stay in {run_dir}.")
             return run_dir, False
         print(f"[{i}/{len(notebooks)}] {nb.stem} done in {seconds:.0f} s", flush=True)
-        merge_json(run_dir / nb.stem / "metrics.json", {"wall_seconds": round(seconds, 1)})
-    print(f"Done. Results: {run_dir}")
+        metrics = merge_json(run_dir / nb.stem / "metrics.json", {"wall_seconds": round(seconds, 1)})
+        if nb.stem == DATA:  # notebook 00 timed this data against an earlier run on this machine: say it first
+            estimate = json.loads(metrics.read_text()).get("estimate")
+            print(estimate["sentence"] if estimate else "", flush=True)
+    spent = (time.perf_counter() - start) / 60
+    expected = f" (estimated {estimate['minutes']:.0f} min)" if estimate and estimate.get("minutes") else ""
+    print(f"Done in {spent:.1f} min{expected}. Results: {run_dir}")
     return run_dir, True

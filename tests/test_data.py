@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pandas as pd
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 from helpers.config import LABELS, make_config
 from helpers.data import (DataError, balanced_sample, class_balance, label_consistency_report, load_amazon,
                           load_dataset, load_hutto, load_tweets, parse_rater_ratings, prepare_splits, rating_to_label,
-                          read_labelled_file, split_by_group, to_chat_records)
+                          read_labelled_file, split_by_group, split_tokens, to_chat_records)
 
 GOOD_CSV = "text,label\n" + "".join(f"review {i} {lab},{lab.upper()}\n" for i in range(6) for lab in LABELS)
 
@@ -262,3 +263,16 @@ def test_the_deep_profile_trains_two_epochs_over_the_whole_balanced_split():
     deep = make_config("deep")
     rows = len(prepare_splits(deep).train)
     assert rows > 2000 and deep.max_steps == 2 * -(-rows // deep.batch_size)
+
+
+def test_split_tokens_counts_each_split_s_training_text(cfg):
+    from helpers.model import load_tokenizer
+
+    splits, tokenizer = prepare_splits(cfg), load_tokenizer(cfg)
+    tokens = split_tokens(splits, tokenizer, cfg)
+    record = to_chat_records(splits.test.head(1), cfg)[0]
+    one = len(tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=True,
+                                            return_dict=True)["input_ids"])
+    assert set(tokens) == {"train", "eval", "test"} and tokens["test"] >= one * len(splits.test) // 4 > 0
+    longer = dataclasses.replace(splits, test=splits.test.assign(text=splits.test["text"] + " and then some more words"))
+    assert split_tokens(longer, tokenizer, cfg)["test"] > tokens["test"]

@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from helpers.runs import (course_notebooks, execute_notebook, load_metrics, new_run_dir, package_versions,
+from helpers.runs import (course_estimate, course_notebooks, execute_notebook, load_metrics, new_run_dir, package_versions,
                           record_metrics, run_course)
 
 
@@ -110,3 +110,30 @@ def test_latest_bench_is_the_newest_file_that_measured_the_key(tmp_path):
     path, results = latest_bench("layer_grid", tmp_path)
     assert path.name == "bench-20261201-090000.json" and results["layer_grid"] == [1]
     assert latest_bench("deep_seeds", tmp_path) == (None, None)
+
+
+def finished_run(root, name, minutes_each, tokens):
+    """A run folder as `run_course` leaves it: every notebook timed, notebook 00's token counts recorded."""
+    run = root / name
+    for nb in course_notebooks():
+        (run / nb.stem).mkdir(parents=True)
+        values = {"wall_seconds": minutes_each * 60}
+        if nb.stem.startswith("00"):
+            values["split_tokens"] = tokens
+        (run / nb.stem / "metrics.json").write_text(json.dumps(values))
+    return run
+
+
+def test_course_estimate_scales_the_newest_finished_run_by_tokens(tmp_path):
+    tokens = {"train": 200, "eval": 100, "test": 100}
+    first = course_estimate("workshop", tokens, root=tmp_path)
+    assert first["minutes"] is None and "No finished course run of profile 'workshop'" in first["sentence"]
+    finished_run(tmp_path, "20261201-100000-workshop", 2, {"train": 100, "eval": 50, "test": 50})
+    unfinished = finished_run(tmp_path, "20261201-110000-workshop", 1, tokens)
+    (unfinished / course_notebooks()[-1].stem / "metrics.json").unlink()  # its last notebook never finished
+    finished_run(tmp_path, "20261201-120000-smoke", 1, tokens)  # another profile
+    current = finished_run(tmp_path, "20261201-130000-workshop", 1, tokens)
+    estimate = course_estimate("workshop", tokens, current=current, root=tmp_path)
+    minutes = 2 * len(course_notebooks()) * 2  # twice the tokens of the reference run
+    assert estimate["minutes"] == minutes and estimate["reference"].endswith("20261201-100000-workshop")
+    assert estimate["sentence"].startswith(f"Expect about {minutes} min for the whole course on this data (400 tokens")
