@@ -17,7 +17,7 @@ ALLOCATOR := $(CACHE)/allocator.checked
 TCMALLOC = $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 $(CONDA_PREFIX)/lib/libtcmalloc_minimal.so))
 RUN = LD_PRELOAD=$(TCMALLOC) $(PY)
 
-.PHONY: setup course test lab bench classify serve
+.PHONY: setup course test test-fast lab bench classify serve
 
 setup: $(INSTALLED) $(CONVERTER) $(BASE_MODEL) $(TINY_MODEL) $(KERNEL) $(ALLOCATOR)
 
@@ -67,8 +67,13 @@ KNOBS = $(if $(CONFIG),--config "$(CONFIG)") $(if $(DATA),--dataset "$(DATA)") \
 course: setup
 	$(RUN) -m helpers course --profile $(PROFILE) $(KNOBS)
 
+# The whole suite, with its 25 slowest tests at the end; test-fast: the unit tests without notebooks, servers, llama.cpp,
+# course runs or real training (the inner loop while changing a helper; make test before you push).
 test: setup
-	$(RUN) -m pytest
+	$(RUN) -m pytest --durations=25
+
+test-fast: setup
+	$(RUN) -m pytest -m "not slow" --durations=10
 
 lab: setup
 	LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/jupyter lab notebooks/

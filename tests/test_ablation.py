@@ -1,10 +1,12 @@
 import numpy as np
+import pytest
 
 import helpers.ablation
 from helpers.ablation import ablation_summary, ablation_verdict, run_masking_ablation
 from helpers.data import prepare_splits
 
 
+@pytest.mark.slow
 def test_ablation_returns_both_arms_on_a_tiny_run(cfg):
     """Both arms train `ablation_steps` steps (a derived setting, not a keyword override) and are scored."""
     cfg.ablation_steps = 2
@@ -20,6 +22,7 @@ def test_ablation_returns_both_arms_on_a_tiny_run(cfg):
     assert summary["unmasked"]["accuracy"] == results["unmasked"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_both_arms_train_padding_free_with_their_own_lora_setting_when_the_knobs_say_so(cfg, monkeypatch):
     seen, real = [], helpers.ablation.train_fresh
     monkeypatch.setattr(helpers.ablation, "train_fresh",

@@ -166,6 +166,7 @@ def test_run_llm_rows_of_a_run_made_by_the_train_command(cfg):
     assert run_llm_rows(cfg, 480) == []  # notebook 02 not run here: no LLM row
 
 
+@pytest.mark.slow
 def test_curve_subsets_add_the_whole_split(cfg):
     splits = prepare_splits(cfg)
     cfg.learning_curve_sizes = (12, 24, 999)
@@ -196,6 +197,7 @@ def test_known_points_are_kept_and_only_missing_ones_trained(cfg, monkeypatch):
     assert not any(m.startswith("fine-tuned LLM") for m, _ in by)  # no LLM size in this profile
 
 
+@pytest.mark.slow
 def test_fit_llm_adapter_trains_one_epoch_and_scores(cfg):
     splits = prepare_splits(cfg)
     predict = fit_llm_adapter(cfg, splits.train.head(12), cfg.run_dir)

@@ -9,6 +9,8 @@ import pytest
 from helpers import bench
 from helpers.runs import merge_json
 
+pytestmark = pytest.mark.slow  # notebooks, servers, llama.cpp or course runs: left out of make test-fast
+
 
 def test_training_flops_count_the_path_actually_back_propagated():
     # 100 frozen below the lowest trainable block (forward only), 50 frozen from it upward, 10 LoRA, 2 tokens

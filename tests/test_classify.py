@@ -8,6 +8,8 @@ import pytest
 from helpers import classify
 from helpers.classify import ClassifyError, classify_file, find_model, load_classifier
 
+pytestmark = pytest.mark.slow  # notebooks, servers, llama.cpp or course runs: left out of make test-fast
+
 ADDED = ["row", "predicted_label", "p_negative", "p_neutral", "p_positive"]
 
 
@@ -390,6 +392,7 @@ def test_a_csv_field_longer_than_128_kib_with_newlines_is_one_row(cfg, write, tm
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TEXTS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sampled_from(

@@ -11,6 +11,8 @@ from helpers.cli import COMMANDS, build_parser, config_from, knob_overrides
 from helpers.config import ROOT, CourseConfig
 from helpers.model import resolve_model
 
+pytestmark = pytest.mark.slow  # notebooks, servers, llama.cpp or course runs: left out of make test-fast
+
 
 def run_cli(*args, timeout=600, runner=(sys.executable, "-m", "helpers")):
     return subprocess.run([*runner, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout)

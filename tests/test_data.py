@@ -249,6 +249,7 @@ def test_the_split_report_names_a_rare_class_and_oversampling_fills_only_the_tra
     assert filled.train.loc[filled.train["label"] == "neutral", "text"].nunique() == report["neutral"]["train"]
 
 
+@pytest.mark.slow
 def test_split_seed_fixes_the_split_while_the_training_seed_varies(cfg):
     import dataclasses
 

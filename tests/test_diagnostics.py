@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 from helpers.diagnostics import diagnose, lr_sweep
 from helpers.data import prepare_splits
 
@@ -36,12 +38,14 @@ def test_too_short_to_judge():
     assert diagnose(history([1.0, 0.9]))["status"] == "too short"
 
 
+@pytest.mark.slow
 def test_lr_sweep_gives_one_curve_per_rate(cfg):
     cfg.sweep_learning_rates, cfg.sweep_steps = (1e-4, 1e-3), 2
     curves = lr_sweep(cfg, prepare_splits(cfg), cfg.run_dir)
     assert list(curves) == [1e-4, 1e-3] and all([s for s, _ in c] == [1, 2] for c in curves.values())
 
 
+@pytest.mark.slow
 def test_layer_grid_trains_every_k_and_size_and_scores_the_eval_split(cfg):
     from helpers.diagnostics import layer_grid
 

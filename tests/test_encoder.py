@@ -40,6 +40,7 @@ def test_frozen_logreg_probabilities_follow_label_order_and_missing_labels_get_z
     assert np.allclose(predict(TRAIN["text"].head(2)), probs[:2])  # new texts later, the same head
 
 
+@pytest.mark.slow
 def test_finetuning_lowers_the_loss_and_the_saved_folder_predicts_the_same(cfg, tmp_path):
     # The tiny random BERT needs a large learning rate to learn anything in a few steps. Full batches: with batches
     # of 6, a CPU with other matmul kernels (CI's) drew a path that had not learned one class after 30 steps.

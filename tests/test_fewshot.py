@@ -217,6 +217,7 @@ def test_training_rows_read_notebook_02_with_predictions(cfg):
     assert (tuned["predictions"], tuned["size_mb"], tuned["shots"], tuned["cost_per_1000_usd"]) == (labels, 5, 0, 0.0)
 
 
+@pytest.mark.slow
 def test_local_models_run_behind_one_real_server_one_row_per_run(cfg, tmp_path):
     from pathlib import Path
 

@@ -1,7 +1,9 @@
 """Notebook 03's comparison of the HF model and its GGUF files, through one predictor per format."""
 import numpy as np
+import pytest
 
 
+@pytest.mark.slow
 def test_compare_formats_on_the_tiny_model(tiny_gguf):
     import pandas as pd
 
@@ -40,6 +42,7 @@ def test_format_verdict_calls_a_small_move_a_tie_and_a_large_one_a_loss(cfg):
     assert "on macro-F1 it falls behind HF fp32 (-1.000, 95 % interval -1.000 to -1.000; accuracy -1.000)." in lost
 
 
+@pytest.mark.slow
 def test_known_hf_scores_are_reused_only_for_the_same_reviews(tiny_gguf):
     import pandas as pd
 

@@ -8,6 +8,8 @@ import pytest
 from helpers import gguf
 from helpers.gguf import GGUFError, extract_converter, llama_cpp_version, prepare_converter
 
+pytestmark = pytest.mark.slow  # notebooks, servers, llama.cpp or course runs: left out of make test-fast
+
 
 def make_sdist(path, names):
     with tarfile.open(path, "w:gz") as tar:

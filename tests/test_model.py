@@ -118,6 +118,7 @@ def test_the_course_template_adds_the_system_prompt_only_when_a_request_has_none
     assert '<|im_start|>system\nSay "yes" or no.<|im_end|>' in saved.apply_chat_template(user, **render)
 
 
+@pytest.mark.slow
 def test_a_label_set_that_cannot_be_scored_is_refused_with_the_fix(cfg):
     import dataclasses
 

@@ -11,6 +11,8 @@ import pytest
 
 from helpers.runs import KERNEL, course_notebooks, execute_notebook
 
+pytestmark = pytest.mark.slow  # notebooks, servers, llama.cpp or course runs: left out of make test-fast
+
 NOTEBOOKS = course_notebooks()
 
 

@@ -28,6 +28,7 @@ def test_a_hugging_face_folder_scores_like_label_scoring_and_generates(cfg):
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
 
 
+@pytest.mark.slow
 def test_a_gguf_file_uses_llama_cpp(cfg, tmp_path):
     from helpers.gguf import convert_to_gguf
 
@@ -38,6 +39,7 @@ def test_a_gguf_file_uses_llama_cpp(cfg, tmp_path):
     assert len(predictor.generate(TEXTS[:1])) == 1
 
 
+@pytest.mark.slow
 def test_encoder_and_setfit_folders_predict_in_label_order(cfg, tmp_path):
     from helpers.encoder import finetune_encoder, train_setfit
 
@@ -76,6 +78,7 @@ REVIEWS = ["this is the best camera i have ever owned.", "the battery died after
            "absolutely love the screen!", "it is ok i guess.", "terrible customer service."]
 
 
+@pytest.mark.slow
 def test_scoring_gives_probabilities_and_a_valid_label(smollm2):
     cfg, model, tokenizer = smollm2
     probs = score_labels(model, tokenizer, REVIEWS, dataclasses.replace(cfg, scoring_batch_size=3), progress=False)
@@ -89,6 +92,7 @@ def full_forward_logprobs(model, tokenizer, prompt, token_ids):
     return torch.log_softmax(logits, -1)[token_ids].cpu().numpy()
 
 
+@pytest.mark.slow
 def test_shared_prefix_scoring_matches_a_full_forward_pass_per_review(smollm2):
     cfg, model, tokenizer = smollm2
     first = [tokenizer.encode(label)[0] for label in LABELS]
@@ -100,6 +104,7 @@ def test_shared_prefix_scoring_matches_a_full_forward_pass_per_review(smollm2):
     assert score_labels(model, tokenizer, REVIEWS[:1], cfg, progress=False) == pytest.approx(expected[:1], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_multi_token_labels_are_scored_by_their_first_token(smollm2):
     cfg, model, tokenizer = smollm2
     five = dataclasses.replace(cfg, labels=("terrible", "bad", "okay", "good", "excellent!"))
@@ -111,6 +116,7 @@ def test_multi_token_labels_are_scored_by_their_first_token(smollm2):
     assert probs.shape == (3, 5) and np.allclose(probs, expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_scoring_agrees_with_generation_where_generation_is_valid(smollm2):
     cfg, model, tokenizer = smollm2
     # The untrained model rarely answers with a bare label to the course's terse prompt; a wordier one gets some.
@@ -125,6 +131,7 @@ def test_scoring_agrees_with_generation_where_generation_is_valid(smollm2):
     assert all(g == s for g, s in valid), list(zip(answers, scored))
 
 
+@pytest.mark.slow
 def test_evaluate_reports_both_methods(smollm2):
     cfg, model, tokenizer = smollm2
     df = pd.DataFrame({"text": REVIEWS[:3], "label": ["positive", "negative", "neutral"]})
@@ -141,12 +148,14 @@ def test_evaluate_reports_both_methods(smollm2):
 
 # --- the llama.cpp engine ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_q4_k_m_file_scores_every_review_with_a_valid_label(tiny_gguf):
     cfg, _, _, q4 = tiny_gguf
     probs = gguf_probabilities(load_gguf(q4, cfg), load_tokenizer(cfg), ["fine", "bad"], cfg, progress=False)
     assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1) and (probs > 0).all()
 
 
+@pytest.mark.slow
 def test_f16_gguf_logits_match_the_hf_model(tiny_gguf):
     cfg, source, f16, _ = tiny_gguf
     model, tokenizer = load_model(cfg, source)
@@ -162,6 +171,7 @@ def test_f16_gguf_logits_match_the_hf_model(tiny_gguf):
         assert np.abs(hf - gg).max() < 0.02 and hf.argmax() == gg.argmax()  # f16 weights: within 0.02
 
 
+@pytest.mark.slow
 def test_generation_through_llama_cpp_resets_between_reviews(tiny_gguf):
     cfg, _, f16, _ = tiny_gguf
     llm, tokenizer = load_gguf(f16, cfg), load_tokenizer(cfg)

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from helpers.runs import (course_estimate, course_notebooks, execute_notebook, load_metrics, new_run_dir, package_versions,
@@ -52,6 +53,7 @@ def test_execute_notebook_injects_parameters(tmp_path):
     assert outputs[0]["text"] == "x is 41\n"
 
 
+@pytest.mark.slow
 def test_run_course_stops_at_a_failure_and_keeps_what_finished(tmp_path, capsys):
     ok = make_notebook(tmp_path / "00_ok.ipynb", "profile = ''\nrun_dir = ''",
                        "import pathlib; pathlib.Path(run_dir, '00_ok').mkdir(exist_ok=True); "

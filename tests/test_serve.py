@@ -5,6 +5,8 @@ import pytest
 
 from helpers.serve import ServerError, free_port, llama_server, port_is_taken
 
+pytestmark = pytest.mark.slow  # notebooks, servers, llama.cpp or course runs: left out of make test-fast
+
 
 @pytest.fixture(scope="module")
 def tiny_gguf_file(tmp_path_factory):

@@ -37,6 +37,7 @@ def test_lora_targets_every_linear_projection(cfg):
     assert lora.target_modules == "all-linear" and (lora.r, lora.lora_alpha) == (cfg.lora_r, cfg.lora_alpha)
 
 
+@pytest.mark.slow
 def test_log_row_every_logging_steps_written_as_it_happens(cfg, records):
     cfg.max_steps, cfg.logging_steps, cfg.eval_steps = 10, 5, 5
     model, tokenizer = load_model(cfg)
@@ -51,6 +52,7 @@ def test_log_row_every_logging_steps_written_as_it_happens(cfg, records):
     assert rows[:len(run["log_history"])] == json.loads(json.dumps(run["log_history"]))[:len(rows)]
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss_on_a_tiny_model(cfg, records):
     cfg.max_steps, cfg.logging_steps, cfg.learning_rate = 12, 1, 3e-3
     model, tokenizer = load_model(cfg)
@@ -68,6 +70,7 @@ def test_guard_runs_before_training(cfg, records):
     assert trainer.state.global_step == 0
 
 
+@pytest.mark.slow
 def test_adapter_and_merged_model_are_saved_and_merged_matches(cfg, records):
     cfg.max_steps = 2
     model, tokenizer = load_model(cfg)
@@ -101,6 +104,7 @@ def on_device(trainer, rows):
     return {k: v.to(trainer.model.device) if hasattr(v, "to") else v for k, v in batch.items()}
 
 
+@pytest.mark.slow
 def test_lm_head_projects_only_the_answer_positions_with_the_same_loss_and_gradients(cfg, records, monkeypatch):
     import trl.trainer.utils as trl_utils
 
@@ -130,6 +134,7 @@ def test_lm_head_projects_only_the_answer_positions_with_the_same_loss_and_gradi
                for a, b in zip(compact_grads, full_grads))
 
 
+@pytest.mark.slow
 def test_padding_free_batches_give_the_padded_loss_without_a_padding_token(cfg, records):
     """The rows of a padding-free batch run as one sequence; transformers builds a block-diagonal mask from the position
     ids, so no row attends to another: the loss is the padded batch's, and not one token is padding."""
