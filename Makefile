@@ -82,9 +82,10 @@ lab: setup
 # utilisation, workshop and deep accuracy over 3 seeds, inference speed, notebook 01 under load, the LoRA-blocks x rows
 # grid (~2 h on 2 cores). PARTS="matmul training" measures only those parts (the others read the latest finished
 # course run). Parts: course matmul training shapes (the step's products alone) inference notebooks seeds deep
-# contention grid.
+# contention grid. The figures are saved after every part: RESUME=runs/bench/bench-<time>.json goes on from a stopped
+# run and measures only the parts it had not finished.
 bench: setup
-	$(RUN) -m helpers bench --profile $(PROFILE) $(if $(PARTS),--parts $(PARTS)) $(KNOBS)
+	$(RUN) -m helpers bench --profile $(PROFILE) $(if $(PARTS),--parts $(PARTS)) $(if $(RESUME),--resume "$(RESUME)") $(KNOBS)
 
 # Label your own reviews: make classify FILE=reviews.csv [MODEL=model.gguf | hf-folder | adapter-folder]
 # (default model: the Q4_K_M GGUF of the latest `make course` run). Writes reviews.labelled.csv beside it.

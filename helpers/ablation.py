@@ -58,7 +58,7 @@ def ablation_verdict(results: dict, gold, cfg: CourseConfig) -> str:
     """One honest sentence on the ablation, whatever the numbers say: the paired bootstrap over the test reviews
     (`gold`) decides whether masking helped, hurt or tied."""
     m, u = results["masked"], results["unmasked"]
-    test = verdict(gold, {"method": "masked", **m}, {"method": "unmasked", **u}, cfg.labels, cfg.seed)
+    test = verdict(gold, {**m, "method": "masked"}, {**u, "method": "unmasked"}, cfg.labels, cfg.seed)
     return (f"After {m['steps']} steps each, answer-only loss reached accuracy {m['accuracy']:.3f} / macro-F1 "
             f"{m['macro_f1']:.3f}, loss on every token {u['accuracy']:.3f} / {u['macro_f1']:.3f}: {SAID[test['outcome']]} "
             f"({test['interval']} macro-F1) on {len(gold)} test reviews.")

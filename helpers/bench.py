@@ -520,12 +520,30 @@ def _or_dash(value, fmt: str) -> str:
     return fmt.format(value) if value is not None else "-".rjust(len(fmt.format(0)))
 
 
-def save_results(results: dict, folder: Path = ROOT / "runs" / "bench") -> Path:
-    """Write the figures to `runs/bench/bench-<timestamp>.json`, to compare over time."""
+def save_results(results: dict, path: Path | None = None, folder: Path = ROOT / "runs" / "bench") -> Path:
+    """Write the figures to `path`, default a new `runs/bench/bench-<timestamp>.json` (to compare over time)."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"bench-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(_json_safe(results), indent=2))
+    path = Path(path) if path else folder / f"bench-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_json_safe(results), indent=2))
+    tmp.replace(path)
     return path
+
+
+class BenchError(ValueError):
+    """A file to resume from that make bench did not write."""
+
+
+def earlier_bench(path: Path) -> dict:
+    """The figures of an unfinished `make bench` (its JSON file), to go on from where it stopped."""
+    try:
+        results = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise BenchError(f"Cannot resume from {path}: {err}. Pass a runs/bench/bench-*.json file that make bench "
+                         f"wrote, or leave RESUME out to start a new benchmark.") from None
+    if not isinstance(results, dict) or "parts_done" not in results:
+        raise BenchError(f"{path} records no finished bench parts: resume from a file that make bench wrote.")
+    return results
 
 
 def bench_models(cfg: CourseConfig, run_dir: Path | None, work_dir: Path) -> tuple[Path, Path]:
@@ -663,24 +681,36 @@ BENCH_PARTS = tuple(PARTS)  # in run order: the course first (the others read it
 
 
 def run_bench(cfg: CourseConfig, run_dir: Path | None = None, steps: int = 8, parts=BENCH_PARTS, seeds=(42, 43, 44),
-              progress: bool = True, overrides: dict | None = None) -> dict:
+              progress: bool = True, overrides: dict | None = None, earlier: dict | None = None, save=None) -> dict:
     """Every figure of the selected `parts` (see `PARTS`) in one run on this machine, in `BENCH_PARTS` order whatever
     the order asked. The parts read the course run of the "course" part (in `cfg.profile`, with `overrides`),
     otherwise `run_dir`, default: the latest finished run of the profile. "seeds" and "deep" train with every one of
-    `seeds` on one split."""
+    `seeds` on one split. `save(results)` is called after each part, so a stopped benchmark loses only the part it
+    was in; `earlier` (its saved figures) goes on from there: the parts it finished are not measured again."""
     import torch
 
     unknown = [name for name in parts if name not in PARTS]
     if unknown:
         raise ValueError(f"Unknown bench part(s) {', '.join(map(repr, unknown))}. Choose from: {', '.join(PARTS)}.")
-    results = {"date": datetime.now().isoformat(timespec="seconds"), "profile": cfg.profile, "model": cfg.model,
-               "cpus": os.cpu_count(), "threads": cfg.threads, "allocator": allocator(), "torch": torch.__version__}
-    bench = Bench(cfg, results, run_dir=Path(run_dir) if run_dir else latest_run(cfg.profile), steps=steps,
-                  seeds=tuple(seeds), progress=progress, overrides=overrides)
+    results = earlier or {"date": datetime.now().isoformat(timespec="seconds"), "profile": cfg.profile,
+                          "model": cfg.model, "cpus": os.cpu_count(), "threads": cfg.threads, "allocator": allocator(),
+                          "torch": torch.__version__}
+    done = results.setdefault("parts_done", [])
+    if earlier:
+        results.setdefault("resumed", []).append(datetime.now().isoformat(timespec="seconds"))
+    course = results.get("course", {}).get("run_dir") or results.get("course_run")
+    bench = Bench(cfg, results, run_dir=Path(run_dir or course) if run_dir or course else latest_run(cfg.profile),
+                  steps=steps, seeds=tuple(seeds), progress=progress, overrides=overrides)
     for name, part in PARTS.items():
-        if name in parts:
+        if name in parts and name not in done:
             part(bench)
+            done.append(name)
+            results["ratios"] = ratios(results)
+            if save:
+                save(results)
     if "matmul" in parts:
         PARTS["matmul"](bench)  # again, after the other parts: keeps the higher peak
     results["ratios"] = ratios(results)
+    if save:
+        save(results)
     return results

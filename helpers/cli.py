@@ -23,11 +23,11 @@ from helpers.alternatives import (Comparison, add_classic_rows, add_encoder_row,
                                   add_setfit_rows, human_ceilings, known_curve_points, learning_curve,
                                   out_of_domain_set, verdicts)
 from helpers.baselines import baseline_verdict, run_baselines
-from helpers.bench import BENCH_PARTS, format_results, run_bench, save_results
+from helpers.bench import BENCH_PARTS, BenchError, earlier_bench, format_results, run_bench, save_results
 from helpers.classify import ClassifyError, classify_file, find_model
 from helpers.config import PROFILES, ROOT, CourseConfig, make_config
 from helpers.data import (DataError, class_balance, label_consistency_report, load_dataset, load_tweets, prepare_splits,
-                          split_report, split_sentence, split_tokens, to_chat_records)
+                          short_classes, split_report, split_sentence, split_tokens, to_chat_records)
 from helpers.evaluate import classification_metrics, metrics_summary
 from helpers.fewshot import (FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots,
                              run_local_models, training_rows)
@@ -36,11 +36,11 @@ from helpers.gguf import (GGUFError, base_model_gguf, build_gguf_files, merged_m
                           servable_gguf)
 from helpers.model import ModelError, load_model, load_tokenizer, prepare_embedded_model, prepare_tiny_model
 from helpers.modelcard import write_model_cards
-from helpers.predict import hf_predictor, load_predictor
+from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
 from helpers.report import build_report
 from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, course_estimate,
                           course_notebooks, course_runs, latest_run, layout, new_run_dir, notebook_dir, record_metrics,
-                          run_course)
+                          run_course, write_decision)
 from helpers.serve import ServerError, llama_server
 from helpers.training import folder_sizes, make_trainer, save_adapter_and_merged, train, world_size
 
@@ -192,11 +192,13 @@ def cmd_train(args):
     if not trainer.is_world_process_zero():  # under torchrun: the first process evaluates and saves
         return cfg, f"process {trainer.args.process_index} of {world_size()} done"
     saved = save_adapter_and_merged(trainer, cfg)  # as in the notebook: the merged model is evaluated
-    scored = hf_predictor(trainer.model, tokenizer, cfg).evaluate(splits.test, method="scoring")
+    rule = choose_decision_rule(cfg, hf_predictor(trainer.model, tokenizer, cfg), splits.eval, short_classes(splits, cfg))
+    write_decision(rule, saved["adapter"], saved["merged"])
+    scored = hf_predictor(trainer.model, tokenizer, cfg, offsets=rule["offsets"]).evaluate(splits.test, method="scoring")
     record_metrics(cfg, notebook, fine_tuned=metrics_summary(scored), train_seconds=run["train_seconds"],
                    log_history=run["log_history"], artifacts=saved, artifact_mb=folder_sizes(saved),
                    test_labels=list(splits.test["label"]), test_predictions=scored["predictions"],
-                   test_probabilities=scored["probabilities"], world_size=world_size())
+                   test_probabilities=scored["probabilities"], world_size=world_size(), decision_rule=rule)
     write_model_cards(cfg)
     return cfg, (f"fine-tuned: accuracy {scored['accuracy']:.3f}, macro-F1 {scored['macro_f1']:.3f} "
                  f"({run['train_seconds']:.0f} s of training); adapter {saved['adapter']}")
@@ -320,9 +322,12 @@ def cmd_bench(args):
     competing process, and the LoRA-blocks x rows grid on the eval split; saved to runs/bench/bench-<time>.json. Without the 'course' part, --run-dir is the course
     run to read (default: the latest finished run of the profile)."""
     cfg = config_from(args, ROOT / "runs" / "bench" / f"work-{args.profile}")
+    earlier = earlier_bench(args.resume) if args.resume else None
+    path = Path(args.resume) if args.resume else save_results({"parts_done": []})  # written after every part
+    print(f"Figures: {path} (after each part; make bench RESUME={path} goes on from a stopped run)")
     results = run_bench(cfg, run_dir=args.run_dir, steps=args.steps, parts=args.parts, seeds=args.seeds,
-                        overrides=knob_overrides(args))
-    return cfg, f"{format_results(results)}\nsaved: {save_results(results)}"
+                        overrides=knob_overrides(args), earlier=earlier, save=lambda r: save_results(r, path))
+    return cfg, f"{format_results(results)}\nsaved: {path}"
 
 
 def cmd_prepare(args):
@@ -363,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "the other parts read that run or --run-dir)")
             p.add_argument("--seeds", nargs="*", type=int, default=[42, 43, 44],
                            help="training seeds of the 'seeds' and 'deep' parts, all on one split (default: 42 43 44)")
+            p.add_argument("--resume", metavar="FILE", help="a runs/bench/bench-*.json of a stopped benchmark: measure "
+                           "only the parts it had not finished, into the same file")
         if name == "prepare":
             p.add_argument("step", choices=SETUP_STEPS)
         if name == "serve":
@@ -380,7 +387,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg, message = args.func(args)
-    except (ClassifyError, DataError, FewShotError, GGUFError, KnobError, ModelError, ServerError) as err:
+    except (BenchError, ClassifyError, DataError, FewShotError, GGUFError, KnobError, ModelError, ServerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(message)

@@ -43,6 +43,10 @@ class CourseConfig:
     test_size: int = 240  # balanced over the classes
     min_per_class: int = 4
     oversample: bool = False  # fill a rare class's training share by drawing its rows again (never the test split)
+    # How a label is chosen from the label probabilities: "auto" tunes per-class log-offsets for macro-F1 on the eval
+    # split when a class is short in training, and keeps them only where the paired bootstrap there says they beat the
+    # most probable label; "offsets" always tunes them; "argmax" never does. The rule is saved beside the model.
+    decision_rule: str = "auto"
     labels: tuple = LABELS
     system_prompt: str = SYSTEM_PROMPT
     max_length: int = 256  # tokens per example; the masking guard stops training if an answer would be cut off
@@ -177,6 +181,9 @@ PROFILES = {
 }
 
 
+DECISION_RULES = ("auto", "offsets", "argmax")
+
+
 def make_config(profile: str = "workshop", **overrides) -> CourseConfig:
     """The profile's settings with `overrides` on top. Unknown names fail with the list of valid ones."""
     if profile not in PROFILES:
@@ -185,4 +192,6 @@ def make_config(profile: str = "workshop", **overrides) -> CourseConfig:
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"Unknown setting(s) {', '.join(unknown)}. Valid names: {', '.join(sorted(names))}.")
+    if overrides.get("decision_rule", "auto") not in DECISION_RULES:
+        raise ValueError(f"decision_rule must be one of {', '.join(DECISION_RULES)}, not {overrides['decision_rule']!r}.")
     return CourseConfig(**{**PROFILES[profile], **overrides, "profile": profile})

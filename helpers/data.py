@@ -307,6 +307,14 @@ def split_report(df: pd.DataFrame, splits: Splits, cfg: CourseConfig) -> list[di
     return rows
 
 
+def short_classes(splits: Splits, cfg: CourseConfig) -> list[str]:
+    """The labels with fewer distinct training rows than their equal share of `train_size` (oversampled draws do not
+    count): where a model learns to under-predict a class."""
+    share = cfg.train_size // len(cfg.labels)
+    distinct = splits.train.drop_duplicates("text")["label"].value_counts()
+    return [label for label in cfg.labels if distinct.get(label, 0) < share]
+
+
 def split_sentence(rows: list[dict], cfg: CourseConfig) -> str:
     """One sentence on what the split did to rare classes, from `split_report`."""
     short = [r for r in rows if r["train_short"] or r["test_short"]]

@@ -137,21 +137,21 @@ def macro_f1_rows(gold: np.ndarray, predicted: np.ndarray, labels) -> np.ndarray
     return np.mean(f1, axis=0)
 
 
-def verdict(gold, first: dict, second: dict, labels, seed: int = 0) -> dict:
+def verdict(gold, first: dict, second: dict, labels, seed: int = 0, where: str = "the test set") -> dict:
     """Does `first` beat `second`? Both are rows with a "method" name, their "macro_f1" and their "predictions" on the
     items of `gold`.
     A paired bootstrap of the macro-F1 difference decides: a 95 % interval that contains 0 is a tie.
 
     Returns the bootstrap's difference, low and high, `outcome` ("ahead", "tied" or "behind": `first` against
     `second`), `winner` (a method name, None on a tie), `interval` ("+d, 95 % interval +l to +h", for a chapter's own
-    sentence) and `sentence` (the leader first)."""
+    sentence) and `sentence` (the leader first; `where` names the items)."""
     test = paired_bootstrap(gold, first["predictions"], second["predictions"], labels, seed=seed)
     tie = test["low"] <= 0 <= test["high"]
     outcome = "tied" if tie else "ahead" if test["difference"] > 0 else "behind"
     interval = f"{test['difference']:+.3f}, 95 % interval {test['low']:+.3f} to {test['high']:+.3f}"
     if tie:
         sentence = (f"{first['method']} ({first['macro_f1']:.3f} macro-F1) and {second['method']} "
-                    f"({second['macro_f1']:.3f}) are tied within the test set's noise ({interval}).")
+                    f"({second['macro_f1']:.3f}) are tied within {where}'s noise ({interval}).")
     else:
         lead, trail = (first, second) if outcome == "ahead" else (second, first)
         low, high = (test["low"], test["high"]) if outcome == "ahead" else (-test["high"], -test["low"])
@@ -175,3 +175,65 @@ def fine_tuned_margin(gold, rows: list[dict], rivals: list[dict], rival_kind: st
     return (f"The best fine-tuned model ({best_tuned['method']}, macro-F1 {best_tuned['macro_f1']:.3f}) {said} the best "
             f"{rival_kind} ({best_rival['method']}, {best_rival['macro_f1']:.3f}): {v['interval']}"
             f"{' (a tie: the test set cannot tell them apart)' if v['tie'] else ''}.")
+
+
+# --- a rare class: per-class decision offsets, chosen on the eval split -------------------------------------------
+
+def apply_offsets(probabilities, offsets) -> np.ndarray:
+    """Label probabilities with a per-class log-offset added (a prior correction), renormalised: p_k ∝ p_k · e^b_k.
+    `offsets` None leaves them as they are."""
+    probs = np.asarray(probabilities, dtype=float)
+    if offsets is None:
+        return probs
+    return normalise_rows(np.log(np.clip(probs, 1e-12, 1.0)) + np.asarray(offsets, dtype=float))
+
+
+def tune_offsets(probabilities, gold, labels, grid=np.round(np.arange(-3.0, 3.01, 0.25), 2), rounds: int = 3):
+    """Per-class log-offsets (the first class's fixed at 0) that maximise macro-F1 of the offset probabilities'
+    argmax on (`probabilities`, `gold`), by coordinate ascent over `grid`; of equal scores the smaller offset wins."""
+    logp = np.log(np.clip(np.asarray(probabilities, dtype=float), 1e-12, 1.0))
+    gold, labels = np.asarray(list(gold)), list(labels)
+
+    def score(b):
+        return macro_f1_rows(gold[None], np.asarray(labels)[(logp + b).argmax(1)][None], labels)[0]
+    offsets = np.zeros(len(labels))
+    for _ in range(rounds):
+        for k in range(1, len(labels)):
+            trials = [(score(np.where(np.arange(len(labels)) == k, v, offsets)), -abs(v), v) for v in grid]
+            offsets[k] = max(trials)[2]
+    return offsets
+
+
+def decision_rule(probabilities, gold, labels, seed: int = 0) -> dict:
+    """How to turn label probabilities into a label, chosen on the eval split (`probabilities` of its rows, their
+    `gold` labels): per-class offsets (`tune_offsets`) when the paired bootstrap says they beat the plain argmax on
+    macro-F1, else the argmax. Returns {"rule", "offsets" (None for the argmax), "labels", "eval": per-class F1 and
+    macro-F1 of both, "sentence"}."""
+    labels = list(labels)
+    offsets = tune_offsets(probabilities, gold, labels)
+    rows = {}
+    for name, b in (("the most probable label", None), ("per-class offsets", offsets)):
+        predictions = [labels[i] for i in apply_offsets(probabilities, b).argmax(1)]
+        m = classification_metrics(gold, predictions, labels)
+        rows[name] = {"method": name, "macro_f1": m["macro_f1"], "predictions": predictions,
+                      "per_class_f1": {lab: s["f1"] for lab, s in m["per_class"].items()}}
+    test = verdict(gold, rows["per-class offsets"], rows["the most probable label"], labels, seed, "the eval split")
+    chosen = "offsets" if test["outcome"] == "ahead" else "argmax"
+    said = (f"per-class offsets {dict(zip(labels, np.round(offsets, 2).tolist()))} on the label log-probabilities"
+            if chosen == "offsets" else "the most probable label (per-class offsets did not beat it)")
+    return {"rule": chosen, "offsets": offsets.tolist() if chosen == "offsets" else None, "labels": labels,
+            "eval": {key: {k: r[k] for k in ("macro_f1", "per_class_f1")} for key, r in zip(("argmax", "offsets"),
+                                                                                              rows.values())},
+            "sentence": f"Decision rule, chosen on {len(gold)} eval rows: {said}. "
+                        f"{test['sentence']}"}
+
+
+def decision_effect(probabilities, gold, labels, offsets) -> dict:
+    """{"most probable label": {label: F1, ..., "macro-F1"}, "decision rule": {...}} from the decision rule's
+    `probabilities` (the offsets are taken back out for the first)."""
+    labels, rows = list(labels), {}
+    back = None if offsets is None else -np.asarray(offsets, dtype=float)
+    for name, probs in (("most probable label", apply_offsets(probabilities, back)), ("decision rule", probabilities)):
+        m = classification_metrics(gold, [labels[i] for i in np.asarray(probs).argmax(1)], labels)
+        rows[name] = {**{lab: s["f1"] for lab, s in m["per_class"].items()}, "macro-F1": m["macro_f1"]}
+    return rows

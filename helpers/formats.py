@@ -62,7 +62,7 @@ def format_verdict(rows: list[dict], gold, cfg: CourseConfig) -> str:
     hf = rows[0]
     q4 = next(r for r in rows if r["format"] == "GGUF Q4_K_M")
     f16 = next((r for r in rows if r["format"] == "GGUF f16"), hf)
-    test = verdict(gold, {"method": "Q4_K_M", **q4}, {"method": hf["format"], **hf}, cfg.labels, cfg.seed)
+    test = verdict(gold, {**q4, "method": "Q4_K_M"}, {**hf, "method": hf["format"]}, cfg.labels, cfg.seed)
     said = {"ahead": "scores above", "tied": "is tied with", "behind": "falls behind"}[test["outcome"]]
     return (f"Q4_K_M is {q4['size_mb'] / f16['size_mb']:.2f}x the size of f16 ({q4['size_mb']:.0f} vs "
             f"{f16['size_mb']:.0f} MB), classifies {q4['reviews_per_second'] / hf['reviews_per_second']:.1f}x as many "

@@ -19,7 +19,7 @@ from pathlib import Path
 from helpers.config import CourseConfig
 from helpers.model import (build_once, embedded_gguf_path, fingerprint, is_encoder_folder, load_adapter, load_model,
                            resolve_model, save_with_course_template)
-from helpers.runs import RunLayout, layout
+from helpers.runs import RunLayout, layout, read_decision, write_decision
 
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
 
@@ -222,10 +222,12 @@ def q4_k_m_file(cfg: CourseConfig, model_dir: Path, out: Path) -> Path:
 
 def build_gguf_files(cfg: CourseConfig, model_dir: Path, run: RunLayout) -> dict:
     """f16 and q8_0 by the converter, then Q4_K_M from the f16 file by the quantizer, where the run layout keeps
-    them: {format: path}."""
+    them: {format: path}; the merged model's decision rule (`runs.read_decision`) is saved beside them."""
     f16 = convert_to_gguf(cfg, model_dir, run.gguf("f16"), "f16")
     q8 = convert_to_gguf(cfg, model_dir, run.gguf("q8_0"), "q8_0")
     q4 = quantize_gguf(f16, run.gguf("Q4_K_M"), "Q4_K_M")
+    if (rule := read_decision(model_dir)) is not None:  # the decision rule goes with the files, for llama.cpp too
+        write_decision(rule, q4)
     return {"GGUF f16": f16, "GGUF Q8_0": q8, "GGUF Q4_K_M": q4}
 
 

@@ -45,6 +45,11 @@ def card_text(cfg: CourseConfig, kind: str, metrics: dict, files: list[str] = ()
     table = f"| label | precision | recall | F1 | support |\n|---|---|---|---|---|\n{rows}\n" if rows else ""
     listed = "".join(f"- `{name}`\n" for name in files)
     said = f"\n{metrics['verdict']}\n" if metrics.get("verdict") else ""  # the chapter's paired-bootstrap verdict
+    decision = metrics.get("decision_rule")  # saved beside the model as decision.json; every engine applies it
+    rule = (f"\n{decision['sentence']} It is saved beside the model (`decision.json`): label scoring (`classify`, "
+            f"`evaluate`) applies it on every engine, and generation with transformers; llama.cpp's generation and "
+            f"`serve` do not yet.\n" if decision and decision.get("offsets") else
+            f"\n{decision['sentence']}\n" if decision else "")
     return f"""---
 {yaml.safe_dump(front_matter(cfg, kind, metrics), sort_keys=False, allow_unicode=True).strip()}
 ---
@@ -65,7 +70,7 @@ most, balanced over the labels. The test split holds other reviews (never the sa
 
 {", ".join(f"`{label}`" for label in cfg.labels)}. The model answers with one of them; label scoring reads each
 label's probability after the prompt, so every answer is a label.
-
+{rule}
 ## System prompt
 
 ```
@@ -111,13 +116,15 @@ def write_model_cards(cfg: CourseConfig) -> list[Path]:
     run, written = layout(cfg), []
     trained, exported = run.metrics(TRAINING), run.metrics(EXPORT)
     if trained:
-        results = {**trained["fine_tuned"], "n": len(trained["test_labels"]), "verdict": trained.get("verdict")}
+        results = {**trained["fine_tuned"], "n": len(trained["test_labels"]), "verdict": trained.get("verdict"),
+                   "decision_rule": trained.get("decision_rule")}
         written += [write_model_card(cfg, folder, kind, results) for kind, folder in
                     (("adapter", run.adapter), ("merged", run.merged)) if folder.is_dir()]
     q4 = next((r for r in (exported or {}).get("formats", []) if r["format"] == "GGUF Q4_K_M"), None)
     if trained and q4:
         files = sorted(p.name for p in run.folder(EXPORT).glob("*.gguf"))
         written.append(write_model_card(cfg, run.folder(EXPORT), "gguf", {**q4, "n": len(trained["test_labels"]),
-                                                                             "verdict": exported.get("verdict")},
+                                                                             "verdict": exported.get("verdict"),
+                                                                             "decision_rule": trained.get("decision_rule")},
                                         files))
     return written

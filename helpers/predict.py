@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 from helpers.config import CourseConfig
 from helpers.data import fit_review, prompt_messages
 from helpers.encoder import encoder_probabilities, load_encoder_classifier
-from helpers.evaluate import classification_metrics, normalise_rows, parse_label
+from helpers.evaluate import apply_offsets, classification_metrics, decision_rule, normalise_rows, parse_label
 from helpers.gguf import GGUFError, llama_cpp_version
 from helpers.model import MODEL_PATHS, ModelError, is_encoder_folder, load_adapter, load_model, load_tokenizer
-from helpers.runs import RunLayout, disk_mb
+from helpers.runs import RunLayout, decision_file, disk_mb, read_decision
 
 METHODS = ("scoring", "generation")
 
@@ -53,14 +53,18 @@ class Predictor:
     cfg: CourseConfig
     model: object
     tokenizer: object = None
+    offsets: list | None = None  # per-class log-offsets of the model's decision rule (None: the most probable label)
 
     def probabilities(self, texts, progress: bool = False) -> np.ndarray:
+        """(n, labels) in `cfg.labels` order, with the model's decision rule applied (`evaluate.apply_offsets`)."""
         texts = list(texts)
         if self.kind == "gguf":
-            return gguf_probabilities(self.model, self.tokenizer, texts, self.cfg, progress)
-        if self.kind == "encoder":
-            return encoder_probabilities(self.model, texts, self.cfg)
-        return score_labels(self.model, self.tokenizer, texts, self.cfg, progress=progress)
+            probs = gguf_probabilities(self.model, self.tokenizer, texts, self.cfg, progress)
+        elif self.kind == "encoder":
+            probs = encoder_probabilities(self.model, texts, self.cfg)
+        else:
+            probs = score_labels(self.model, self.tokenizer, texts, self.cfg, progress=progress)
+        return apply_offsets(probs, self.offsets)
 
     def generate(self, texts, progress: bool = False) -> list[str]:
         texts = list(texts)
@@ -68,7 +72,7 @@ class Predictor:
             return gguf_answers(self.model, self.tokenizer, texts, self.cfg, progress)
         if self.kind == "encoder":
             return [self.cfg.labels[i] for i in self.probabilities(texts).argmax(1)]
-        return generate_answers(self.model, self.tokenizer, texts, self.cfg, progress=progress)
+        return generate_answers(self.model, self.tokenizer, texts, self.cfg, progress=progress, offsets=self.offsets)
 
     def evaluate(self, df, method: str = "scoring", progress: bool = True) -> dict:
         """Metrics on a frame with text and label columns, by "scoring" (always a valid label, with probabilities) or
@@ -92,9 +96,35 @@ class Predictor:
         return disk_mb(*([self.path] if self.path.is_file() else self.path.glob("*.safetensors")))
 
 
-def hf_predictor(model, tokenizer, cfg: CourseConfig, path: Path | None = None) -> Predictor:
-    """A predictor for a PyTorch causal LM already in memory (a base model, the trainer's model, a merged copy)."""
-    return Predictor("hf", path, cfg, model, tokenizer)
+def hf_predictor(model, tokenizer, cfg: CourseConfig, path: Path | None = None, offsets=None) -> Predictor:
+    """A predictor for a PyTorch causal LM already in memory (a base model, the trainer's model, a merged copy), with
+    the decision rule's `offsets` if it has one."""
+    return Predictor("hf", path, cfg, model, tokenizer, offsets)
+
+
+def stored_offsets(cfg: CourseConfig, path: Path) -> list | None:
+    """The offsets of the decision rule stored with the model at `path` (`runs.read_decision`), checked against the
+    configured labels; None when the model has none."""
+    decision = read_decision(path)
+    if decision is None:
+        return None
+    if list(decision["labels"]) != list(cfg.labels):
+        raise ModelError(f"{decision_file(path)} was chosen for the labels {decision['labels']}, not {list(cfg.labels)}: "
+                         f"pass --labels {' '.join(decision['labels'])}, or delete the file to take the most probable "
+                         f"label.")
+    return decision["offsets"]
+
+
+def choose_decision_rule(cfg: CourseConfig, predictor: Predictor, eval_df, short: list[str]) -> dict:
+    """The decision rule of a fine-tuned model, by the knob `decision_rule`: per-class offsets tuned on the eval split
+    (`eval_df`; `evaluate.decision_rule`) for "offsets", and for "auto" when a class is `short` in training
+    (`data.short_classes`); otherwise the most probable label, with no extra pass over the eval split."""
+    if cfg.decision_rule == "offsets" or (cfg.decision_rule == "auto" and short):
+        return decision_rule(predictor.probabilities(eval_df["text"]), eval_df["label"], cfg.labels, cfg.seed)
+    why = ("decision_rule='argmax'" if cfg.decision_rule == "argmax" else
+           "every class got its full training share, so decision_rule='auto' tuned nothing")
+    return {"rule": "argmax", "offsets": None, "labels": list(cfg.labels), "eval": None,
+            "sentence": f"Decision rule: the most probable label ({why})."}
 
 
 def load_predictor(cfg: CourseConfig, path: str | Path) -> Predictor:
@@ -105,13 +135,13 @@ def load_predictor(cfg: CourseConfig, path: str | Path) -> Predictor:
         tokenizer = load_tokenizer(cfg, merged if (merged / "tokenizer_config.json").exists() else None)
         llm = load_gguf(path, cfg)
         check_same_tokens(llm, tokenizer, cfg, path)
-        return Predictor("gguf", path, cfg, llm, tokenizer)
+        return Predictor("gguf", path, cfg, llm, tokenizer, stored_offsets(cfg, path))
     if (path / "adapter_config.json").is_file():
-        return hf_predictor(*load_adapter(cfg, path), cfg, path)
+        return hf_predictor(*load_adapter(cfg, path), cfg, path, stored_offsets(cfg, path))
     if is_encoder_folder(path):
-        return Predictor("encoder", path, cfg, load_encoder_classifier(path))
+        return Predictor("encoder", path, cfg, load_encoder_classifier(path), offsets=stored_offsets(cfg, path))
     if (path / "config.json").is_file():
-        return hf_predictor(*load_model(cfg, path), cfg, path)
+        return hf_predictor(*load_model(cfg, path), cfg, path, stored_offsets(cfg, path))
     raise ModelError(f"{path}: {'no such file or folder' if not path.exists() else 'not a model'}. {MODEL_PATHS}")
 
 
@@ -177,17 +207,19 @@ def length_sorted_batches(tokenizer, prompts, batch_size: int, desc: str, progre
 
 
 def generate_answers(model, tokenizer, texts, cfg: CourseConfig, max_new_tokens: int = 5,
-                     progress: bool = True) -> list[str]:
-    """Greedy answers of at most `max_new_tokens` tokens, batched with left padding."""
+                     progress: bool = True, offsets=None) -> list[str]:
+    """Greedy answers of at most `max_new_tokens` tokens, batched with left padding; a decision rule's `offsets`
+    are added to the labels' first tokens (`sequence_bias`), as label scoring adds them."""
     import torch
 
+    bias = {(t,): float(b) for t, b in zip(label_first_tokens(tokenizer, cfg.labels), offsets or ()) if b}
     prompts = [prompt_text(tokenizer, t, cfg) for t in texts]
     answers = [""] * len(prompts)
     for rows, batch in length_sorted_batches(tokenizer, prompts, cfg.scoring_batch_size, "generation", progress):
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
+                                 pad_token_id=tokenizer.pad_token_id, **({"sequence_bias": bias} if bias else {}))
         for row, answer in zip(rows, tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
                                                             skip_special_tokens=True)):
             answers[row] = answer

@@ -116,6 +116,30 @@ class RunLayout:
 
 
 RELATIVE = RunLayout(Path())
+DECISION = "decision.json"  # the decision rule chosen on the eval split, beside every model it belongs to
+
+
+def decision_file(model_path: Path) -> Path:
+    """Where the decision rule of a model lives: in its folder, or beside its GGUF file."""
+    model_path = Path(model_path)
+    return (model_path.parent if model_path.suffix == ".gguf" else model_path) / DECISION
+
+
+def write_decision(rule: dict, *model_paths: Path) -> list[Path]:
+    """The rule (`helpers.evaluate.decision_rule`) beside each model, so every engine that loads it decides alike."""
+    written = []
+    for path in model_paths:
+        target = decision_file(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps({k: rule[k] for k in ("rule", "offsets", "labels", "eval", "sentence")}, indent=2))
+        written.append(target)
+    return written
+
+
+def read_decision(model_path: Path) -> dict | None:
+    """The decision rule stored with a model, or None (the most probable label)."""
+    path = decision_file(model_path)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def disk_mb(*paths: Path) -> float:

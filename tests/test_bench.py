@@ -55,6 +55,45 @@ def test_every_part_is_one_function_of_one_table_and_an_unknown_part_is_refused_
     assert ran == ["matmul", "training", "shapes", "notebooks", "matmul"]  # table order; the peak measured again last
 
 
+def test_a_stopped_bench_keeps_its_finished_parts_and_goes_on_from_there(cfg, monkeypatch, tmp_path):
+    ran, stop = [], [True]
+
+    def part(name):
+        def run(b):
+            ran.append(name)
+            b.results[f"fake {name}"] = len(ran)
+            if name == "shapes" and stop:  # stopped in the middle of the third part
+                stop.clear()
+                raise KeyboardInterrupt
+        return run
+    monkeypatch.setattr(bench, "PARTS", {name: part(name) for name in bench.BENCH_PARTS})
+    path = tmp_path / "bench-x.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(cfg, parts=("matmul", "training", "shapes"), save=lambda r: bench.save_results(r, path))
+    earlier = bench.earlier_bench(path)
+    assert earlier["parts_done"] == ["matmul", "training"] and earlier["fake training"] == 2
+    ran.clear()
+    results = bench.run_bench(cfg, parts=("matmul", "training", "shapes"), earlier=earlier,
+                              save=lambda r: bench.save_results(r, path))
+    assert ran == ["shapes", "matmul"]  # only the unfinished part, then the peak again
+    again = json.loads(path.read_text())
+    assert again["parts_done"] == ["matmul", "training", "shapes"] and again["fake training"] == 2
+    assert len(results["resumed"]) == 1 and again["date"] == earlier["date"]
+
+
+def test_resuming_from_a_file_bench_did_not_write_says_what_to_pass(tmp_path, capsys):
+    from helpers.cli import main
+
+    with pytest.raises(bench.BenchError, match="Cannot resume from .*missing.json"):
+        bench.earlier_bench(tmp_path / "missing.json")
+    other = tmp_path / "other.json"
+    other.write_text('{"a": 1}')
+    with pytest.raises(bench.BenchError, match="records no finished bench parts"):
+        bench.earlier_bench(other)
+    assert main(["bench", "--profile", "smoke", "--resume", str(other)]) == 2
+    assert "error: " in capsys.readouterr().err
+
+
 def test_matmul_peak_is_a_plausible_rate():
     flops = bench.matmul_peak(threads=1, size=256, repeats=2)
     assert 1e8 < flops < 1e13  # between 0.1 GFLOP/s and 10 TFLOP/s on one thread
@@ -279,7 +318,7 @@ def test_training_shapes_and_inference_figures_on_the_tiny_model(cfg, tmp_path):
     assert inference["hf_scoring"]["invalid_rate"] == 0  # scoring always yields a label
     assert set(results["ratios"]) == {"training_utilisation_strict_vs_shapes", "gguf_q4_k_m_vs_hf_fp32",
                                       "scoring_vs_generation"}
-    saved = bench.save_results(results, tmp_path / "bench")
+    saved = bench.save_results(results, folder=tmp_path / "bench")
     assert json.loads(saved.read_text())["inference"]["reviews"] == cfg.test_size
 
 

@@ -24,6 +24,8 @@ def test_unknown_profile_and_setting_are_named():
         make_config("fast")
     with pytest.raises(ValueError, match=r"Unknown setting\(s\) lr\. Valid names: .*learning_rate"):
         make_config("smoke", lr=1e-3)
+    with pytest.raises(ValueError, match="decision_rule must be one of auto, offsets, argmax, not 'best'"):
+        make_config("smoke", decision_rule="best")
 
 
 def test_run_dir_defaults_to_a_shared_lab_folder(tmp_path):

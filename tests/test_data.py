@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from helpers.config import LABELS, make_config
 from helpers.data import (DataError, balanced_sample, class_balance, label_consistency_report, load_amazon,
                           load_dataset, load_hutto, load_tweets, parse_rater_ratings, prepare_splits, rating_to_label,
-                          read_labelled_file, split_by_group, split_tokens, to_chat_records)
+                          read_labelled_file, short_classes, split_by_group, split_tokens, to_chat_records)
 
 GOOD_CSV = "text,label\n" + "".join(f"review {i} {lab},{lab.upper()}\n" for i in range(6) for lab in LABELS)
 
@@ -277,3 +277,12 @@ def test_split_tokens_counts_each_split_s_training_text(cfg):
     assert set(tokens) == {"train", "eval", "test"} and tokens["test"] >= one * len(splits.test) // 4 > 0
     longer = dataclasses.replace(splits, test=splits.test.assign(text=splits.test["text"] + " and then some more words"))
     assert split_tokens(longer, tokenizer, cfg)["test"] > tokens["test"]
+
+
+def test_short_classes_count_distinct_training_rows(cfg):
+    splits = prepare_splits(cfg)
+    assert short_classes(splits, cfg) == []  # the smoke split is balanced
+    few = splits.train[splits.train["label"] != "neutral"]
+    neutral = splits.train[splits.train["label"] == "neutral"].head(3)
+    drawn = pd.concat([few, neutral] + [neutral] * 5)  # oversampled draws fill the count, not the distinct rows
+    assert short_classes(dataclasses.replace(splits, train=drawn), cfg) == ["neutral"]

@@ -4,9 +4,10 @@ import pytest
 
 from sklearn.metrics import f1_score
 
-from helpers.evaluate import (INVALID, classification_metrics, expected_calibration_error, fine_tuned_margin,
-                              macro_f1_rows, metrics_summary, mistakes_near_threshold, most_confident_mistakes,
-                              normalise_rows, paired_bootstrap, parse_label, verdict)
+from helpers.evaluate import (INVALID, apply_offsets, classification_metrics, decision_effect, decision_rule,
+                              expected_calibration_error, fine_tuned_margin, macro_f1_rows, metrics_summary,
+                              mistakes_near_threshold, most_confident_mistakes, normalise_rows, paired_bootstrap,
+                              parse_label, verdict)
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -119,3 +120,45 @@ def test_fine_tuned_margin_needs_both_sides_with_predictions():
     assert fine_tuned_margin(GOLD, rows, [], "few-shot prompt", LABELS).startswith(
         "Nothing to compare: the table needs a few-shot")
     assert fine_tuned_margin(GOLD, rows, rows[1:], "rival", LABELS).startswith("Nothing to compare")
+
+
+def under_predicting(neutral_shift: float, n: int = 300, seed: int = 0):
+    """Probabilities of a model that is right more often than not but pushes "neutral" down by `neutral_shift`."""
+    rng = np.random.default_rng(seed)
+    gold = np.array(LABELS)[np.arange(n) % 3]
+    logits = rng.normal(size=(n, 3))
+    logits[np.arange(n), np.arange(n) % 3] += 1.5
+    logits[:, 1] -= neutral_shift
+    return normalise_rows(logits), list(gold)
+
+
+def test_offsets_shift_the_probabilities_and_none_leaves_them():
+    probs = np.array([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]])
+    assert apply_offsets(probs, None) is not None and np.allclose(apply_offsets(probs, None), probs)
+    moved = apply_offsets(probs, [0.0, np.log(4), 0.0])
+    assert np.allclose(moved.sum(1), 1) and moved[0].argmax() == 1  # 0.2 * 4 = 0.8 against 0.5 and 0.3
+    assert np.allclose(apply_offsets(moved, [0.0, -np.log(4), 0.0]), probs)
+
+
+def test_a_rare_class_gets_an_offset_only_when_the_eval_bootstrap_says_it_pays():
+    probs, gold = under_predicting(2.0)
+    rule = decision_rule(probs, gold, LABELS)
+    assert rule["rule"] == "offsets" and rule["offsets"][0] == 0 and rule["offsets"][1] > 1
+    assert rule["eval"]["offsets"]["macro_f1"] > rule["eval"]["argmax"]["macro_f1"] + 0.1
+    assert rule["eval"]["argmax"]["per_class_f1"]["neutral"] < rule["eval"]["offsets"]["per_class_f1"]["neutral"]
+    assert rule["sentence"].startswith("Decision rule, chosen on 300 eval rows: per-class offsets {'negative': 0.0, ")
+    balanced = decision_rule(*under_predicting(0.0), LABELS)
+    assert balanced["rule"] == "argmax" and balanced["offsets"] is None
+    assert "the most probable label (per-class offsets did not beat it)" in balanced["sentence"]
+    assert "tied within the eval split's noise" in balanced["sentence"]
+
+
+def test_the_decision_effect_shows_both_rules_from_the_rule_s_probabilities():
+    probs, gold = under_predicting(2.0)
+    offsets = [0.0, 2.0, 0.0]
+    effect = decision_effect(apply_offsets(probs, offsets), gold, LABELS, offsets)
+    plain = classification_metrics(gold, [LABELS[i] for i in probs.argmax(1)], LABELS)
+    assert effect["most probable label"]["macro-F1"] == pytest.approx(plain["macro_f1"])
+    assert effect["decision rule"]["neutral"] > effect["most probable label"]["neutral"]
+    same = decision_effect(probs, gold, LABELS, None)
+    assert same["most probable label"] == same["decision rule"]

@@ -47,7 +47,9 @@ def test_a_run_folder_gets_a_card_beside_each_model_it_holds(cfg):
     for folder in (run.adapter, run.merged, run.folder(EXPORT)):
         folder.mkdir(parents=True)
     run.metrics_file(TRAINING).write_text(json.dumps({"fine_tuned": RESULTS, "test_labels": ["x"] * 240,
-                                                      "verdict": "fine-tuned beats zero-shot (test verdict)"}))
+                                                      "verdict": "fine-tuned beats zero-shot (test verdict)",
+                                                      "decision_rule": {"offsets": [0, 1.5, 0],
+                                                                        "sentence": "Decision rule (test)."}}))
     (run.folder(EXPORT) / "model-Q4_K_M.gguf").write_bytes(b"")
     run.metrics_file(EXPORT).write_text(json.dumps({"formats": [
         {"format": "HF fp32", "accuracy": 0.67, "macro_f1": 0.66},
@@ -59,3 +61,5 @@ def test_a_run_folder_gets_a_card_beside_each_model_it_holds(cfg):
     assert "`model-Q4_K_M.gguf`" in body and "On 240 test rows (GGUF Q4_K_M): accuracy **0.658**" in body
     assert "Q4_K_M is tied (test verdict)" in body and "zero-shot" not in body  # each card states its chapter's verdict
     assert "fine-tuned beats zero-shot (test verdict)" in read_card(cards[0])[1]
+    for card in cards:  # the rule travels with every model, and the card says which engines apply it
+        assert "Decision rule (test). It is saved beside the model (`decision.json`)" in read_card(card)[1]

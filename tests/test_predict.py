@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from helpers.config import make_config
-from helpers.evaluate import INVALID, normalise_rows, parse_label
+from helpers.evaluate import INVALID, apply_offsets, normalise_rows, parse_label
 from helpers.model import ModelError, load_model, load_tokenizer, resolve_model
-from helpers.predict import (_next_token_logits, _prompt_tokens, gguf_answers, gguf_probabilities,
+from helpers.predict import (_next_token_logits, _prompt_tokens, choose_decision_rule, gguf_answers, gguf_probabilities,
                              hf_predictor, load_gguf, load_predictor, prompt_text, score_labels)
+from helpers.runs import write_decision
 
 LABELS = ("negative", "neutral", "positive")
 TEXTS = ["Great value, works as described", "It broke after a week.", "A box with a phone in it."]
@@ -235,3 +236,39 @@ def test_an_adapter_loads_on_its_own_base_or_is_named_with_it(cfg, tmp_path):
     with pytest.raises(ModelError, match=r"adapter was trained on '/gone/tiny', which is not on this machine, and does "
                                          r"not fit the configured model 'embedded:smollm2'"):
         load_predictor(workshop, tmp_path / "adapter")
+
+
+def test_a_model_s_decision_rule_travels_with_its_folder_and_must_match_the_labels(cfg, tmp_path):
+    source = Path(resolve_model(cfg))
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    for f in source.iterdir():
+        (folder / f.name).symlink_to(f)
+    offsets = [0.0, 2.0, -1.0]
+    write_decision({"rule": "offsets", "offsets": offsets, "labels": list(cfg.labels), "eval": {}, "sentence": "s"},
+                   folder)
+    predictor, plain = load_predictor(cfg, folder), load_predictor(cfg, source)
+    assert predictor.offsets == offsets and plain.offsets is None
+    assert np.allclose(predictor.probabilities(TEXTS), apply_offsets(plain.probabilities(TEXTS), offsets))
+    two = dataclasses.replace(cfg, labels=("negative", "positive"))
+    with pytest.raises(ModelError, match=r"chosen for the labels \['negative', 'neutral', 'positive'\].*--labels"):
+        load_predictor(two, folder)
+
+
+def test_the_decision_rule_is_tuned_on_the_eval_split_only_when_the_knob_says_so(cfg):
+    class Scores:  # stands in for a model's label scoring: a model that never says "neutral"
+        def __init__(self):
+            self.calls = 0
+
+        def probabilities(self, texts):
+            self.calls += 1
+            return np.tile([0.45, 0.1, 0.45], (len(texts), 1)) + np.eye(3)[np.arange(len(texts)) % 3] * [.3, .2, .3]
+    eval_df = pd.DataFrame({"text": [f"t{i}" for i in range(90)], "label": np.array(cfg.labels)[np.arange(90) % 3]})
+    scores = Scores()
+    skipped = choose_decision_rule(cfg, scores, eval_df, short=[])
+    assert (skipped["rule"], skipped["offsets"], scores.calls) == ("argmax", None, 0)
+    assert "every class got its full training share" in skipped["sentence"]
+    tuned = choose_decision_rule(cfg, scores, eval_df, short=["neutral"])
+    assert tuned["rule"] == "offsets" and tuned["offsets"][1] > 0 and scores.calls == 1
+    never = choose_decision_rule(dataclasses.replace(cfg, decision_rule="argmax"), scores, eval_df, short=["neutral"])
+    assert never["rule"] == "argmax" and "decision_rule='argmax'" in never["sentence"] and scores.calls == 1

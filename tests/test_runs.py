@@ -6,7 +6,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from helpers.runs import (course_estimate, course_notebooks, execute_notebook, load_metrics, new_run_dir, package_versions,
-                          record_metrics, run_course)
+                          read_decision, record_metrics, run_course, write_decision)
 
 
 def make_notebook(path, *sources):
@@ -139,3 +139,13 @@ def test_course_estimate_scales_the_newest_finished_run_by_tokens(tmp_path):
     minutes = 2 * len(course_notebooks()) * 2  # twice the tokens of the reference run
     assert estimate["minutes"] == minutes and estimate["reference"].endswith("20261201-100000-workshop")
     assert estimate["sentence"].startswith(f"Expect about {minutes} min for the whole course on this data (400 tokens")
+
+
+def test_a_decision_rule_is_saved_beside_each_model_folder_and_gguf_file(tmp_path):
+    rule = {"rule": "offsets", "offsets": [0.0, 1.5, 0.0], "labels": ["negative", "neutral", "positive"], "eval": {},
+            "sentence": "s", "ignored": 1}
+    folder, gguf = tmp_path / "merged", tmp_path / "export" / "model-Q4_K_M.gguf"
+    assert read_decision(folder) is None
+    written = write_decision(rule, folder, gguf)
+    assert written == [folder / "decision.json", tmp_path / "export" / "decision.json"]
+    assert read_decision(gguf) == read_decision(folder) == {k: v for k, v in rule.items() if k != "ignored"}
