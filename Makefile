@@ -80,7 +80,7 @@ lab: setup
 
 # Every target's figure in one run (see python -m helpers bench --help): the course with its memory sampled, training
 # utilisation, workshop and deep accuracy over 3 seeds, inference speed, notebook 01 under load, the LoRA-blocks x rows
-# grid (~2 h on 2 cores). PARTS="matmul training" measures only those parts (the others read the latest finished
+# grid (~3.5 h on a 2-core VM). PARTS="matmul training" measures only those parts (the others read the latest finished
 # course run). Parts: course matmul training shapes (the step's products alone) inference notebooks seeds deep
 # contention grid. The figures are saved after every part: RESUME=runs/bench/bench-<time>.json goes on from a stopped
 # run and measures only the parts it had not finished.

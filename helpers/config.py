@@ -7,6 +7,7 @@ the config they are handed. This module imports no other helper.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,18 @@ LABELS = ("negative", "neutral", "positive")
 # (with its chat markers) scored higher zero-shot than a 23-token "Classify the review's sentiment. Answer with one
 # word: ..." (0.525 vs 0.463 accuracy on the workshop test split) and makes every step ~20 % cheaper.
 SYSTEM_PROMPT = "Answer positive, negative or neutral."
+
+
+@functools.lru_cache(maxsize=1)
+def free_cores(look: float = 0.3) -> int:
+    """The cores not busy right now: every core minus the cores' worth of CPU that all processes used over `look`
+    seconds (a core counts busy from three quarters used), at least 1. Looked at once per process: a notebook
+    kernel decides when it starts."""
+    import psutil
+
+    cores = os.cpu_count() or 1
+    busy = psutil.cpu_percent(interval=look) / 100 * cores
+    return max(1, cores - int(busy + 0.25))
 
 
 @dataclass
@@ -116,7 +129,10 @@ class CourseConfig:
     learning_curve_llm_sizes: tuple = (48,)
     seed: int = 42
     split_seed: int | None = None  # the seed of the train/eval/test split and its samples (None: `seed`)
-    threads: int = 0  # 0: every core of the machine
+    # 0: the cores that other programs leave free when the config is made (`free_cores`). Beside one other busy process
+    # on 2 cores, 2 OpenMP threads spin at every barrier while one of them waits for a core: notebook 01's ablation
+    # trained 14x slower than alone (693 s against ~50 s for its first arm); on the one free core it runs ~2x slower.
+    threads: int = 0
     scoring_batch_size: int = 16  # prompts per forward pass when a PyTorch model scores or generates
     context_length: int = 2048  # llama.cpp's context (tokens) when it loads or serves a GGUF file
     # Few-shot (notebook 04)
@@ -147,7 +163,7 @@ class CourseConfig:
         if self.split_seed is None:
             self.split_seed = self.seed
         if self.threads <= 0:
-            self.threads = os.cpu_count() or 1
+            self.threads = free_cores()
 
     def to_dict(self) -> dict:
         """JSON-ready copy, for metrics files and reports."""

@@ -213,8 +213,9 @@ def course_estimate(profile: str, tokens: dict, current: Path | None = None, roo
             f"test on), scaled from the finished run {run.name} on this machine: {sum(timed) / 60:.1f} min for "
             f"{sum(known.values()):,} tokens.")}
     return {"minutes": None, "reference": None, "sentence": (
-        f"No finished course run of profile {profile!r} on this machine to time this one against ({total:,} tokens "
-        f"to train, evaluate and test on): this run will be the reference for the next estimate.")}
+        f"No finished course run of profile {profile!r} on this machine with its tokens counted (notebook 00 counts "
+        f"them) to time this one against ({total:,} tokens to train, evaluate and test on): this run will be the "
+        f"reference for the next estimate.")}
 
 
 def load_metrics(run_dir: Path) -> dict:

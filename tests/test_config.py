@@ -1,10 +1,14 @@
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
 
-from helpers.config import LABELS, PROFILES, ROOT, CourseConfig, make_config
+from helpers.config import LABELS, PROFILES, ROOT, CourseConfig, free_cores, make_config
 
 
 def test_profiles_pick_their_models():
@@ -34,9 +38,22 @@ def test_run_dir_defaults_to_a_shared_lab_folder(tmp_path):
     assert make_config("smoke", run_dir="").run_dir == ROOT / "runs" / "lab-smoke"
 
 
-def test_threads_default_to_the_machine_and_labels_are_sorted():
+def test_threads_default_to_the_free_cores_and_labels_are_sorted():
     cfg = CourseConfig()
-    assert cfg.threads >= 1 and cfg.labels == LABELS == tuple(sorted(LABELS))
+    assert cfg.threads == free_cores() and 1 <= cfg.threads <= os.cpu_count()
+    assert cfg.labels == LABELS == tuple(sorted(LABELS)) and CourseConfig(threads=3).threads == 3
+
+
+def test_a_core_kept_busy_by_another_program_is_not_counted_free():
+    cores = os.cpu_count()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        busy = free_cores.__wrapped__(look=1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy == 1 if cores <= 2 else busy <= cores - 1
 
 
 def test_to_dict_is_json_ready():
