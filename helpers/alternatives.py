@@ -20,6 +20,7 @@ from helpers.config import CourseConfig
 from helpers.data import (HUTTO_CORPORA, DataError, balanced_sample, load_dataset, load_rater_ratings, rating_to_label,
                           to_chat_records)
 from helpers.evaluate import classification_metrics, macro_f1_rows, verdict
+from helpers.fewshot import training_rows
 from helpers.model import resolve_model
 from helpers.predict import hf_predictor, load_predictor
 from helpers.runs import FEWSHOT, TRAINING, disk_mb, layout
@@ -151,8 +152,7 @@ def run_llm_rows(cfg: CourseConfig, n_train: int) -> list[dict]:
                         train_seconds=m02["train_seconds"], size_mb=m02["artifact_mb"]["merged"], n_train=n_train,
                         known={"test": tuned}))
     if m02 and "zero_shot" in m02:  # the notebook scores the base model first; the `train` command does not
-        base = {**m02["zero_shot"], "n": len(m02["test_labels"]),
-                "predictions": [cfg.labels[i] for i in np.asarray(m02["zero_shot_probabilities"]).argmax(1)]}
+        base = {**m02["zero_shot"], "n": len(m02["test_labels"]), "predictions": training_rows(cfg)[0]["predictions"]}
         out.append(dict(method="base LLM 0-shot (HF label scoring)", kind="LLM", model=Path(resolve_model(cfg)),
                         train_seconds=0.0, size_mb=None, n_train=0, known={"test": base}))
     for r in (m04 or {}).get("results", []):
@@ -331,7 +331,12 @@ def little_data_sentence(curve: list[dict], human: dict | None, gold, labels, se
 
 
 def when_to_fine_tune(in_domain: dict | None, out_of_domain: dict | None) -> str:
-    """The closing advice, chosen by what the two comparisons found."""
+    """The closing advice, chosen by what the two comparisons (`llm_vs_alternatives`) found, with the paired
+    bootstrap's figures it rests on."""
+    return _advice(in_domain, out_of_domain) + _noise(in_domain, out_of_domain)
+
+
+def _advice(in_domain: dict | None, out_of_domain: dict | None) -> str:
     def won(test):
         return test is not None and test["winner"] is not None and test["winner"].startswith("fine-tuned LLM")
 
@@ -352,6 +357,13 @@ def when_to_fine_tune(in_domain: dict | None, out_of_domain: dict | None) -> str
                 "set's noise. Reach for an LLM when you need its generation, its instructions or a longer context.")
     return ("On this data the fine-tuned LLM ties the best cheap alternative: pick the cheaper one unless you need "
             "what only the LLM gives (generation, instructions, one model for many tasks).")
+
+
+def _noise(in_domain: dict | None, out_of_domain: dict | None) -> str:
+    """The fine-tuned LLM minus the best alternative in each domain compared, with its 95 % interval."""
+    said = [f"{where} {test['interval']}" for where, test in (("in domain", in_domain), ("out of domain", out_of_domain))
+            if test is not None]
+    return f" (Fine-tuned LLM minus the best alternative, macro-F1: {'; '.join(said)}.)" if said else ""
 
 
 def ceiling_sentence(rows: list[dict], human: dict | None, where: str) -> str:

@@ -94,13 +94,17 @@ def test_cheapest_within_noise_prefers_the_cheap_tie():
 
 
 def test_when_to_fine_tune_follows_the_two_comparisons():
-    win = {"winner": "fine-tuned LLM, HF"}
-    lose = {"winner": "encoder"}
-    tie = {"winner": None}
+    win = {"winner": "fine-tuned LLM, HF", "interval": "+0.200, 95 % interval +0.100 to +0.300"}
+    lose = {"winner": "encoder", "interval": "-0.200, 95 % interval -0.300 to -0.100"}
+    tie = {"winner": None, "interval": "+0.030, 95 % interval -0.040 to +0.100"}
     assert "earns its cost" in when_to_fine_tune(win, win)
     assert "drift" in when_to_fine_tune(tie, win)
     assert "a cheaper model is the right tool" in when_to_fine_tune(lose, tie)
-    assert "ties the best cheap alternative" in when_to_fine_tune(tie, None)
+    advice = when_to_fine_tune(tie, None)
+    assert "ties the best cheap alternative" in advice  # every claim carries the bootstrap's figures it rests on
+    assert advice.endswith("(Fine-tuned LLM minus the best alternative, macro-F1: in domain +0.030, 95 % interval "
+                           "-0.040 to +0.100.)")
+    assert "out of domain -0.200, 95 % interval -0.300 to -0.100" in when_to_fine_tune(tie, lose)
 
 
 def test_little_data_sentence_calls_the_llm_against_the_best_rival_at_its_smallest_size():
