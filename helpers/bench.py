@@ -6,8 +6,8 @@
 - Training utilisation by the strict count of the path actually back-propagated (2 · frozen parameters below the
   lowest trainable block: forward only; 4 · frozen parameters from it upward: forward and input gradient; 6 · LoRA
   parameters: both gradients), with the 6 · N count beside it and the training rows per second (the learner's
-  figure). Over two bars: the fp32 matrix-multiply peak of torch (2048² products) and the shape limit, the step's own
-  matrix products timed alone at their real shapes. The path is the transformer blocks: the embedding is a lookup,
+  figure). Over two bars: torch's matrix-multiply peak (2048² products) and the shape limit, the step's own matrix
+  products timed alone at their real shapes, both in the precision training runs in (bf16 where the CPU has AMX). The path is the transformer blocks: the embedding is a lookup,
   and TRL's fused LM head (tied to it) projects only the answer positions (`training.score_answer_positions_only`).
 - Fine-tuned macro-F1 over several training seeds on one split, for the workshop profile (the course run is one seed)
   and the deep profile, each as HF fp32 and as GGUF Q4_K_M, and the encoder fine-tuned on the same rows (the margin
@@ -40,7 +40,7 @@ from helpers.encoder import finetune_encoder
 from helpers.evaluate import classification_metrics
 from helpers.formats import compare_formats
 from helpers.gguf import q4_k_m_file
-from helpers.model import free_memory, load_model, resolve_model
+from helpers.model import free_memory, load_model, resolve_model, training_precision
 from helpers.predict import hf_predictor, load_predictor
 from helpers.runs import (ALTERNATIVES, RunLayout, _json_safe, course_notebooks, course_runs, layout, load_metrics,
                           new_run_dir)
@@ -66,12 +66,18 @@ def best_mm_seconds(a, b, repeats: int) -> float:
     return best
 
 
-def matmul_peak(threads: int, size: int = 2048, repeats: int = 10) -> float:
-    """The best fp32 FLOP/s of `size` x `size` matrix products with torch on `threads` threads."""
+def matmul_peak(threads: int, size: int = 2048, repeats: int = 10, precision: str = "fp32") -> float:
+    """The best FLOP/s of `size` x `size` matrix products in `precision` (fp32 or bf16) with torch on `threads`
+    threads."""
     import torch
 
     torch.set_num_threads(threads)
-    return 2 * size ** 3 / best_mm_seconds(torch.randn(size, size), torch.randn(size, size), repeats)
+    dtype = getattr(torch, DTYPES[precision])
+    return 2 * size ** 3 / best_mm_seconds(torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype),
+                                           repeats)
+
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 def training_flops(frozen_below: int, frozen_above: int, lora_params: int, tokens: float) -> dict:
@@ -156,24 +162,27 @@ def block_products(config, lora_r: int, tokens: int, top: int = 0) -> list[dict]
     return rows
 
 
-def shape_limit(config, lora_r: int, tokens: int, threads: int, top: int = 0, repeats: int = 5) -> dict:
-    """What the step's own matrix products reach alone: each of `block_products` timed with torch.mm on random fp32
-    tensors (best of `repeats`) on `threads` threads, and their total FLOPs over their total best time, each product
+def shape_limit(config, lora_r: int, tokens: int, threads: int, top: int = 0, repeats: int = 5,
+                precision: str = "fp32") -> dict:
+    """What the step's own matrix products reach alone: each of `block_products` timed with torch.mm on random
+    tensors in the step's `precision` (bf16 training multiplies in bf16 throughout: autocast casts LoRA's operands too;
+    best of `repeats`) on `threads` threads, and their total FLOPs over their total best time, each product
     weighted by the blocks that run it (a harmonic mean by FLOPs: the bar a step made only of these products meets).
     Attention's score products and the elementwise work are not in it, as they are not in the strict count."""
     import torch
 
     torch.set_num_threads(threads)
+    dtype = getattr(torch, DTYPES[precision])
 
     def operand(rows, cols, transposed):
-        return torch.randn(cols, rows).t() if transposed else torch.randn(rows, cols)
+        return torch.randn(cols, rows, dtype=dtype).t() if transposed else torch.randn(rows, cols, dtype=dtype)
     products = block_products(config, lora_r, tokens, top)
     for p in products:
         p["seconds"] = best_mm_seconds(operand(p["m"], p["k"], "a" in p["transposed"]),
                                        operand(p["k"], p["n"], "b" in p["transposed"]), repeats)
         p["flops_per_second"] = p["flops"] / p["seconds"]
     flops = sum(p["flops"] * p["blocks"] for p in products)
-    return {"tokens": tokens, "threads": threads, "lora_r": lora_r, "blocks": config.num_hidden_layers,
+    return {"tokens": tokens, "threads": threads, "precision": precision, "lora_r": lora_r, "blocks": config.num_hidden_layers,
             "trained_blocks": min(p["blocks"] for p in products), "flops_per_step": flops,
             "flops_per_second": flops / sum(p["seconds"] * p["blocks"] for p in products), "products": products}
 
@@ -427,7 +436,8 @@ def format_results(results: dict) -> str:
         rows = f" at {results['training']['rows_per_second']:.2f} training rows/s" if "training" in results else ""
         lines.append(f"training utilisation (strict count): {', '.join(bars)}{rows}; {NAMED_COUNT}")
     if "matmul_peak_flops" in results:
-        lines.append(f"fp32 matmul peak: {results['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")
+        lines.append(f"{results.get('precision', 'fp32')} matmul peak (the precision training runs in): "
+                     f"{results['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")
     if "training" in results:
         t = results["training"]
         lines.append(f"training: {t['seconds_per_step']:.2f} s/step, {t['rows_per_second']:.2f} rows/s, "
@@ -612,9 +622,13 @@ def part_course(bench: Bench) -> None:
 
 
 def part_matmul(bench: Bench) -> None:
-    """The fp32 matmul peak; measured again at the end of the run, keeping the higher (a shared machine's peak drifts:
-    the higher is the harder bar)."""
-    bench.results["matmul_peak_flops"] = max(bench.results.get("matmul_peak_flops", 0), matmul_peak(bench.cfg.threads))
+    """The matmul peak in the precision training runs in (`training_precision`: bf16 where the CPU has AMX tiles);
+    measured again at the end of the run, keeping the higher (a shared machine's peak drifts: the higher is the
+    harder bar)."""
+    precision = training_precision(bench.cfg)
+    bench.results["precision"] = precision
+    bench.results["matmul_peak_flops"] = max(bench.results.get("matmul_peak_flops", 0),
+                                             matmul_peak(bench.cfg.threads, precision=precision))
 
 
 def part_training(bench: Bench) -> None:
@@ -629,7 +643,8 @@ def part_shapes(bench: Bench) -> None:
     cfg = bench.cfg
     tokens = round(bench.results.get("training", {}).get("tokens_per_step") or cfg.batch_size * 45)
     config = AutoConfig.from_pretrained(resolve_model(cfg))
-    bench.results["shapes"] = shape_limit(config, cfg.lora_r, tokens, cfg.threads, cfg.lora_layers)
+    bench.results["shapes"] = shape_limit(config, cfg.lora_r, tokens, cfg.threads, cfg.lora_layers,
+                                          precision=training_precision(cfg))
 
 
 def part_inference(bench: Bench) -> None:

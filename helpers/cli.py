@@ -196,7 +196,7 @@ def cmd_train(args):
     write_decision(rule, saved["adapter"], saved["merged"])
     scored = hf_predictor(trainer.model, tokenizer, cfg, offsets=rule["offsets"]).evaluate(splits.test, method="scoring")
     record_metrics(cfg, notebook, fine_tuned=metrics_summary(scored), train_seconds=run["train_seconds"],
-                   log_history=run["log_history"], artifacts=saved, artifact_mb=folder_sizes(saved),
+                   precision=run["precision"], log_history=run["log_history"], artifacts=saved, artifact_mb=folder_sizes(saved),
                    test_labels=list(splits.test["label"]), test_predictions=scored["predictions"],
                    test_probabilities=scored["probabilities"], world_size=world_size(), decision_rule=rule)
     write_model_cards(cfg)

@@ -51,7 +51,7 @@ class CourseConfig:
     encoding: str = "utf-8"
     rating_threshold: float = 1.0  # graded data: mean rating >= +t positive, <= -t negative, else neutral
     test_fraction: float = 0.25  # share of *reviews* (groups) held out for testing
-    train_size: int = 960  # balanced over the classes (see `lora_layers` for how this budget was chosen)
+    train_size: int = 1440  # balanced over the classes (see `lora_layers` for how this budget was chosen)
     eval_size: int = 60  # held-out slice of the training split, for the eval loss during training
     test_size: int = 240  # balanced over the classes
     min_per_class: int = 4
@@ -64,7 +64,7 @@ class CourseConfig:
     system_prompt: str = SYSTEM_PROMPT
     max_length: int = 256  # tokens per example; the masking guard stops training if an answer would be cut off
     # Training
-    max_steps: int = 120  # one epoch of train_size at batch_size
+    max_steps: int = 180  # one epoch of train_size at batch_size
     ablation_steps: int = 20  # per arm of the masking ablation (notebook 01), the same for both arms
     # Both arms of the ablation train padding-free (see `padding_free`): the unmasked arm projects every position onto
     # the 49k-word vocabulary, and in padded batches its longest batch (8 x 196 tokens) made notebook 01's kernel the
@@ -89,12 +89,19 @@ class CourseConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     # LoRA on the top K transformer blocks only (0: all). Backward stops at the lowest trained block, so a step is
-    # ~1.9x faster at K=10 (0.96 vs 1.82 s, batch 8, 2 cores) and the same minutes train on more rows. Chosen on 234
-    # rows of the eval split, one epoch each (macro-F1): every block 960 rows 0.704 (253 s); top 10 at 3e-4: 960 rows
-    # 0.686 (149 s), 1440 rows 0.715 (208 s); top 10 at 1e-3: 960 rows 0.717, 1440 rows 0.735 (234 s; the timings
-    # beside other jobs). 960 rows at K=10 train in about the minutes 480 rows took on every block: twice the rows per
-    # minute. `make bench PARTS=grid` measures the grid again (notebook 02 draws it).
-    lora_layers: int = 10
+    # ~1.8x faster at K=10 (657 vs 1,439 ms in bf16, batch 8, 2 cores). But rows decide, and blocks too once the
+    # step is bf16. Chosen on 234 rows of the eval split, one epoch each at 1e-3 in bf16 (macro-F1, training time):
+    # top 10 on 960 rows 0.721 (91 s), top 10 on 1440 rows 0.743 (137 s), every block on 1440 rows 0.785 (229 s;
+    # in fp32 0.725 in 139 s, 0.739 in 205 s, 0.785 in 377 s). So the workshop trains every block on 1440 rows: in
+    # bf16 that costs what 960 rows on the top 10 blocks cost in fp32 plus 90 s, for +0.06 on the eval split.
+    # `make bench PARTS=grid` measures the grid again (notebook 02 draws it).
+    lora_layers: int = 0
+    # The dtype LoRA training computes in: "auto" is bf16 on a CUDA GPU and on a CPU with AMX tiles (Intel Xeon 4th
+    # generation and later; `torch.cpu._is_amx_tile_supported()`), fp32 on any other CPU, where a bf16 step ran ~2x
+    # slower. On such a CPU the frozen weights train in bf16 and the fp32 originals come back after training, so every
+    # evaluation, the merged model and the GGUF files are fp32 as before. One step (2 cores, AMX, batch 8): top 10
+    # blocks 1,247 ms fp32 / 657 ms bf16 (1.9x), every block 2,362 / 1,439 ms (1.6x).
+    precision: str = "auto"
     lora_dropout: float = 0.0  # 0.05 cost ~15 % of a CPU step (a dropout copy per LoRA layer) for no gain in one epoch
     logging_steps: int = 5
     eval_steps: int = 40
@@ -198,6 +205,7 @@ PROFILES = {
 
 
 DECISION_RULES = ("auto", "offsets", "argmax")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def make_config(profile: str = "workshop", **overrides) -> CourseConfig:
@@ -210,4 +218,6 @@ def make_config(profile: str = "workshop", **overrides) -> CourseConfig:
         raise ValueError(f"Unknown setting(s) {', '.join(unknown)}. Valid names: {', '.join(sorted(names))}.")
     if overrides.get("decision_rule", "auto") not in DECISION_RULES:
         raise ValueError(f"decision_rule must be one of {', '.join(DECISION_RULES)}, not {overrides['decision_rule']!r}.")
+    if overrides.get("precision", "auto") not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {overrides['precision']!r}.")
     return CourseConfig(**{**PROFILES[profile], **overrides, "profile": profile})

@@ -27,7 +27,7 @@ import pandas as pd
 
 from helpers.config import CourseConfig
 from helpers.data import balanced_sample
-from helpers.model import ModelError, build_once, pick_device
+from helpers.model import ModelError, build_once, pick_device, training_precision, without_autocast
 from helpers.runs import disk_mb
 
 MINILM_PACKAGE = "all_minilm_l6_v2"
@@ -160,7 +160,8 @@ def finetune_encoder(cfg: CourseConfig, train_df: pd.DataFrame, output_dir: Path
         output_dir=str(output_dir), num_train_epochs=cfg.encoder_epochs, learning_rate=cfg.encoder_learning_rate,
         per_device_train_batch_size=cfg.encoder_batch_size, warmup_steps=0.1, logging_steps=cfg.logging_steps,
         logging_first_step=True, eval_strategy="no", save_strategy="no", report_to="none", seed=cfg.seed,
-        bf16=device == "cuda", use_cpu=device == "cpu", disable_tqdm=not progress, dataloader_num_workers=0)
+        bf16=training_precision(cfg) == "bf16", use_cpu=device == "cpu", disable_tqdm=not progress,
+        dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer))
     if not progress:
@@ -168,6 +169,7 @@ def finetune_encoder(cfg: CourseConfig, train_df: pd.DataFrame, output_dir: Path
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
+    without_autocast(trainer)
     trainer.save_model(str(output_dir))  # weights, config (with id2label) and tokenizer
     model = trainer.model.eval()
     return {"model": model, "model_dir": Path(output_dir), "train_seconds": seconds, "size_mb": disk_mb(output_dir),

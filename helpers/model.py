@@ -122,12 +122,30 @@ def resolve_model(cfg: CourseConfig) -> str:
 
 
 def pick_device():
-    """(device, dtype): bf16 on a CUDA GPU, fp32 on the CPU (CPU bf16 is slow and TRL's bf16 default fails there)."""
+    """(device, dtype) to load a model in: bf16 on a CUDA GPU, fp32 on the CPU (where `training_precision` decides
+    whether training computes in bf16)."""
     import torch
 
     if torch.cuda.is_available():
         return "cuda", torch.bfloat16
     return "cpu", torch.float32
+
+
+def training_precision(cfg: CourseConfig) -> str:
+    """"bf16" or "fp32": `cfg.precision`, or for "auto" bf16 on a CUDA GPU and on a CPU with AMX tiles (its bf16
+    matrix units), fp32 on any other CPU, where bf16 has no units of its own and a step ran ~2x slower."""
+    import torch
+
+    if cfg.precision != "auto":
+        return cfg.precision
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "bf16" if torch.cuda.is_available() or amx() else "fp32"
+
+
+def without_autocast(trainer) -> None:
+    """Undo the autocast that accelerate wraps around a model's forward for bf16 training (it stays on the model after
+    `trainer.train()`), so the trained model scores in memory exactly as it will from its saved folder."""
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
 
 def free_memory() -> int:

@@ -1,6 +1,6 @@
 """TRL's SFTTrainer + LoRA, configured from the course config for the machine it runs on.
 
-fp32 on a CPU (TRL's bf16 default fails there), bf16 on a CUDA GPU; LoRA on all linear projections; a log row
+bf16 on a CUDA GPU and on a CPU with AMX tiles, fp32 on other CPUs (`training_precision`); LoRA on all linear projections; a log row
 every `logging_steps`, appended to `train_log.jsonl` as it happens so a crashed run keeps its history. Before any
 training, the masking guard checks which tokens carry loss.
 """
@@ -14,14 +14,14 @@ from pathlib import Path
 from helpers.config import CourseConfig
 from helpers.data import fit_review
 from helpers.masking import check_assistant_only_loss, check_trained_tokens
-from helpers.model import load_model, pick_device, save_with_course_template
+from helpers.model import load_model, pick_device, save_with_course_template, training_precision, without_autocast
 from helpers.runs import disk_mb, layout
 
 
 def build_lora_config(cfg: CourseConfig, model):
     """LoRA on all seven linear projections of every transformer block, or (`cfg.lora_layers` = K > 0) of the top K
     blocks only. Backward then stops at the lowest trainable block: the frozen blocks below it run forward only, which
-    is why a top-K step is faster (only while gradient checkpointing is off: TRL then forces input gradients on)."""
+    is why a top-K step is faster (only while activation checkpointing is off: TRL then forces input gradients on)."""
     from peft import LoraConfig
 
     common = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM")
@@ -60,10 +60,11 @@ def build_sft_config(cfg: CourseConfig, output_dir: Path, completion_only_loss: 
         per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
         warmup_steps=max(1, cfg.max_steps // 10), logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if with_eval else "no", eval_steps=cfg.eval_steps, save_strategy="no",
-        report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed, bf16=device == "cuda", use_cpu=device == "cpu",
+        report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed, bf16=training_precision(cfg) == "bf16",
+        use_cpu=device == "cpu",
         # padding-free batches enforce no max_length in TRL: `fit_records` has already fitted every row to it
         max_length=None if cfg.padding_free else cfg.max_length, padding_free=cfg.padding_free,
-        completion_only_loss=completion_only_loss, gradient_checkpointing=False,
+        completion_only_loss=completion_only_loss, activation_checkpointing=False,
         dataloader_num_workers=0, dataset_num_proc=None,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         # Under torchrun with several processes on CPUs, DDP needs gloo (NCCL is GPU-only); on GPUs the default NCCL.
@@ -71,6 +72,35 @@ def build_sft_config(cfg: CourseConfig, output_dir: Path, completion_only_loss: 
     )
     settings.update(extra)
     return SFTConfig(**settings)
+
+
+def weights_for_training(model, precision: str) -> list:
+    """On a CPU in bf16, hold the frozen weights in bf16 for the run and attend eagerly. Autocast alone would cast
+    every weight again in every step (16 % of a step here), and PyTorch's CPU flash-attention kernel is slow in bf16 at
+    these lengths: 929 ms a step with autocast alone, 657 ms with both (top 10 blocks, batch 8, 2 cores; fp32 1,247 ms).
+    Returns what `weights_after_training` needs to put the fp32 weights and the attention back ([] where nothing
+    changed: fp32, or a GPU, where the model is loaded in bf16 already)."""
+    import torch
+
+    if precision != "bf16" or model.device.type != "cpu":
+        return []
+    kept = [(p, p.data) for p in model.parameters() if p.dtype == torch.float32]
+    attention = model.config._attn_implementation
+    for param, fp32 in kept:  # the weights only: buffers such as RoPE's frequencies stay fp32, as autocast wants them
+        param.data = fp32.to(torch.bfloat16)  # peft then makes the LoRA weights fp32 (autocast_adapter_dtype)
+    model.set_attn_implementation("eager")
+    return [(model, attention), *kept]
+
+
+def weights_after_training(kept: list) -> None:
+    """Give the model of `weights_for_training` back its fp32 weights (the originals, not a bf16 round trip) and its
+    attention, so every evaluation, the merged model and the GGUF files are what fp32 training gives them."""
+    if not kept:
+        return
+    (model, attention), *weights = kept
+    for param, fp32 in weights:
+        param.data = fp32
+    model.set_attn_implementation(attention)
 
 
 def world_size() -> int:
@@ -134,10 +164,13 @@ def make_trainer(cfg: CourseConfig, model, tokenizer, train_records, eval_record
     output_dir = Path(output_dir or Path(cfg.run_dir) / "trainer")
     args = build_sft_config(cfg, output_dir, completion_only_loss, with_eval=eval_records is not None, **sft_extra)
     callbacks = [jsonl_log_callback(log_path)] if log_path else []
-    return SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=build_lora_config(cfg, model),
+    kept = weights_for_training(model, training_precision(cfg))
+    trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=build_lora_config(cfg, model),
                       train_dataset=Dataset.from_list(fit_records(train_records, tokenizer, cfg)),
                       eval_dataset=Dataset.from_list(fit_records(eval_records, tokenizer, cfg)) if eval_records else None,
                       callbacks=callbacks)
+    trainer.course_fp32_weights = kept  # `train` puts them back
+    return trainer
 
 
 def fit_records(records, tokenizer, cfg: CourseConfig) -> list[dict]:
@@ -172,13 +205,18 @@ def train_losses(log_history: list[dict]) -> list[tuple[int, float]]:
 
 
 def train(trainer, source_rows: int, expect: str = "answer") -> dict:
-    """Run the masking guard on what TRL prepared, then train; the model is left in eval mode.
-    Returns the wall time and TRL's log history."""
+    """Run the masking guard on what TRL prepared, then train; the model is left in eval mode, in fp32 on a CPU.
+    Returns the wall time, TRL's log history and the precision training computed in."""
     check_trained_tokens(trainer.train_dataset, trainer.processing_class, expect=expect, source_rows=source_rows)
     start = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        without_autocast(trainer)
+        weights_after_training(getattr(trainer, "course_fp32_weights", []))
     trainer.model.eval()  # the Trainer leaves it in train mode: LoRA dropout would blur every evaluation after this
-    return {"train_seconds": time.perf_counter() - start, "log_history": trainer.state.log_history}
+    return {"train_seconds": time.perf_counter() - start, "log_history": trainer.state.log_history,
+            "precision": "bf16" if trainer.args.bf16 else "fp32"}
 
 
 def save_adapter_and_merged(trainer, cfg: CourseConfig) -> dict:

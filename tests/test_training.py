@@ -4,8 +4,9 @@ import json
 import pytest
 import torch
 
+from helpers.config import make_config
 from helpers.data import prepare_splits, to_chat_records
-from helpers.model import load_model
+from helpers.model import load_model, training_precision
 from helpers.training import (build_lora_config, build_sft_config, folder_sizes, make_trainer, read_train_log,
                               save_adapter_and_merged, train, train_losses)
 
@@ -16,15 +17,44 @@ def records(cfg):
     return to_chat_records(splits.train, cfg), to_chat_records(splits.eval, cfg)
 
 
-def test_bf16_only_on_a_gpu_and_todays_names(cfg, tmp_path):
-    args = build_sft_config(cfg, tmp_path)  # TRL's default bf16=True would raise ValueError on a CPU-only box
+def test_bf16_where_the_precision_says_and_todays_names(cfg, tmp_path):
+    args = build_sft_config(cfg, tmp_path)
     gpu = torch.cuda.is_available()
-    assert (args.bf16, args.use_cpu, args.completion_only_loss) == (gpu, not gpu, True)
+    assert (args.bf16, args.use_cpu, args.completion_only_loss) == (training_precision(cfg) == "bf16", not gpu, True)
+    for precision in ("fp32", "bf16"):
+        assert build_sft_config(dataclasses.replace(cfg, precision=precision), tmp_path).bf16 == (precision == "bf16")
     assert (args.padding_free, args.max_length, args.train_sampling_strategy) == (False, 128, "group_by_length")
     packed = build_sft_config(dataclasses.replace(cfg, padding_free=True), tmp_path)
     assert (packed.padding_free, packed.max_length) == (True, None)  # TRL enforces no max_length without padding
     assert args.eval_strategy == "no" and build_sft_config(cfg, tmp_path, with_eval=True).eval_strategy == "steps"
     assert build_sft_config(cfg, tmp_path, max_steps=9).max_steps == 9
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_bf16_units(cfg, monkeypatch):
+    for amx in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert training_precision(cfg) == ("bf16" if amx or torch.cuda.is_available() else "fp32")
+    assert training_precision(dataclasses.replace(cfg, precision="fp32")) == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32"):
+        make_config("smoke", precision="fp16")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path: a GPU loads the model in bf16 already")
+def test_bf16_training_on_a_cpu_gives_back_the_original_fp32_weights(cfg, records):
+    model, tokenizer = load_model(cfg)
+    frozen = [(p, p.detach().clone()) for p in model.parameters()]
+    trainer = make_trainer(dataclasses.replace(cfg, precision="bf16", max_steps=2), model, tokenizer, records[0])
+    assert {p.dtype for p, _ in frozen} == {torch.bfloat16} and model.config._attn_implementation == "eager"
+    lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert lora and {p.dtype for n, p in trainer.model.named_parameters() if n in lora} == {torch.float32}
+    train(trainer, len(records[0]))
+    assert all(p.dtype == torch.float32 and torch.equal(p, before) for p, before in frozen)  # not a bf16 round trip
+    assert model.config._attn_implementation == "sdpa"
+    assert any(not torch.equal(p, lora[n]) for n, p in trainer.model.named_parameters() if n in lora)  # it learned
+    enc = tokenizer("a review", return_tensors="pt")
+    with torch.no_grad():  # no bf16 autocast left on the forward: the adapter scores as its fp32 merge does
+        adapter = trainer.model(**enc).logits
+        assert torch.allclose(trainer.model.merge_and_unload()(**enc).logits, adapter, atol=1e-5)
 
 
 def test_lora_targets_every_linear_projection(cfg):
