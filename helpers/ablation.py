@@ -26,7 +26,8 @@ def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progr
     records = to_chat_records(splits.train, cfg)
     # the budget, the batches and the LoRA setting of one arm, as settings
     arm_cfg = dataclasses.replace(cfg, max_steps=cfg.ablation_steps, padding_free=cfg.ablation_padding_free,
-                                  lora_layers=cfg.ablation_lora_layers, learning_rate=cfg.ablation_learning_rate)
+                                  lora_layers=cfg.ablation_lora_layers, learning_rate=cfg.ablation_learning_rate,
+                                  precision=cfg.ablation_precision)
     results = {}
     for arm, masked in (("masked", True), ("unmasked", False)):
         trainer, run = train_fresh(arm_cfg, records, Path(out_dir) / f"trainer_{arm}", progress=progress,

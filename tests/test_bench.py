@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from helpers import bench
@@ -44,7 +45,7 @@ def test_allocator_reads_ld_preload(monkeypatch):
 
 def test_every_part_is_one_function_of_one_table_and_an_unknown_part_is_refused_before_any_runs(cfg, monkeypatch):
     assert bench.BENCH_PARTS == tuple(bench.PARTS) == ("course", "matmul", "training", "shapes", "inference",
-                                                       "notebooks", "seeds", "deep", "contention", "grid")
+                                                       "notebooks", "seeds", "deep", "contention", "grid", "long")
     assert all(callable(bench.PARTS[name]) for name in bench.BENCH_PARTS)
     ran = []
     monkeypatch.setattr(bench, "PARTS", {name: (lambda b, name=name: ran.append(name)) for name in bench.BENCH_PARTS})
@@ -277,17 +278,35 @@ def test_tree_memory_counts_a_child_process_and_its_own_child(tmp_path):
     assert all(150 * 2 ** 20 < rss < memory.peak for _, rss in memory.peaks.values())
 
 
-def test_the_course_runs_as_make_course_runs_it_with_the_memory_of_all_its_processes(tmp_path):
-    course = bench.course_with_memory("smoke", {"train_size": 36}, root=tmp_path, interval=0.2, only=["00"])
-    assert course["finished"] and Path(course["run_dir"]).parent == tmp_path
+def test_the_course_runs_as_make_course_runs_it_with_the_memory_of_all_its_processes(cfg):
+    """The long-review part, which samples the course's memory as the course part does (here notebook 00 only)."""
+    results = {}
+    bench.part_long(bench.Bench(cfg, results, overrides={"seed": 7}), only=["00"])
+    course = results["long"]
+    folder = Path(cfg.run_dir) / "long"
+    assert course["finished"] and Path(course["run_dir"]).parent == folder
     metrics = json.loads((Path(course["run_dir"]) / "00_setup_and_data" / "metrics.json").read_text())
-    assert metrics["config"]["train_size"] == 36  # the knobs reached the notebook
+    assert metrics["config"]["train_size"] == bench.LONG_KNOBS["train_size"] and metrics["config"]["seed"] == 7
+    assert metrics["config"]["dataset"] == str(folder / "long-reviews.csv")  # the knobs reached the notebook
     assert metrics["config"]["response_cache"] == str(Path(course["run_dir"]) / "bench-responses.jsonl")  # a cold cache
+    shortened = metrics["shortened"]["train"]
+    assert shortened["shortened"] == shortened["reviews"] == bench.LONG_KNOBS["train_size"]  # every review at full length
     names = [p["process"] for p in course["processes_at_peak"]]
     assert any("helpers course" in n for n in names) and any("ipykernel" in n for n in names)
     assert course["peak_rss_bytes"] == sum(p["rss_bytes"] for p in course["processes_at_peak"]) > 200 * 2 ** 20
     assert list(course["kernel_peaks"]) == ["00_setup_and_data"]  # one kernel ran, notebook 00's
     assert 100 * 2 ** 20 < course["kernel_peaks"]["00_setup_and_data"] < course["peak_rss_bytes"]
+    assert "long_reviews_peak_memory_gib" in bench.ratios(results)
+
+
+def test_every_review_of_the_long_file_has_the_length_asked_and_keeps_its_label(tmp_path):
+    from helpers.data import load_amazon
+
+    df = pd.read_csv(bench.long_review_file(tmp_path / "long.csv", characters=900))
+    original = load_amazon()
+    assert list(df.columns) == ["text", "label", "group"] and len(df) == len(original)
+    assert (df["text"].str.len() == 900).all() and df["text"].iloc[0].startswith(original["text"].iloc[0])
+    assert list(df["label"]) == list(original["label"])
 
 
 def test_seeds_train_again_on_the_same_split_and_score_hf_q4_and_encoder(tmp_path):

@@ -26,7 +26,7 @@ def test_every_command_has_help_that_lists_every_knob_with_its_default():
         text = " ".join(sub.format_help().split())
         for knob in ("--max-steps", "--learning-rate", "--lora-r", "--system-prompt", "--seed", "--threads"):
             assert knob in text, (name, knob)
-        assert "default: 120 (smoke: 4, deep: 514, full: 600)" in text  # max_steps: its default and each profile's value
+        assert "default: 180 (smoke: 4, deep: 514, full: 600)" in text  # max_steps: its default and each profile's value
         assert "--group-by-length | --no-group-by-length" in text
 
 
@@ -166,50 +166,77 @@ def test_serve_answers_the_openai_client_on_localhost_and_stops_on_sigterm(tmp_p
     assert not port_is_taken(port)  # the llama.cpp server went down with the command
 
 
-def own_file(tmp_path, case: str) -> tuple[Path, list[str]]:
+def own_file(folder: Path, case: str) -> tuple[Path, list[str]]:
     """A labelled CSV the course was not tuned on, made from the Amazon snippets (text, label, group), and the
-    extra options it needs."""
+    extra options it needs. Two files carry the four things a learner's own file brings: two classes with six reviews
+    of ~5,000 characters among short ones; five classes (star counts from the mean human rating, -4..4) of which
+    one is rare (14 rows, 8 %), filled by oversampling."""
     from helpers.data import load_amazon
 
     df = load_amazon().sample(frac=1.0, random_state=0)
     if case == "two-class":
-        df, extra = df[df["label"] != "neutral"].head(120), ["--labels", "negative", "positive"]
-    elif case == "five-class":  # star counts from the mean human rating (-4..4)
-        df = df.assign(label=pd.cut(df["rating"], [-4.1, -2, -0.5, 0.5, 2, 4.1], labels=list("12345")).astype(str))
-        df, extra = df.groupby("label").head(40), ["--labels", *"12345"]
-    elif case == "minority":  # neutral: 10 % of the rows
-        df = pd.concat([df[df["label"] == "negative"].head(90), df[df["label"] == "positive"].head(90),
-                        df[df["label"] == "neutral"].head(20)])
-        extra = ["--oversample"]
-    else:  # long: six reviews of ~5,000 characters among short ones
-        df = df.groupby("label").head(40).copy()
+        df, extra = df[df["label"] != "neutral"].head(120).copy(), ["--labels", "negative", "positive"]
         long = df.index[:6]
         df.loc[long, "text"] = [t + " " + ("It went on and on about the product. " * 140)[:5000] for t in df.loc[long, "text"]]
-        extra = []
-    path = tmp_path / f"{case}.csv"
+    else:  # five-class
+        df = df.assign(label=pd.cut(df["rating"], [-4.1, -2, -0.5, 0.5, 2, 4.1], labels=list("12345")).astype(str))
+        df = pd.concat([df[df["label"] == RARE].head(14), df[df["label"] != RARE].groupby("label").head(40)])
+        extra = ["--labels", *"12345", "--oversample"]
+    path = folder / f"{case}.csv"
     df[["text", "label", "group"]].to_csv(path, index=False)
     return path, extra
 
 
-@pytest.mark.parametrize("case", ["long", "two-class", "five-class", "minority"])
-def test_the_course_runs_on_your_own_file_to_a_report_and_model_cards(tmp_path, case):
-    path, extra = own_file(tmp_path, case)
-    run = tmp_path / "run"
-    result = run_cli("course", "--profile", "smoke", "--dataset", path, "--run-dir", run, *extra, timeout=900)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+RARE = "1"  # the rare class of the five-class file
+
+
+@pytest.fixture(scope="module")
+def own_course(tmp_path_factory):
+    """The whole course (`python -m helpers course`, smoke profile) on each own file, run once per module and read by
+    every test of that file: {case: run folder}."""
+    runs = {}
+
+    def run(case):
+        if case not in runs:
+            folder = tmp_path_factory.mktemp(case)
+            path, extra = own_file(folder, case)
+            result = run_cli("course", "--profile", "smoke", "--dataset", path, "--run-dir", folder / "run", *extra,
+                             timeout=900)
+            assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+            runs[case] = folder / "run"
+        return runs[case]
+    return run
+
+
+def own_metrics(run: Path, notebook: str) -> dict:
+    return json.loads((run / notebook / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("case", ["two-class", "five-class"])
+def test_the_course_runs_on_your_own_file_to_a_report_and_model_cards(own_course, case):
+    run = own_course(case)
     report = (run / "REPORT.md").read_text()
     assert "FAILED" not in report and "## Logged training" in report
-    data = json.loads((run / "00_setup_and_data" / "metrics.json").read_text())
-    trained = json.loads((run / "02_logged_training" / "metrics.json").read_text())
+    data, trained = own_metrics(run, "00_setup_and_data"), own_metrics(run, "02_logged_training")
     labels = data["config"]["labels"]
+    assert labels == (["negative", "positive"] if case == "two-class" else list("12345"))
     assert list(trained["fine_tuned"]["per_class"]) == labels and [r["label"] for r in data["split_report"]] == labels
     for folder in ("02_logged_training/adapter", "02_logged_training/merged", "03_gguf_quantization"):
         assert (run / folder / "README.md").read_text().startswith("---\nbase_model:")
-    exported = json.loads((run / "03_gguf_quantization" / "metrics.json").read_text())
+    exported = own_metrics(run, "03_gguf_quantization")
     assert any(r["format"] == "GGUF Q4_K_M" and r["invalid_rate"] == 0 for r in exported["formats"])
-    if case == "long":
-        assert sum(r["shortened"] for name, r in data["shortened"].items() if name != "budget_tokens") >= 1
-        assert "Reviews shortened to their first" in report
-    if case == "minority":
-        neutral = next(r for r in data["split_report"] if r["label"] == "neutral")
-        assert neutral["available"] == 20 and neutral["train"] == 16 and neutral["train_distinct"] < 16
+
+
+def test_long_reviews_in_your_own_file_are_shortened_and_the_report_says_so(own_course):
+    run = own_course("two-class")
+    data = own_metrics(run, "00_setup_and_data")
+    assert sum(r["shortened"] for name, r in data["shortened"].items() if name != "budget_tokens") >= 1
+    assert "Reviews shortened to their first" in (run / "REPORT.md").read_text()
+
+
+def test_a_rare_class_in_your_own_file_fills_its_training_share_by_oversampling(own_course):
+    data = own_metrics(own_course("five-class"), "00_setup_and_data")
+    rows = {r["label"]: r for r in data["split_report"]}
+    rare, others = rows.pop(RARE), rows.values()
+    assert rare["available"] == 14 and all(r["available"] == 40 for r in others)
+    assert rare["train"] == max(r["train"] for r in others) and rare["train_distinct"] < rare["train"]

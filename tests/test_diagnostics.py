@@ -29,6 +29,15 @@ def test_divergence_blames_the_learning_rate():
     assert result["status"] == "diverging" and "too high (now 0.003)" in result["advice"][0]
 
 
+def test_a_climb_back_after_a_fall_blames_the_learning_rate_and_a_noisy_low_stretch_does_not():
+    result = diagnose(history([2.0, 1.8, 0.4, 0.3, 0.9, 1.2, 1.4, 1.5]), learning_rate=1e-3)
+    assert result["status"] == "diverging" and "climbed back to 1.45" in result["advice"][0]
+    # notebook 02's workshop curve: it fell from 1.52 to 0.18, with one logged loss of 0.11 in the middle
+    noisy = [5.11, 5.23, 1.18, 0.44, 0.47, 0.36, 0.33, 0.22, 0.3, 0.22, 0.26, 0.31, 0.26, 0.31, 0.28, 0.28, 0.24, 0.18,
+             0.2, 0.21, 0.26, 0.21, 0.21, 0.15, 0.11, 0.13, 0.38, 0.16, 0.17, 0.22, 0.16, 0.13, 0.22, 0.19, 0.19, 0.19, 0.14]
+    assert diagnose(history(noisy), learning_rate=1e-3)["status"] == "ok"
+
+
 def test_nan_names_the_step():
     result = diagnose(history([1.2, 0.9, math.nan, math.nan]))
     assert result["status"] == "nan" and "at step 15" in result["advice"][0]
