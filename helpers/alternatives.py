@@ -337,6 +337,8 @@ def when_to_fine_tune(in_domain: dict | None, out_of_domain: dict | None) -> str
 
 
 def _advice(in_domain: dict | None, out_of_domain: dict | None) -> str:
+    """The advice sentence from two `evaluate.verdict` results (paired bootstrap): "beats" only where a verdict has a
+    winner, i.e. its 95 % interval excludes 0; `when_to_fine_tune` appends those intervals (`_noise`)."""
     def won(test):
         return test is not None and test["winner"] is not None and test["winner"].startswith("fine-tuned LLM")
 
