@@ -39,9 +39,9 @@ from helpers.modelcard import write_model_cards
 from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
 from helpers.report import build_report
 from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, course_estimate,
-                          course_notebooks, course_runs, latest_run, layout, new_run_dir, notebook_dir, record_metrics,
-                          run_course, write_decision)
-from helpers.serve import ServerError, llama_server
+                          course_notebooks, course_runs, decision_file, latest_run, layout, new_run_dir, notebook_dir,
+                          record_metrics, run_course, write_decision)
+from helpers.serve import ServerError, decision_biases, llama_server
 from helpers.training import folder_sizes, make_trainer, save_adapter_and_merged, train, world_size
 
 class KnobError(ValueError):
@@ -299,8 +299,11 @@ def cmd_serve(args):
     trained = Path(args.trained) if args.trained else find_model(cfg)
     model = servable_gguf(cfg, trained)  # an HF folder or an adapter: exported to GGUF once, like notebook 03
     log = Path(args.log or model.with_suffix(".server.log"))
-    with llama_server({args.alias: model}, cfg, log, port=args.port) as base_url:
-        print(f"Serving {model} as model {args.alias!r} at {base_url} (log: {log}). Try:\n"
+    biases = decision_biases({args.alias: model}, cfg)
+    rule = (f"Its decision rule ({decision_file(model)}) is added to every completion request that sets no "
+            f"logit_bias of its own.\n" if biases else "")
+    with llama_server({args.alias: model}, cfg, log, port=args.port, biases=biases) as base_url:
+        print(f"Serving {model} as model {args.alias!r} at {base_url} (log: {log}). {rule}Try:\n"
               f"  curl {base_url}/chat/completions -H 'Content-Type: application/json' -d "
               f"'{{\"model\": \"{args.alias}\", \"messages\": [{{\"role\": \"user\", \"content\": "
               f"\"Great battery life.\"}}]}}'\n(the course's system prompt is the model's default system turn)\n"

@@ -22,7 +22,7 @@ from helpers.data import prompt_messages
 from helpers.evaluate import classification_metrics, fine_tuned_margin, parse_label
 from helpers.model import fingerprint
 from helpers.runs import TRAINING, layout
-from helpers.serve import llama_server
+from helpers.serve import decision_biases, llama_server
 
 
 def pick_shots(train_df: pd.DataFrame, cfg: CourseConfig) -> list[tuple[str, str]]:
@@ -186,12 +186,15 @@ async def run_backend(name: str, base_url: str | None, api_key: str, model: str,
 async def run_local_models(served: dict, runs, test_df: pd.DataFrame, cfg: CourseConfig, cache: ResponseCache,
                            log_path: Path) -> list[dict]:
     """One llama.cpp server on 127.0.0.1 for the {alias: GGUF path} files in `served`, and one result row per
-    (alias, shots, method) in `runs`. Cached answers are keyed by the file's content hash, never by its name."""
-    rows = []
-    with llama_server(served, cfg, log_path) as base_url:
+    (alias, shots, method) in `runs`. A file with a decision rule beside it is asked with that rule (the server adds
+    it, `serve.decision_biases`). Cached answers are keyed by the file's content hash and that rule, never by a name."""
+    rows, biases = [], decision_biases(served, cfg)
+    with llama_server(served, cfg, log_path, biases=biases) as base_url:
         for alias, shots, method in runs:
-            row = await run_backend(f"llama.cpp:{fingerprint(served[alias])[:12]}", base_url, "local", alias,
-                                    test_df, cfg, cache, shots)
+            rule = json.dumps(biases.get(alias), sort_keys=True)
+            backend = f"llama.cpp:{fingerprint(served[alias])[:12]}" + \
+                      (f"+rule:{hashlib.sha256(rule.encode()).hexdigest()[:8]}" if alias in biases else "")
+            row = await run_backend(backend, base_url, "local", alias, test_df, cfg, cache, shots)
             rows.append({**row, "method": method, "size_mb": Path(served[alias]).stat().st_size / 1e6})
     return rows
 

@@ -46,9 +46,10 @@ def card_text(cfg: CourseConfig, kind: str, metrics: dict, files: list[str] = ()
     listed = "".join(f"- `{name}`\n" for name in files)
     said = f"\n{metrics['verdict']}\n" if metrics.get("verdict") else ""  # the chapter's paired-bootstrap verdict
     decision = metrics.get("decision_rule")  # saved beside the model as decision.json; every engine applies it
-    rule = (f"\n{decision['sentence']} It is saved beside the model (`decision.json`): label scoring (`classify`, "
-            f"`evaluate`) applies it on every engine, and generation with transformers; llama.cpp's generation and "
-            f"`serve` do not yet.\n" if decision and decision.get("offsets") else
+    rule = (f"\n{decision['sentence']} It is saved beside the model (`decision.json`) and every engine applies it: "
+            f"label scoring (`classify`, `evaluate`), generation with transformers and llama.cpp, and `serve`, which "
+            f"adds it to each completion request as `logit_bias` unless the request sets its own.\n"
+            if decision and decision.get("offsets") else
             f"\n{decision['sentence']}\n" if decision else "")
     return f"""---
 {yaml.safe_dump(front_matter(cfg, kind, metrics), sort_keys=False, allow_unicode=True).strip()}

@@ -44,6 +44,14 @@ def label_first_tokens(tokenizer, labels) -> list[int]:
     return [tokenizer.encode(label, add_special_tokens=False)[0] for label in labels]
 
 
+def label_bias(first_tokens, offsets) -> dict[int, float]:
+    """{token id: offset}: a decision rule's per-class `offsets` (None: the most probable label, no bias) as a bias on
+    the labels' first tokens, the form every generating engine takes it in (transformers' `sequence_bias`, a llama.cpp
+    logits processor, the OpenAI API's `logit_bias`). Adding it to the logits adds it to the label log-probabilities,
+    which is what `evaluate.apply_offsets` does to scored labels."""
+    return {int(t): float(b) for t, b in zip(first_tokens, offsets or ()) if b}
+
+
 @dataclass
 class Predictor:
     """A loaded model and the engine that runs it: "hf" (PyTorch causal LM), "gguf" (llama.cpp) or "encoder"."""
@@ -69,7 +77,7 @@ class Predictor:
     def generate(self, texts, progress: bool = False) -> list[str]:
         texts = list(texts)
         if self.kind == "gguf":
-            return gguf_answers(self.model, self.tokenizer, texts, self.cfg, progress)
+            return gguf_answers(self.model, self.tokenizer, texts, self.cfg, progress, offsets=self.offsets)
         if self.kind == "encoder":
             return [self.cfg.labels[i] for i in self.probabilities(texts).argmax(1)]
         return generate_answers(self.model, self.tokenizer, texts, self.cfg, progress=progress, offsets=self.offsets)
@@ -212,7 +220,7 @@ def generate_answers(model, tokenizer, texts, cfg: CourseConfig, max_new_tokens:
     are added to the labels' first tokens (`sequence_bias`), as label scoring adds them."""
     import torch
 
-    bias = {(t,): float(b) for t, b in zip(label_first_tokens(tokenizer, cfg.labels), offsets or ()) if b}
+    bias = {(t,): b for t, b in label_bias(label_first_tokens(tokenizer, cfg.labels), offsets).items()}
     prompts = [prompt_text(tokenizer, t, cfg) for t in texts]
     answers = [""] * len(prompts)
     for rows, batch in length_sorted_batches(tokenizer, prompts, cfg.scoring_batch_size, "generation", progress):
@@ -290,12 +298,26 @@ def gguf_probabilities(llm, tokenizer, texts, cfg: CourseConfig, progress: bool 
     return normalise_rows(np.array(scores).reshape(-1, len(cfg.labels)))
 
 
-def gguf_answers(llm, tokenizer, texts, cfg: CourseConfig, progress: bool = True, max_new_tokens: int = 5):
-    """Greedy answers of at most `max_new_tokens` tokens with llama.cpp (each reuses the shared prompt prefix)."""
+def gguf_answers(llm, tokenizer, texts, cfg: CourseConfig, progress: bool = True, max_new_tokens: int = 5,
+                 offsets=None):
+    """Greedy answers of at most `max_new_tokens` tokens with llama.cpp (each reuses the shared prompt prefix); a
+    decision rule's `offsets` are added to the labels' first tokens by a logits processor, as `generate_answers`
+    adds them."""
+    import llama_cpp
+
+    bias = label_bias(label_first_tokens(tokenizer, cfg.labels), offsets)
+
+    def biased(input_ids, scores):
+        scores = np.array(scores)
+        for token, b in bias.items():
+            scores[token] += b
+        return scores
+    processors = llama_cpp.LogitsProcessorList([biased]) if bias else None
     out = []
     for text in tqdm(list(texts), desc="llama.cpp generation", disable=not progress, unit="review"):
         answer = []
-        for token in llm.generate(_prompt_tokens(llm, prompt_text(tokenizer, text, cfg)), temp=0.0, top_k=1):
+        for token in llm.generate(_prompt_tokens(llm, prompt_text(tokenizer, text, cfg)), temp=0.0, top_k=1,
+                                  logits_processor=processors):
             if token == llm.token_eos() or len(answer) == max_new_tokens:
                 break
             answer.append(token)

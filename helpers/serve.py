@@ -3,7 +3,8 @@
 `llama_server(...)` is a context manager: it starts the server on a free port, waits until `/v1/models` answers,
 keeps the server's log in the run folder, and stops it on exit — also when the code inside fails. The server process
 is `python -m helpers.serve CONFIG`: llama.cpp's own FastAPI app with one guard in front, which answers a request body
-that is not JSON with HTTP 400 (the app alone answers 500).
+that is not JSON with HTTP 400 (the app alone answers 500), and gives a completion request for a model with a decision
+rule (`runs.read_decision`, beside its GGUF file) that rule as the API's `logit_bias`, unless the request sets its own.
 """
 from __future__ import annotations
 
@@ -42,12 +43,32 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def decision_biases(models: dict, cfg: CourseConfig) -> dict:
+    """{alias: {token id: offset}} for each served GGUF file with a decision rule beside it (per-class offsets on the
+    labels' first tokens, `predict.label_bias`, read with the file's own vocabulary); the others are left out."""
+    import llama_cpp
+
+    from helpers.predict import label_bias, stored_offsets
+
+    biases = {}
+    for alias, path in models.items():
+        offsets = stored_offsets(cfg, Path(path))
+        if offsets:
+            vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+            first = [vocab.tokenize(label.encode(), add_bos=False, special=False)[0] for label in cfg.labels]
+            biases[alias] = {str(t): b for t, b in label_bias(first, offsets).items()}
+    return biases
+
+
 @contextmanager
-def llama_server(models: dict, cfg: CourseConfig, log_path: Path, port: int | None = None, timeout: float = 120):
-    """Serve {alias: gguf_path} on http://127.0.0.1:<port>/v1 and yield that base URL."""
+def llama_server(models: dict, cfg: CourseConfig, log_path: Path, port: int | None = None, timeout: float = 120,
+                 biases: dict | None = None):
+    """Serve {alias: gguf_path} on http://127.0.0.1:<port>/v1 and yield that base URL. Each model's decision rule
+    (`biases`, default `decision_biases`) is applied to the completion requests that name it."""
     for alias, path in models.items():
         if not Path(path).exists():
             raise ServerError(f"Model file for {alias!r} is missing: {path}. Run notebook 03 (GGUF) first.")
+    biases = decision_biases(models, cfg) if biases is None else biases
     if port is None:
         port = free_port()
     elif port_is_taken(port):
@@ -57,7 +78,7 @@ def llama_server(models: dict, cfg: CourseConfig, log_path: Path, port: int | No
     log_path.parent.mkdir(parents=True, exist_ok=True)
     config = {"host": HOST, "port": port, "models": [
         {"model": str(path), "model_alias": alias, "n_ctx": cfg.context_length, "n_threads": cfg.threads, "n_batch": 512,
-         "seed": cfg.seed, "verbose": False} for alias, path in models.items()]}
+         "seed": cfg.seed, "verbose": False} for alias, path in models.items()], "course_logit_bias": biases}
     config_path = log_path.with_suffix(".config.json")
     config_path.write_text(json.dumps(config, indent=2))
     with log_path.open("w") as log:
@@ -93,9 +114,15 @@ def _wait_until_ready(process, base_url: str, log_path: Path, timeout: float) ->
                       f"with:\n{_log_tail(log_path)}")
 
 
-def reject_malformed_json(app):
-    """ASGI middleware: a POST whose body is not JSON gets an OpenAI-style 400 error; every other request, with its
-    body replayed untouched, goes to `app`."""
+COMPLETIONS = ("/v1/chat/completions", "/v1/completions")
+
+
+def guard(app, biases: dict | None = None, default: str | None = None):
+    """ASGI middleware: a POST whose body is not JSON gets an OpenAI-style 400 error; a completion request for a model
+    in `biases` ({alias: {token id: bias}}; a request naming no model asks for `default`) that sets no `logit_bias`
+    gets that one; every other request, with its body replayed untouched, goes to `app`."""
+    biases = biases or {}
+
     async def guarded(scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST":
             return await app(scope, receive, send)
@@ -106,7 +133,7 @@ def reject_malformed_json(app):
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            json.loads(body or b"null")
+            request = json.loads(body or b"null")
         except ValueError as err:
             error = {"error": {"message": f"The request body is not valid JSON ({err}).", "type": "invalid_request_error",
                                "param": None, "code": None}}
@@ -115,6 +142,12 @@ def reject_malformed_json(app):
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(payload)).encode())]})
             return await send({"type": "http.response.body", "body": payload})
+        if scope["path"] in COMPLETIONS and isinstance(request, dict) and request.get("logit_bias") is None:
+            bias = biases.get(request.get("model") or default)
+            if bias:
+                body = json.dumps({**request, "logit_bias": bias}).encode()
+                scope = {**scope, "headers": [(k, str(len(body)).encode() if k == b"content-length" else v)
+                                              for k, v in scope["headers"]]}
         replayed = False
 
         async def replay():
@@ -128,14 +161,17 @@ def reject_malformed_json(app):
 
 
 def main(config_file: str) -> None:
-    """Run llama.cpp's server app from its config file, behind `reject_malformed_json`, on the config's host."""
+    """Run llama.cpp's server app from its config file, behind `guard` (with the config's decision rules), on the
+    config's host."""
     import uvicorn
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ConfigFileSettings, ServerSettings
 
-    settings = ConfigFileSettings.model_validate_json(Path(config_file).read_text())
+    config = json.loads(Path(config_file).read_text())
+    biases = config.pop("course_logit_bias", {})  # ours, not llama.cpp's: its settings refuse unknown keys
+    settings = ConfigFileSettings.model_validate(config)
     app = create_app(server_settings=ServerSettings.model_validate(settings), model_settings=settings.models)
-    uvicorn.run(reject_malformed_json(app), host=HOST, port=settings.port, log_level="warning")
+    uvicorn.run(guard(app, biases, settings.models[0].model_alias), host=HOST, port=settings.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import torch
 from helpers.config import make_config
 from helpers.evaluate import INVALID, apply_offsets, normalise_rows, parse_label
 from helpers.model import ModelError, load_model, load_tokenizer, resolve_model
-from helpers.predict import (_next_token_logits, _prompt_tokens, choose_decision_rule, gguf_answers, gguf_probabilities,
-                             hf_predictor, load_gguf, load_predictor, prompt_text, score_labels)
+from helpers.predict import (_next_token_logits, _prompt_tokens, choose_decision_rule, generate_answers, gguf_answers,
+                             gguf_probabilities, hf_predictor, load_gguf, load_predictor, prompt_text, score_labels)
 from helpers.runs import write_decision
 
 LABELS = ("negative", "neutral", "positive")
@@ -179,6 +179,21 @@ def test_generation_through_llama_cpp_resets_between_reviews(tiny_gguf):
     alone = gguf_answers(llm, tokenizer, ["it broke"], cfg, progress=False)
     after = gguf_answers(llm, tokenizer, ["a great phone", "it broke"], cfg, progress=False)
     assert after[1] == alone[0]
+
+
+@pytest.mark.slow
+def test_a_decision_rule_moves_llama_cpp_generation_as_it_moves_transformers_generation(tiny_gguf):
+    cfg, source, f16, _ = tiny_gguf
+    llm, tokenizer = load_gguf(f16, cfg), load_tokenizer(cfg)
+    model, _ = load_model(cfg, source)
+    texts = ["a great phone", "it broke"]
+    plain = gguf_answers(llm, tokenizer, texts, cfg, progress=False, max_new_tokens=1)
+    for k, label in enumerate(cfg.labels):  # a bias no logit can outweigh: every answer starts with that label
+        offsets = [20.0 if i == k else 0.0 for i in range(len(cfg.labels))]
+        pushed = gguf_answers(llm, tokenizer, texts, cfg, progress=False, max_new_tokens=1, offsets=offsets)
+        hf = generate_answers(model, tokenizer, texts, cfg, max_new_tokens=1, progress=False, offsets=offsets)
+        assert pushed == hf == [label] * len(texts)
+    assert gguf_answers(llm, tokenizer, texts, cfg, progress=False, max_new_tokens=1, offsets=[0.0] * 3) == plain
 
 
 def test_a_broken_or_missing_gguf_file_is_named(tiny_gguf, tmp_path):

@@ -3,22 +3,16 @@ import socket
 
 import pytest
 
-from helpers.serve import ServerError, free_port, llama_server, port_is_taken
+from helpers.serve import ServerError, decision_biases, free_port, llama_server, port_is_taken
 
 pytestmark = pytest.mark.slow  # notebooks, servers, llama.cpp or course runs: left out of make test-fast
 
 
 @pytest.fixture(scope="module")
-def tiny_gguf_file(tmp_path_factory):
-    from pathlib import Path
-
-    from helpers.config import make_config
-    from helpers.gguf import convert_to_gguf
-    from helpers.model import resolve_model
-
-    folder = tmp_path_factory.mktemp("serve")
-    cfg = make_config("smoke", run_dir=folder)
-    return cfg, convert_to_gguf(cfg, Path(resolve_model(cfg)), folder / "tiny.gguf")
+def tiny_gguf_file(tiny_gguf):
+    """(smoke config, the tiny model's f16 GGUF file): the session's file, converted once for every test module."""
+    cfg, _, f16, _ = tiny_gguf
+    return cfg, f16
 
 
 def test_round_trip_through_the_openai_client_and_clean_stop(tiny_gguf_file, tmp_path):
@@ -86,3 +80,47 @@ def test_port_taken_missing_file_and_a_server_that_dies(tiny_gguf_file, tmp_path
 
 def test_free_port_is_free():
     assert not port_is_taken(free_port())
+
+
+def test_the_server_applies_the_decision_rule_beside_the_file_unless_the_request_sets_its_own(tiny_gguf_file, tmp_path):
+    import json
+
+    from helpers.runs import write_decision
+
+    cfg, gguf = tiny_gguf_file
+    ruled = tmp_path / "ruled" / "tiny.gguf"
+    ruled.parent.mkdir()
+    ruled.symlink_to(gguf)  # the same file, with a decision rule beside it
+    offsets = [0.0, 30.0, 0.0]  # a bias no logit outweighs: every answer starts with the second label
+    write_decision({"rule": "offsets", "offsets": offsets, "labels": list(cfg.labels), "eval": {}, "sentence": "s"},
+                   ruled)
+    assert decision_biases({"plain": gguf, "ruled": ruled}, cfg).keys() == {"ruled"}
+    messages = [{"role": "user", "content": "a great phone"}]
+
+    def answer(url, **extra):
+        status, body = post(f"{url}/chat/completions", json.dumps(
+            {"messages": messages, "max_tokens": 1, "temperature": 0, **extra}).encode())
+        assert status == 200, body
+        return body["choices"][0]["message"]["content"]
+
+    with llama_server({"ruled": ruled, "plain": gguf}, cfg, tmp_path / "server.log") as url:
+        first = llama_cpp_first_tokens(gguf, cfg.labels)
+        assert answer(url, model="ruled") == answer(url) == cfg.labels[1]  # named, or the default (first) model
+        own = answer(url, model="ruled", logit_bias={str(first[2]): 30.0})  # the request's own bias wins
+        plain = answer(url, model="plain")
+    assert own == cfg.labels[2]
+    assert plain == answer_without_server(gguf, cfg, messages)
+
+
+def llama_cpp_first_tokens(path, labels):
+    import llama_cpp
+
+    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    return [vocab.tokenize(label.encode(), add_bos=False, special=False)[0] for label in labels]
+
+
+def answer_without_server(path, cfg, messages):
+    from helpers.predict import load_gguf
+
+    reply = load_gguf(path, cfg).create_chat_completion(messages=messages, max_tokens=1, temperature=0)
+    return reply["choices"][0]["message"]["content"]
