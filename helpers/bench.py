@@ -15,7 +15,10 @@
 - Classification throughput of the HF fp32 model and of GGUF Q4_K_M on the same reviews, and of label scoring vs
   generation on the same model, each with its accuracy; the practitioner's alternatives of notebook 05.
 - Notebook 01 again beside one competing CPU-bound process, against its wall time alone.
-Each part is one function, named in `PARTS` (what `--parts` / `PARTS=` selects).
+- The course on reviews that all fill `max_length`, with its memory sampled (`long`); rare classes on two VADER
+  corpora thinned to 9 % neutral, trained without and with oversampling (`rare`).
+Each part is one function, named in `PARTS` (what `--parts` / `PARTS=` selects); one that returns False did not
+finish, and `RESUME=` runs it again.
 Every figure comes from the same helpers the notebooks call; nothing here has logic of its own beyond the timing.
 """
 from __future__ import annotations
@@ -34,14 +37,14 @@ from pathlib import Path
 
 from helpers.alternatives import ENCODER, LLM, LLM_Q4
 from helpers.config import ROOT, CourseConfig, make_config
-from helpers.data import load_amazon, prepare_splits, to_chat_records
+from helpers.data import load_amazon, load_hutto, prepare_splits, short_classes, to_chat_records
 from helpers.diagnostics import layer_grid
 from helpers.encoder import finetune_encoder
-from helpers.evaluate import classification_metrics
+from helpers.evaluate import classification_metrics, verdict
 from helpers.formats import compare_formats
 from helpers.gguf import q4_k_m_file
 from helpers.model import free_memory, load_model, resolve_model, training_precision
-from helpers.predict import hf_predictor, load_predictor
+from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
 from helpers.runs import (ALTERNATIVES, RunLayout, _json_safe, course_notebooks, course_runs, layout, load_metrics,
                           new_run_dir)
 from helpers.training import fresh_trainer, make_trainer, save_adapter_and_merged, train, trained_layers
@@ -390,6 +393,12 @@ def ratios(results: dict) -> dict:
         out["course_peak_memory_gib"] = course["peak_rss_bytes"] / 2 ** 30
     if results.get("long"):
         out["long_reviews_peak_memory_gib"] = results["long"]["peak_rss_bytes"] / 2 ** 30
+    if results.get("rare"):
+        default = "oversampled" if make_config(results.get("profile", "workshop")).oversample else "distinct"
+        arms = results["rare"].values()
+        out["rare_lowest_class_f1"] = min(min(arm[default]["per_class_f1"].values()) for arm in arms)
+        out["rare_macro_f1_gain_from_oversampling"] = min(arm["oversampled"]["macro_f1"] - arm["distinct"]["macro_f1"]
+                                                          for arm in arms)
     if results.get("notebooks"):
         out["course_minutes"] = results["notebooks"]["total"] / 60
     for profile in ("workshop", "deep"):
@@ -416,7 +425,8 @@ def ratios(results: dict) -> dict:
 
 TARGETS = {"training_utilisation_strict": (">=", 0.70), "training_utilisation_strict_vs_shapes": (">=", 0.8),
            "training_utilisation_six_n": (">=", 0.5), "course_peak_memory_gib": ("<=", 4.0),
-           "long_reviews_peak_memory_gib": ("<=", 4.0),
+           "long_reviews_peak_memory_gib": ("<=", 4.0), "rare_lowest_class_f1": (">=", 0.01),
+           "rare_macro_f1_gain_from_oversampling": (">=", 0.0),
            "course_minutes": ("<=", 10.0), "workshop_macro_f1_hf": (">=", 0.75), "workshop_macro_f1_q4_k_m": (">=", 0.73),
            "workshop_margin_over_encoder": (">=", 0.05), "deep_macro_f1_hf": (">=", 0.82),
            "deep_margin_over_encoder": (">=", 0.05), "deep_training_minutes": ("<=", 15.0),
@@ -497,11 +507,9 @@ def format_results(results: dict) -> str:
         lines += [f"  {'every block' if p['layers'] == 0 else 'top %d blocks' % p['layers']:<14} {p['rows']:5d} rows  "
                   f"{p['train_seconds']:6.1f} s  {p['rows_per_second']:5.2f} rows/s  eval macro-F1 {p['eval_macro_f1']:.3f}"
                   for p in grid]
-    if "long" in results:
-        c = results["long"]
-        lines.append(f"long reviews ({c['review_characters']} characters each, {c['knobs']['train_size']} training "
-                     f"rows; {c['run_dir']}{'' if c['finished'] else ', did not finish'}): {c['wall_seconds'] / 60:.1f} "
-                     f"min, peak resident memory {c['peak_rss_bytes'] / 2 ** 30:.2f} GiB")
+    for name, lines_of in PART_LINES.items():
+        if name in results:
+            lines += lines_of(results[name])
     if "contention" in results:
         c = results["contention"]
         lines.append(f"contention: {c['notebook']} took {_or_dash(c['under_load_seconds'], '{:.1f} s')} beside one "
@@ -515,6 +523,27 @@ def format_results(results: dict) -> str:
                                                                                        else value <= target) else "missed"))
         lines.append(f"  {name}: {value:.3f}{met}")
     return "\n".join(lines)
+
+
+def long_lines(c: dict) -> list[str]:
+    return [f"long reviews ({c['review_characters']} characters each, {c['knobs']['train_size']} training "
+            f"rows; {c['run_dir']}{'' if c['finished'] else ', did not finish'}): {c['wall_seconds'] / 60:.1f} "
+            f"min, peak resident memory {c['peak_rss_bytes'] / 2 ** 30:.2f} GiB"]
+
+
+def rare_lines(rare: dict) -> list[str]:
+    lines = [f"rare classes ({RARE_NEUTRAL} neutral of {RARE_ROWS} rows), test macro-F1 (per-class F1), decision rule:"]
+    for corpus, arms in rare.items():
+        for name in ("distinct", "oversampled"):
+            a = arms[name]
+            per_class = ", ".join(f"{label} {f1:.3f}" for label, f1 in a["per_class_f1"].items())
+            lines.append(f"  {corpus:<7} {name:<12} {a['train_rows']:4d} training rows ({a['train_distinct']} distinct) "
+                         f"{a['macro_f1']:.3f} ({per_class}), {a['rule']} (chosen on {a['eval_rows']} eval rows)")
+        lines.append(f"  {corpus:<7} {arms['verdict']}")
+    return lines
+
+
+PART_LINES = {"long": long_lines, "rare": rare_lines}  # the lines of a part whose figures are its own
 
 
 def format_shapes(shapes: dict, peak: float | None) -> list[str]:
@@ -687,7 +716,7 @@ def part_grid(bench: Bench) -> None:
     bench.results["layer_grid"] = layer_grid(bench.cfg, Path(bench.cfg.run_dir) / "layer-grid", bench.progress)
 
 
-def part_contention(bench: Bench, competitor: list[str] = COMPETITOR) -> None:
+def part_contention(bench: Bench, competitor: list[str] = COMPETITOR) -> bool:
     """Notebook 01 beside one competing process, against its wall time alone in the course run the parts read (this
     benchmark's course part, else `run_dir` or the latest finished run)."""
     loaded = notebook_under_load(bench.cfg.profile, bench.overrides, Path(bench.cfg.run_dir) / "contention",
@@ -695,6 +724,7 @@ def part_contention(bench: Bench, competitor: list[str] = COMPETITOR) -> None:
     alone = load_metrics(bench.run_dir).get(CONTENTION_NOTEBOOK, {}) if bench.run_dir is not None else {}
     bench.results["contention"] = {**loaded, "alone_seconds": alone.get("wall_seconds"),
                                    "alone_run": str(bench.run_dir) if bench.run_dir is not None else None}
+    return loaded["finished"]
 
 
 # The course on reviews that all fill `max_length`: ~1,600 characters (~350 tokens) each, past the 230 tokens a review
@@ -715,7 +745,7 @@ def long_review_file(path: Path, characters: int = LONG_CHARACTERS) -> Path:
     return path
 
 
-def part_long(bench: Bench, only: list[str] | None = None) -> None:
+def part_long(bench: Bench, only: list[str] | None = None) -> bool:
     """The course on `long_review_file` (with `LONG_KNOBS`), its peak memory and wall time sampled as the course
     part samples them: the bound the 4 GiB target is about, on a learner's long reviews."""
     folder = Path(bench.cfg.run_dir) / "long"
@@ -723,11 +753,73 @@ def part_long(bench: Bench, only: list[str] | None = None) -> None:
     knobs = {**(bench.overrides or {}), **LONG_KNOBS, "dataset": str(path)}
     bench.results["long"] = {**course_with_memory(bench.cfg.profile, knobs, folder, only=only), "knobs": knobs,
                              "review_characters": LONG_CHARACTERS}
+    return bench.results["long"]["finished"]
+
+
+# Rare classes on data the course was never tuned on: two of VADER's corpora, thinned so that one class in eleven is
+# neutral, each trained as the course trains (its decision rule chosen on the eval split by `decision_rule`) once on
+# the distinct rows only and once with `oversample` filling the rare class's share.
+RARE_CORPORA = ("movies", "nyt")
+RARE_ROWS, RARE_NEUTRAL = 1000, 90
+
+
+def rare_class_file(path: Path, corpus: str, rows: int = RARE_ROWS, neutral: int = RARE_NEUTRAL, seed: int = 0) -> Path:
+    """`rows` rows of VADER's `corpus` (`data.load_hutto`): `neutral` neutral ones, the rest half negative and half
+    positive, shuffled with `seed`, as a CSV a learner could bring (text, label)."""
+    df = load_hutto(corpus)
+    each = (rows - neutral) // 2
+    parts = [df[df["label"] == label].sample(n, random_state=seed)
+             for label, n in (("negative", each), ("positive", each), ("neutral", neutral))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import pandas as pd
+
+    pd.concat(parts).sample(frac=1, random_state=seed)[["text", "label"]].to_csv(path, index=False)
+    return path
+
+
+def rare_class_run(cfg: CourseConfig) -> dict:
+    """Notebook 02 on `cfg`'s data: train, choose the decision rule on the eval split as the course does, score the
+    test split with it. Returns the training rows (drawn and distinct), the rule, test macro-F1, per-class F1 and
+    the test predictions with their gold labels."""
+    splits = prepare_splits(cfg)
+    model, tokenizer = load_model(cfg)
+    trainer = make_trainer(cfg, model, tokenizer, to_chat_records(splits.train, cfg),
+                           output_dir=Path(cfg.run_dir) / "trainer", disable_tqdm=True)
+    seconds = train(trainer, len(splits.train))["train_seconds"]
+    rule = choose_decision_rule(cfg, hf_predictor(trainer.model, tokenizer, cfg), splits.eval,
+                                short_classes(splits, cfg))
+    scored = hf_predictor(trainer.model, tokenizer, cfg, offsets=rule["offsets"]).evaluate(splits.test, progress=False)
+    del trainer, model
+    free_memory()
+    return {"oversample": cfg.oversample, "train_rows": len(splits.train),
+            "train_distinct": int(splits.train["text"].nunique()), "eval_rows": len(splits.eval),
+            "train_seconds": seconds, "rule": rule["rule"], "rule_sentence": rule["sentence"],
+            "macro_f1": scored["macro_f1"], "per_class_f1": {k: v["f1"] for k, v in scored["per_class"].items()},
+            "predictions": scored["predictions"], "gold": list(splits.test["label"])}
+
+
+def part_rare(bench: Bench) -> None:
+    """`rare_class_run` on each `rare_class_file`, without and with oversampling, and the paired bootstrap between
+    the two on the test split: the rare-class default, measured on data it was not chosen on."""
+    folder, out = Path(bench.cfg.run_dir) / "rare", {}
+    for corpus in RARE_CORPORA:
+        path = rare_class_file(folder / f"{corpus}-rare.csv", corpus)
+        arms = {name: rare_class_run(make_config(bench.cfg.profile, **{
+                    **(bench.overrides or {}), "dataset": str(path), "oversample": oversample,
+                    "run_dir": folder / f"{corpus}-{name}"}))
+                for name, oversample in (("distinct", False), ("oversampled", True))}
+        said = verdict(arms["oversampled"]["gold"], {**arms["oversampled"], "method": "oversampled"},
+                       {**arms["distinct"], "method": "distinct rows only"}, bench.cfg.labels, bench.cfg.seed,
+                       "the test split")
+        out[corpus] = {"file": str(path), "verdict": said["sentence"],
+                       **{name: {k: v for k, v in arm.items() if k not in ("predictions", "gold")}
+                          for name, arm in arms.items()}}
+    bench.results["rare"] = out
 
 
 PARTS = {"course": part_course, "matmul": part_matmul, "training": part_training, "shapes": part_shapes,
          "inference": part_inference, "notebooks": part_notebooks, "seeds": part_seeds, "deep": part_deep,
-         "contention": part_contention, "grid": part_grid, "long": part_long}
+         "contention": part_contention, "grid": part_grid, "long": part_long, "rare": part_rare}
 BENCH_PARTS = tuple(PARTS)  # in run order: the course first (the others read it), training before shapes
 
 
@@ -754,8 +846,8 @@ def run_bench(cfg: CourseConfig, run_dir: Path | None = None, steps: int = 8, pa
                   steps=steps, seeds=tuple(seeds), progress=progress, overrides=overrides)
     for name, part in PARTS.items():
         if name in parts and name not in done:
-            part(bench)
-            done.append(name)
+            if part(bench) is not False:  # a part whose run did not finish says False: RESUME= runs it again
+                done.append(name)
             results["ratios"] = ratios(results)
             if save:
                 save(results)

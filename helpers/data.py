@@ -317,13 +317,19 @@ def short_classes(splits: Splits, cfg: CourseConfig) -> list[str]:
 
 def split_sentence(rows: list[dict], cfg: CourseConfig) -> str:
     """One sentence on what the split did to rare classes, from `split_report`."""
-    short = [r for r in rows if r["train_short"] or r["test_short"]]
+    short = [r for r in rows if r["train_short"] or r["test_short"] or r["train_distinct"] < r["train"]]
     if not short:
         return (f"Every class got its full share: {cfg.train_size // len(cfg.labels)} training and "
                 f"{cfg.test_size // len(cfg.labels)} test rows each.")
-    parts = [f"{r['label']} ({r['available']} rows in all) got {r['train']} training rows ({r['train_short']} short) and "
-             f"{r['test']} test rows ({r['test_short']} short)" for r in short]
-    fix = "" if cfg.oversample else " Set oversample=True to fill the training share by drawing rare rows again."
+
+    def training(r):
+        how = f"{r['train_distinct']} distinct" if r["train_distinct"] < r["train"] else f"{r['train_short']} short"
+        return f"{r['train']} training rows ({how})"
+    parts = [f"{r['label']} ({r['available']} rows in all) got {training(r)} and {r['test']} test rows "
+             f"({r['test_short']} short)" for r in short]
+    fix = (" oversample=True (the default) drew a rare class's training rows again up to its share; the test split is "
+           "never filled. Set it to False to train on the distinct rows only." if cfg.oversample else
+           " Set oversample=True (the default) to fill the training share by drawing rare rows again.")
     return "Too few rows for an equal share: " + "; ".join(parts) + "." + fix
 
 

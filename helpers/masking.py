@@ -86,6 +86,10 @@ def check_trained_tokens(dataset, tokenizer, expect: str = "answer", source_rows
     if source_rows is not None and len(dataset) != source_rows:
         raise MaskingError(f"TRL dropped {source_rows - len(dataset)} of {source_rows} examples because max_length "
                            f"cut off their whole answer. Raise max_length or shorten the reviews.")
+    if len(dataset) == 0:
+        raise MaskingError("TRL prepared no examples: max_length cut off the whole answer of every one (reviews too "
+                           "long for it, or a system prompt the chat template injected). Raise max_length, fit the "
+                           "reviews to it (helpers.data.fit_review) and give every record a system turn.")
     turns = dataset[0]["prompt"] if "prompt" in columns else dataset[0].get("messages", [])
     injected = injected_system_prompt(tokenizer)
     if injected and isinstance(turns, list) and not any(m["role"] == "system" for m in turns):

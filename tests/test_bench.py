@@ -309,6 +309,30 @@ def test_every_review_of_the_long_file_has_the_length_asked_and_keeps_its_label(
     assert list(df["label"]) == list(original["label"])
 
 
+def test_rare_classes_train_on_the_distinct_rows_and_oversampled_with_the_course_s_decision_rule(cfg):
+    results = {"profile": "smoke"}
+    # 240 training rows want 80 neutral ones; the file's 90 neutral rows leave ~60 after the test and eval splits
+    assert bench.part_rare(bench.Bench(cfg, results, overrides={"train_size": 240})) is None
+    rare = results["rare"]
+    assert list(rare) == list(bench.RARE_CORPORA)
+    for corpus, arms in rare.items():
+        df = pd.read_csv(arms["file"])
+        assert len(df) == bench.RARE_ROWS and (df["label"] == "neutral").sum() == bench.RARE_NEUTRAL
+        distinct, drawn = arms["distinct"], arms["oversampled"]
+        assert not distinct["oversample"] and drawn["oversample"]
+        assert distinct["train_rows"] == distinct["train_distinct"] < drawn["train_rows"] == 240
+        assert drawn["train_distinct"] == distinct["train_distinct"]  # the same rows, the rare ones drawn again
+        for arm in (distinct, drawn):
+            assert set(arm["per_class_f1"]) == set(cfg.labels) and 0 <= arm["macro_f1"] <= 1
+            assert arm["rule"] in ("argmax", "offsets") and arm["rule_sentence"].startswith("Decision rule")
+        assert "oversampled" in arms["verdict"] and "distinct rows only" in arms["verdict"]
+    r = bench.ratios(results)
+    assert r["rare_lowest_class_f1"] == min(min(a["oversampled"]["per_class_f1"].values()) for a in rare.values())
+    assert "rare_macro_f1_gain_from_oversampling" in r
+    lines = bench.rare_lines(rare)
+    assert lines[0].startswith("rare classes (90 neutral of 1000 rows)") and len(lines) == 1 + 3 * len(rare)
+
+
 def test_seeds_train_again_on_the_same_split_and_score_hf_q4_and_encoder(tmp_path):
     first = {"seed": 1, "train_rows": 0, "train_seconds": None, "macro_f1": {bench.LLM: 0.1, bench.LLM_Q4: 0.1},
              "accuracy": {bench.LLM: 0.1, bench.LLM_Q4: 0.1}}

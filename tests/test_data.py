@@ -236,17 +236,23 @@ def test_the_split_report_names_a_rare_class_and_oversampling_fills_only_the_tra
     rows = [(f"review {i} {lab}", lab) for lab, n in (("negative", 60), ("neutral", 9), ("positive", 60))
             for i in range(n)]
     path = write("rare.csv", "text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
-    rare = dataclasses.replace(cfg, dataset=str(path), train_size=48, eval_size=6, test_size=24, min_per_class=1)
+    rare = dataclasses.replace(cfg, dataset=str(path), train_size=48, eval_size=6, test_size=24, min_per_class=1,
+                               oversample=False)
     df = load_dataset(rare)
     splits = prepare_splits(rare, df)
     report = {r["label"]: r for r in split_report(df, splits, rare)}
     assert report["neutral"]["available"] == 9 and report["neutral"]["train"] < 16 and report["neutral"]["train_short"]
     assert report["positive"]["train"] == 16 and report["positive"]["train_short"] == 0
-    assert split_sentence(list(report.values()), rare).startswith("Too few rows for an equal share: neutral (9 rows")
-    filled = prepare_splits(dataclasses.replace(rare, oversample=True), df)
+    said = split_sentence(list(report.values()), rare)
+    assert said.startswith("Too few rows for an equal share: neutral (9 rows") and "Set oversample=True" in said
+    default = dataclasses.replace(rare, oversample=make_config("smoke").oversample)  # the default fills it
+    filled = prepare_splits(default, df)
     assert class_balance(filled.train, LABELS)["neutral"] == 16  # drawn again up to its share
     assert filled.test.equals(splits.test)  # the test split is never filled
-    assert filled.train.loc[filled.train["label"] == "neutral", "text"].nunique() == report["neutral"]["train"]
+    distinct = report["neutral"]["train"]
+    assert filled.train.loc[filled.train["label"] == "neutral", "text"].nunique() == distinct
+    said = split_sentence(split_report(df, filled, default), default)
+    assert f"neutral (9 rows in all) got 16 training rows ({distinct} distinct)" in said and "Set it to False" in said
 
 
 @pytest.mark.slow

@@ -111,6 +111,8 @@ def test_guard_catches_an_answer_cut_off_by_max_length(tiny):
         check_trained_tokens(prepared(tiny, max_length=full - 2), tokenizer, source_rows=2)
     with pytest.raises(MaskingError, match=r"TRL dropped 2 of 2 examples because max_length cut off their whole"):
         check_trained_tokens(prepared(tiny, max_length=10), tokenizer, source_rows=2)
+    with pytest.raises(MaskingError, match=r"TRL prepared no examples: max_length cut off the whole answer of every"):
+        check_trained_tokens(prepared(tiny, max_length=10), tokenizer)  # not told how many records there were
 
 
 def test_guard_catches_a_template_that_injects_its_own_system_prompt(tiny):
