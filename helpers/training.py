@@ -48,16 +48,39 @@ def block_projections(model) -> list[str]:
                    if isinstance(module, torch.nn.Linear)})
 
 
+def record_tokens(records, tokenizer) -> list[int]:
+    """Tokens of each record as the model will read it: chat records through the tokenizer's chat template, plain
+    `text` records as they are."""
+    def tokens(r):
+        if "text" in r:
+            return tokenizer(r["text"], add_special_tokens=False)["input_ids"]
+        turns = r["messages"] if "messages" in r else r["prompt"] + r["completion"]
+        return tokenizer.apply_chat_template(turns, tokenize=True, return_dict=True)["input_ids"]
+    return [len(tokens(r)) for r in records]
+
+
+def micro_batch_size(cfg: CourseConfig, lengths) -> int:
+    """Rows per forward/backward pass: the largest divisor of `cfg.batch_size` whose rows at the longest of `lengths`
+    (tokens per training row) hold at most `cfg.batch_tokens` tokens, and at least 1. Gradient accumulation makes up
+    the rest, so every optimizer step still sees `batch_size` rows and the same loss."""
+    longest = max(lengths, default=0)
+    fits = [d for d in range(1, cfg.batch_size + 1) if cfg.batch_size % d == 0 and d * longest <= cfg.batch_tokens]
+    return max(fits, default=1)
+
+
 def build_sft_config(cfg: CourseConfig, output_dir: Path, completion_only_loss: bool = True,
-                     with_eval: bool = False, **extra):
-    """SFTConfig from the course config. `extra` passes SFTConfig fields that are not course knobs (e.g. disable_tqdm);
-    a run with other course settings gets its own config (`dataclasses.replace(cfg, max_steps=...)`)."""
+                     with_eval: bool = False, micro_batch: int | None = None, **extra):
+    """SFTConfig from the course config. `micro_batch` (`micro_batch_size`; default `batch_size`) rows run per pass,
+    accumulated to `batch_size` rows per step. `extra` passes SFTConfig fields that are not course knobs (e.g.
+    disable_tqdm); a run with other course settings gets its own config (`dataclasses.replace(cfg, max_steps=...)`)."""
     from trl import SFTConfig
 
     device, _ = pick_device()
+    micro_batch = micro_batch or cfg.batch_size
     settings = dict(
-        output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
+        output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=micro_batch,
+        gradient_accumulation_steps=cfg.batch_size // micro_batch,
+        per_device_eval_batch_size=micro_batch, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
         warmup_steps=max(1, cfg.max_steps // 10), logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if with_eval else "no", eval_steps=cfg.eval_steps, save_strategy="no",
         report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed, bf16=training_precision(cfg) == "bf16",
@@ -162,13 +185,16 @@ def make_trainer(cfg: CourseConfig, model, tokenizer, train_records, eval_record
     score_answer_positions_only()
     set_seed(cfg.seed)  # the LoRA weights are initialised before the Trainer seeds itself
     output_dir = Path(output_dir or Path(cfg.run_dir) / "trainer")
-    args = build_sft_config(cfg, output_dir, completion_only_loss, with_eval=eval_records is not None, **sft_extra)
+    train_records = fit_records(train_records, tokenizer, cfg)
+    eval_records = fit_records(eval_records, tokenizer, cfg) if eval_records else None
+    micro = micro_batch_size(cfg, record_tokens(train_records + (eval_records or []), tokenizer))
+    args = build_sft_config(cfg, output_dir, completion_only_loss, with_eval=eval_records is not None,
+                            micro_batch=micro, **sft_extra)
     callbacks = [jsonl_log_callback(log_path)] if log_path else []
     kept = weights_for_training(model, training_precision(cfg))
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=build_lora_config(cfg, model),
-                      train_dataset=Dataset.from_list(fit_records(train_records, tokenizer, cfg)),
-                      eval_dataset=Dataset.from_list(fit_records(eval_records, tokenizer, cfg)) if eval_records else None,
-                      callbacks=callbacks)
+                      train_dataset=Dataset.from_list(train_records),
+                      eval_dataset=Dataset.from_list(eval_records) if eval_records else None, callbacks=callbacks)
     trainer.course_fp32_weights = kept  # `train` puts them back
     return trainer
 

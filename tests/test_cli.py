@@ -170,7 +170,7 @@ def own_file(folder: Path, case: str) -> tuple[Path, list[str]]:
     """A labelled CSV the course was not tuned on, made from the Amazon snippets (text, label, group), and the
     extra options it needs. Two files carry the four things a learner's own file brings: two classes with six reviews
     of ~5,000 characters among short ones; five classes (star counts from the mean human rating, -4..4) of which
-    one is rare (14 rows, 8 %), short of its training share (16 of 80 rows) and filled by oversampling."""
+    one is rare (14 rows, 8 %), short of its training share (16 of 80 rows) and filled by oversampling, the default."""
     from helpers.data import load_amazon
 
     df = load_amazon().sample(frac=1.0, random_state=0)
@@ -181,7 +181,7 @@ def own_file(folder: Path, case: str) -> tuple[Path, list[str]]:
     else:  # five-class
         df = df.assign(label=pd.cut(df["rating"], [-4.1, -2, -0.5, 0.5, 2, 4.1], labels=list("12345")).astype(str))
         df = pd.concat([df[df["label"] == RARE].head(14), df[df["label"] != RARE].groupby("label").head(40)])
-        extra = ["--labels", *"12345", "--oversample", "--train-size", "80"]
+        extra = ["--labels", *"12345", "--train-size", "80"]  # oversampling is the default
     path = folder / f"{case}.csv"
     df[["text", "label", "group"]].to_csv(path, index=False)
     return path, extra
@@ -234,7 +234,7 @@ def test_long_reviews_in_your_own_file_are_shortened_and_the_report_says_so(own_
     assert "Reviews shortened to their first" in (run / "REPORT.md").read_text()
 
 
-def test_a_rare_class_in_your_own_file_fills_its_training_share_by_oversampling(own_course):
+def test_a_rare_class_in_your_own_file_fills_its_training_share_by_oversampling_by_default(own_course):
     data = own_metrics(own_course("five-class"), "00_setup_and_data")
     rows = {r["label"]: r for r in data["split_report"]}
     rare, others = rows.pop(RARE), rows.values()

@@ -7,8 +7,8 @@ import torch
 from helpers.config import make_config
 from helpers.data import prepare_splits, to_chat_records
 from helpers.model import load_model, training_precision
-from helpers.training import (build_lora_config, build_sft_config, folder_sizes, make_trainer, read_train_log,
-                              save_adapter_and_merged, train, train_losses)
+from helpers.training import (build_lora_config, build_sft_config, folder_sizes, make_trainer, micro_batch_size,
+                              read_train_log, record_tokens, save_adapter_and_merged, train, train_losses)
 
 
 @pytest.fixture
@@ -182,6 +182,26 @@ def test_padding_free_batches_give_the_padded_loss_without_a_padding_token(cfg, 
     assert packed["input_ids"].shape == (1, real_tokens) and "attention_mask" not in packed
     assert padded["input_ids"].numel() > real_tokens  # the padded batch did pad
     assert packed_loss == pytest.approx(padded_loss, rel=1e-4)
+
+
+def test_micro_batches_hold_the_token_budget_and_accumulate_to_the_same_step(cfg, records):
+    assert [micro_batch_size(dataclasses.replace(cfg, batch_size=8, batch_tokens=t), [100, 256]) for t in
+            (4096, 2048, 2047, 1024, 600, 10)] == [8, 8, 4, 4, 2, 1]  # divisors of 8: every step still sees 8 rows
+    assert micro_batch_size(cfg, []) == cfg.batch_size
+    run = dataclasses.replace(cfg, batch_size=4, max_steps=2, logging_steps=1, group_by_length=False)
+    longest = max(record_tokens(records[0], load_model(cfg)[1]))
+
+    def first_step(batch_tokens):
+        model, tokenizer = load_model(run)
+        trainer = make_trainer(dataclasses.replace(run, batch_tokens=batch_tokens), model, tokenizer, records[0],
+                               disable_tqdm=True)
+        args = (trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps)
+        logged = train(trainer, len(records[0]))["log_history"][0]
+        return args, logged["loss"], logged["grad_norm"]
+
+    whole, split = first_step(4 * longest), first_step(2 * longest)
+    assert whole[0] == (4, 1) and split[0] == (2, 2)  # two passes of 2 rows make each step of 4
+    assert split[1] == pytest.approx(whole[1], rel=1e-4) and split[2] == pytest.approx(whole[2], rel=1e-3)
 
 
 def test_lora_on_the_top_blocks_names_the_projections_and_stops_backward_there(cfg):
