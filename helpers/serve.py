@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from helpers.config import CourseConfig
+from helpers.predict import label_bias, stored_offsets
 
 HOST = "127.0.0.1"
 
@@ -47,8 +48,6 @@ def decision_biases(models: dict, cfg: CourseConfig) -> dict:
     """{alias: {token id: offset}} for each served GGUF file with a decision rule beside it (per-class offsets on the
     labels' first tokens, `predict.label_bias`, read with the file's own vocabulary); the others are left out."""
     import llama_cpp
-
-    from helpers.predict import label_bias, stored_offsets
 
     biases = {}
     for alias, path in models.items():

@@ -45,7 +45,8 @@ def test_allocator_reads_ld_preload(monkeypatch):
 
 def test_every_part_is_one_function_of_one_table_and_an_unknown_part_is_refused_before_any_runs(cfg, monkeypatch):
     assert bench.BENCH_PARTS == tuple(bench.PARTS) == ("course", "matmul", "training", "shapes", "inference",
-                                                       "notebooks", "seeds", "deep", "contention", "grid", "long")
+                                                       "notebooks", "seeds", "deep", "contention", "grid", "long",
+                                                       "rare")
     assert all(callable(bench.PARTS[name]) for name in bench.BENCH_PARTS)
     ran = []
     monkeypatch.setattr(bench, "PARTS", {name: (lambda b, name=name: ran.append(name)) for name in bench.BENCH_PARTS})
@@ -80,6 +81,9 @@ def test_a_stopped_bench_keeps_its_finished_parts_and_goes_on_from_there(cfg, mo
     again = json.loads(path.read_text())
     assert again["parts_done"] == ["matmul", "training", "shapes"] and again["fake training"] == 2
     assert len(results["resumed"]) == 1 and again["date"] == earlier["date"]
+    monkeypatch.setitem(bench.PARTS, "long", lambda b: False)  # its course run did not finish
+    bench.run_bench(cfg, parts=("long",), earlier=again, save=lambda r: bench.save_results(r, path))
+    assert "long" not in json.loads(path.read_text())["parts_done"]  # so RESUME= runs it again
 
 
 def test_resuming_from_a_file_bench_did_not_write_says_what_to_pass(tmp_path, capsys):
