@@ -35,6 +35,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
+
 from helpers.alternatives import ENCODER, LLM, LLM_Q4
 from helpers.config import ROOT, CourseConfig, make_config
 from helpers.data import load_amazon, load_hutto, prepare_splits, short_classes, to_chat_records
@@ -771,8 +773,6 @@ def rare_class_file(path: Path, corpus: str, rows: int = RARE_ROWS, neutral: int
     parts = [df[df["label"] == label].sample(n, random_state=seed)
              for label, n in (("negative", each), ("positive", each), ("neutral", neutral))]
     path.parent.mkdir(parents=True, exist_ok=True)
-    import pandas as pd
-
     pd.concat(parts).sample(frac=1, random_state=seed)[["text", "label"]].to_csv(path, index=False)
     return path
 

@@ -191,9 +191,10 @@ async def run_local_models(served: dict, runs, test_df: pd.DataFrame, cfg: Cours
     rows, biases = [], decision_biases(served, cfg)
     with llama_server(served, cfg, log_path, biases=biases) as base_url:
         for alias, shots, method in runs:
-            rule = json.dumps(biases.get(alias), sort_keys=True)
-            backend = f"llama.cpp:{fingerprint(served[alias])[:12]}" + \
-                      (f"+rule:{hashlib.sha256(rule.encode()).hexdigest()[:8]}" if alias in biases else "")
+            backend = f"llama.cpp:{fingerprint(served[alias])[:12]}"
+            if alias in biases:  # the same file under another rule answers otherwise
+                rule = json.dumps(biases[alias], sort_keys=True).encode()
+                backend += f"+rule:{hashlib.sha256(rule).hexdigest()[:8]}"
             row = await run_backend(backend, base_url, "local", alias, test_df, cfg, cache, shots)
             rows.append({**row, "method": method, "size_mb": Path(served[alias]).stat().st_size / 1e6})
     return rows
