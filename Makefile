@@ -68,22 +68,28 @@ course: setup
 	$(RUN) -m helpers course --profile $(PROFILE) $(KNOBS)
 
 # The whole suite, with its 25 slowest tests at the end; test-fast: the unit tests without notebooks, servers, llama.cpp,
-# course runs or real training (the inner loop while changing a helper; make test before you push).
+# course runs or real training (the inner loop while changing a helper; make test before you push). Both run on one
+# pytest-xdist worker per core (at most 4), each with its share of the threads (tests/conftest.py). A module (or a test
+# class) runs on one worker, in order: the course's notebooks first, since they are the longest chain. ARGS: more
+# pytest options (make test ARGS="-k masking").
+WORKERS := -n auto --maxprocesses 4 --dist loadscope --no-loadscope-reorder
+
 test: setup
-	$(RUN) -m pytest --durations=25
+	$(RUN) -m pytest $(WORKERS) --durations=25 $(ARGS)
 
 test-fast: setup
-	$(RUN) -m pytest -m "not slow" --durations=10
+	$(RUN) -m pytest $(WORKERS) -m "not slow" --durations=10 $(ARGS)
 
 lab: setup
 	LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/jupyter lab notebooks/
 
 # Every target's figure in one run (see python -m helpers bench --help): the course with its memory sampled, training
 # utilisation, workshop and deep accuracy over 3 seeds, inference speed, notebook 01 under load, the LoRA-blocks x rows
-# grid (~3.5 h on a 2-core VM). PARTS="matmul training" measures only those parts (the others read the latest finished
-# course run). Parts: course matmul training shapes (the step's products alone) inference notebooks seeds deep
-# contention grid. The figures are saved after every part: RESUME=runs/bench/bench-<time>.json goes on from a stopped
-# run and measures only the parts it had not finished.
+# grid, long reviews, rare classes and the test suite (hours on a 2-core VM). PARTS="matmul training" measures only
+# those parts (the others read the latest finished course run). Parts: course matmul training shapes (the step's
+# products alone) inference notebooks seeds deep contention grid long rare tests (make test and make test-fast, with
+# their slowest tests). The figures are saved after every part: RESUME=runs/bench/bench-<time>.json goes on from a
+# stopped run and measures only the parts it had not finished.
 bench: setup
 	$(RUN) -m helpers bench --profile $(PROFILE) $(if $(PARTS),--parts $(PARTS)) $(if $(RESUME),--resume "$(RESUME)") $(KNOBS)
 

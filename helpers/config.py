@@ -34,6 +34,13 @@ def free_cores(look: float = 0.3) -> int:
     return max(1, cores - int(busy + 0.25))
 
 
+def default_threads() -> int:
+    """`OMP_NUM_THREADS` where it is set (a share of the cores chosen for this process: each pytest-xdist worker gets
+    its own, see tests/conftest.py), else the cores free right now (`free_cores`)."""
+    chosen = os.environ.get("OMP_NUM_THREADS", "")
+    return int(chosen) if chosen.isdigit() and int(chosen) > 0 else free_cores()
+
+
 @dataclass
 class CourseConfig:
     """Every knob of the course. Build it with `make_config(profile, **overrides)`."""
@@ -150,7 +157,8 @@ class CourseConfig:
     learning_curve_llm_sizes: tuple = (48,)
     seed: int = 42
     split_seed: int | None = None  # the seed of the train/eval/test split and its samples (None: `seed`)
-    # 0: the cores that other programs leave free when the config is made (`free_cores`). Beside one other busy process
+    # 0: OMP_NUM_THREADS where it is set, else the cores that other programs leave free when the config is made
+    # (`default_threads`). Beside one other busy process
     # on 2 cores, 2 OpenMP threads spin at every barrier while one of them waits for a core: notebook 01's ablation
     # trained 14x slower than alone (693 s against ~50 s for its first arm); on the one free core it runs ~2x slower.
     threads: int = 0
@@ -184,7 +192,7 @@ class CourseConfig:
         if self.split_seed is None:
             self.split_seed = self.seed
         if self.threads <= 0:
-            self.threads = free_cores()
+            self.threads = default_threads()
 
     def to_dict(self) -> dict:
         """JSON-ready copy, for metrics files and reports."""

@@ -190,19 +190,28 @@ def own_file(folder: Path, case: str) -> tuple[Path, list[str]]:
 RARE = "1"  # the rare class of the five-class file
 
 
+# Every notebook's twin in the course's order, then the report: what `make course DATA=` runs, minus the notebooks'
+# kernels and prose (the notebooks themselves run in test_notebooks.py).
+OWN_STEPS = ("data", "ablation", "train", "export", "compare", "alternatives", "report")
+
+
 @pytest.fixture(scope="module")
 def own_course(tmp_path_factory):
-    """The whole course (`python -m helpers course`, smoke profile) on each own file, run once per module and read by
-    every test of that file: {case: run folder}."""
+    """Each own file through every step of the course, by the command twins of the notebooks, called in this process
+    (`helpers.cli.main`, as `python -m helpers` calls it), into one run folder; then its report. Run once per module
+    and read by every test of that file: {case: run folder}."""
+    from helpers.cli import main
+
     runs = {}
 
     def run(case):
         if case not in runs:
             folder = tmp_path_factory.mktemp(case)
             path, extra = own_file(folder, case)
-            result = run_cli("course", "--profile", "smoke", "--dataset", path, "--run-dir", folder / "run", *extra,
-                             timeout=900)
-            assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+            common = ["--profile", "smoke", "--run-dir", str(folder / "run")]
+            knobs = ["--dataset", str(path), "--response-cache", str(folder / "responses.jsonl"), *extra]
+            for step in OWN_STEPS:
+                assert main([step, *common, *([] if step == "report" else knobs)]) == 0, f"{step} failed on {case}"
             runs[case] = folder / "run"
         return runs[case]
     return run
@@ -212,14 +221,16 @@ def own_metrics(run: Path, notebook: str) -> dict:
     return json.loads((run / notebook / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("case", ["two-class", "five-class"])
-def test_the_course_runs_on_your_own_file_to_a_report_and_model_cards(own_course, case):
-    run = own_course(case)
+def check_report_and_model_cards(run: Path, labels: list[str]) -> None:
+    """A run of every step on an own file: every notebook's metrics and its report, the labels through the split and
+    the trained model, the model cards, and the GGUF Q4_K_M export answering with those labels only."""
+    from helpers.runs import course_notebooks
+
+    assert [nb.stem for nb in course_notebooks() if not (run / nb.stem / "metrics.json").exists()] == []
     report = (run / "REPORT.md").read_text()
     assert "FAILED" not in report and "## Logged training" in report
     data, trained = own_metrics(run, "00_setup_and_data"), own_metrics(run, "02_logged_training")
-    labels = data["config"]["labels"]
-    assert labels == (["negative", "positive"] if case == "two-class" else list("12345"))
+    assert data["config"]["labels"] == labels
     assert list(trained["fine_tuned"]["per_class"]) == labels and [r["label"] for r in data["split_report"]] == labels
     for folder in ("02_logged_training/adapter", "02_logged_training/merged", "03_gguf_quantization"):
         assert (run / folder / "README.md").read_text().startswith("---\nbase_model:")
@@ -227,16 +238,25 @@ def test_the_course_runs_on_your_own_file_to_a_report_and_model_cards(own_course
     assert any(r["format"] == "GGUF Q4_K_M" and r["invalid_rate"] == 0 for r in exported["formats"])
 
 
-def test_long_reviews_in_your_own_file_are_shortened_and_the_report_says_so(own_course):
-    run = own_course("two-class")
-    data = own_metrics(run, "00_setup_and_data")
-    assert sum(r["shortened"] for name, r in data["shortened"].items() if name != "budget_tokens") >= 1
-    assert "Reviews shortened to their first" in (run / "REPORT.md").read_text()
+# One class per own file: pytest-xdist (--dist loadscope) runs a class's tests on one worker, beside the other file's.
+class TestYourOwnTwoClassFileWithLongReviews:
+    def test_every_step_runs_on_it_to_a_report_and_model_cards(self, own_course):
+        check_report_and_model_cards(own_course("two-class"), ["negative", "positive"])
+
+    def test_its_long_reviews_are_shortened_and_the_report_says_so(self, own_course):
+        run = own_course("two-class")
+        data = own_metrics(run, "00_setup_and_data")
+        assert sum(r["shortened"] for name, r in data["shortened"].items() if name != "budget_tokens") >= 1
+        assert "Reviews shortened to their first" in (run / "REPORT.md").read_text()
 
 
-def test_a_rare_class_in_your_own_file_fills_its_training_share_by_oversampling_by_default(own_course):
-    data = own_metrics(own_course("five-class"), "00_setup_and_data")
-    rows = {r["label"]: r for r in data["split_report"]}
-    rare, others = rows.pop(RARE), rows.values()
-    assert rare["available"] == 14 and all(r["available"] == 40 for r in others)
-    assert rare["train"] == max(r["train"] for r in others) and rare["train_distinct"] < rare["train"]
+class TestYourOwnFiveClassFileWithARareClass:
+    def test_every_step_runs_on_it_to_a_report_and_model_cards(self, own_course):
+        check_report_and_model_cards(own_course("five-class"), list("12345"))
+
+    def test_its_rare_class_fills_its_training_share_by_oversampling_by_default(self, own_course):
+        data = own_metrics(own_course("five-class"), "00_setup_and_data")
+        rows = {r["label"]: r for r in data["split_report"]}
+        rare, others = rows.pop(RARE), rows.values()
+        assert rare["available"] == 14 and all(r["available"] == 40 for r in others)
+        assert rare["train"] == max(r["train"] for r in others) and rare["train_distinct"] < rare["train"]

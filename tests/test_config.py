@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from helpers.config import LABELS, PROFILES, ROOT, CourseConfig, free_cores, make_config
+from helpers.config import LABELS, PROFILES, ROOT, CourseConfig, default_threads, free_cores, make_config
 
 
 def test_profiles_pick_their_models():
@@ -38,10 +38,18 @@ def test_run_dir_defaults_to_a_shared_lab_folder(tmp_path):
     assert make_config("smoke", run_dir="").run_dir == ROOT / "runs" / "lab-smoke"
 
 
-def test_threads_default_to_the_free_cores_and_labels_are_sorted():
+def test_threads_default_to_the_free_cores_and_labels_are_sorted(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cfg = CourseConfig()
     assert cfg.threads == free_cores() and 1 <= cfg.threads <= os.cpu_count()
     assert cfg.labels == LABELS == tuple(sorted(LABELS)) and CourseConfig(threads=3).threads == 3
+
+
+def test_omp_num_threads_where_set_is_the_share_of_the_cores_a_process_takes(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert CourseConfig().threads == default_threads() == 1 and CourseConfig(threads=2).threads == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")  # not a count: the free cores, as without it
+    assert CourseConfig().threads == free_cores()
 
 
 def test_a_core_kept_busy_by_another_program_is_not_counted_free():

@@ -1,7 +1,8 @@
 """Every notebook in notebooks/ runs headless (papermill, smoke profile), then nbval re-runs the executed copy and
 compares the cells marked `# NBVAL_CHECK_OUTPUT` (counts, rendered examples, seeded metrics) with what the first run
 stored: the same seed must give the same output. A notebook added later is picked up without editing this file.
-The notebooks share one run folder and run in order, as in `make course`: notebook 03 converts 02's model."""
+The notebooks run once per test session into one folder (`course_run`, tests/conftest.py), in order as in
+`make course`, and the command twins read what they wrote."""
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import nbformat
 import pytest
 
-from helpers.runs import KERNEL, course_notebooks, execute_notebook
+from helpers.runs import KERNEL, course_notebooks
 
 pytestmark = pytest.mark.slow  # notebooks, servers, llama.cpp or course runs: left out of make test-fast
 
@@ -32,21 +33,10 @@ def test_committed_notebook_is_clean_and_parameterised(notebook):
     assert "What just happened" in nb.cells[-1].source and "Exercises" in nb.cells[-1].source
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("course") / "run"
-
-
-def smoke_parameters(run_dir):
-    """The smoke profile in the shared run folder, with a response cache of its own (never the developer's)."""
-    return {"profile": "smoke", "run_dir": str(run_dir),
-            "overrides": {"response_cache": str(run_dir.parent / "responses.jsonl")}}
-
-
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_headless_and_reproduces(notebook, run_dir, tmp_path):
-    out = run_dir / notebook.stem / notebook.name
-    execute_notebook(notebook, out, smoke_parameters(run_dir))
+def test_notebook_runs_headless_and_reproduces(notebook, course_run, tmp_path):
+    out = course_run.notebook(notebook.stem)
+    run_dir = course_run.run_dir
     executed = nbformat.read(out, as_version=4)
     assert all(c.outputs for c in checked_cells(executed)), "a checked cell stored no output: nbval would pass trivially"
     metrics = json.loads((run_dir / notebook.stem / "metrics.json").read_text())
@@ -57,11 +47,9 @@ def test_notebook_runs_headless_and_reproduces(notebook, run_dir, tmp_path):
     assert nbval.returncode == 0, nbval.stdout[-3000:]
 
 
-def test_the_train_command_twin_gives_the_notebook_s_metrics(run_dir, tmp_path):
+def test_the_train_command_twin_gives_the_notebook_s_metrics(course_run, tmp_path):
     """`python -m helpers train` and notebook 02, same profile and seed: the same losses, predictions and scores."""
-    if not (run_dir / "02_logged_training" / "metrics.json").exists():  # this test alone (-k): run the notebook here
-        nb = next(p for p in NOTEBOOKS if p.stem == "02_logged_training")
-        execute_notebook(nb, run_dir / nb.stem / nb.name, smoke_parameters(run_dir))
+    run_dir = course_run.through("02_logged_training")
     notebook = json.loads((run_dir / "02_logged_training" / "metrics.json").read_text())
     result = subprocess.run([sys.executable, "-m", "helpers", "train", "--profile", "smoke", "--run-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=600)
@@ -74,16 +62,13 @@ def test_the_train_command_twin_gives_the_notebook_s_metrics(run_dir, tmp_path):
     assert losses[0] and losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
-def test_the_alternatives_command_twin_gives_the_notebook_s_rows(run_dir, tmp_path):
+def test_the_alternatives_command_twin_gives_the_notebook_s_rows(course_run, tmp_path):
     """`python -m helpers alternatives` on a copy of the run folder notebook 05 ran in: the same methods, scores and
     learning curve for the same seed."""
     import shutil
 
+    run_dir = course_run.through("05_practitioners_alternatives")
     notebook_metrics = run_dir / "05_practitioners_alternatives" / "metrics.json"
-    if not notebook_metrics.exists():  # this test alone (-k): run the course's notebooks here first, in order
-        for nb in NOTEBOOKS:
-            if not (run_dir / nb.stem / "metrics.json").exists():
-                execute_notebook(nb, run_dir / nb.stem / nb.name, smoke_parameters(run_dir))
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("05_practitioners_alternatives"))
     result = subprocess.run([sys.executable, "-m", "helpers", "alternatives", "--profile", "smoke", "--run-dir",
