@@ -17,6 +17,7 @@
 - Notebook 01 again beside one competing CPU-bound process, against its wall time alone.
 - The course on reviews that all fill `max_length`, with its memory sampled (`long`); rare classes on two VADER
   corpora thinned to 9 % neutral, trained without and with oversampling (`rare`).
+- The test suite as the Makefile runs it, `make test` and `make test-fast`, with their slowest tests (`tests`).
 Each part is one function, named in `PARTS` (what `--parts` / `PARTS=` selects); one that returns False did not
 finish, and `RESUME=` runs it again.
 Every figure comes from the same helpers the notebooks call; nothing here has logic of its own beyond the timing.
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ElementTree
 from datetime import datetime
 from pathlib import Path
 
@@ -419,6 +421,11 @@ def ratios(results: dict) -> dict:
         hf, gen, gguf = (inference[k]["reviews_per_second"] for k in ("hf_scoring", "hf_generation", "gguf_scoring"))
         out["gguf_q4_k_m_vs_hf_fp32"] = gguf / hf
         out["scoring_vs_generation"] = hf / gen
+    suite = results.get("tests", {})
+    if "test" in suite:
+        out["test_suite_minutes"] = suite["test"]["wall_seconds"] / 60
+    if "test-fast" in suite:
+        out["test_fast_seconds"] = suite["test-fast"]["wall_seconds"]
     contention = results.get("contention")
     if contention and contention["under_load_seconds"] and contention["alone_seconds"]:
         out["contention_slowdown"] = contention["under_load_seconds"] / contention["alone_seconds"]
@@ -432,7 +439,8 @@ TARGETS = {"training_utilisation_strict": (">=", 0.70), "training_utilisation_st
            "course_minutes": ("<=", 10.0), "workshop_macro_f1_hf": (">=", 0.75), "workshop_macro_f1_q4_k_m": (">=", 0.73),
            "workshop_margin_over_encoder": (">=", 0.05), "deep_macro_f1_hf": (">=", 0.82),
            "deep_margin_over_encoder": (">=", 0.05), "deep_training_minutes": ("<=", 15.0),
-           "gguf_q4_k_m_vs_hf_fp32": (">=", 3.0), "scoring_vs_generation": (">=", 2.0), "contention_slowdown": ("<=", 2.5)}
+           "gguf_q4_k_m_vs_hf_fp32": (">=", 3.0), "scoring_vs_generation": (">=", 2.0), "contention_slowdown": ("<=", 2.5),
+           "test_suite_minutes": ("<=", 8.0), "test_fast_seconds": ("<=", 60.0)}
 NAMED_COUNT = ("the strict count is (2 · frozen parameters below the lowest trainable block + 4 · frozen from it upward + "
                "6 · LoRA) · tokens (backward stops at the lowest trainable block; frozen weights get no weight "
                "gradient), six_n is 6 · all parameters on the path · tokens")
@@ -545,7 +553,16 @@ def rare_lines(rare: dict) -> list[str]:
     return lines
 
 
-PART_LINES = {"long": long_lines, "rare": rare_lines}  # the lines of a part whose figures are its own
+def tests_lines(runs: dict) -> list[str]:
+    lines = []
+    for target, run in runs.items():
+        lines.append(f"make {target}: {run['wall_seconds'] / 60:.1f} min ({run['wall_seconds']:.0f} s), {run['tests']} "
+                     f"tests: {run['passed']} passed, {run['failure'] + run['error']} failed, {run['skipped']} skipped")
+    slowest = runs.get("test", next(iter(runs.values())))["slowest"][:10]
+    return lines + ["  slowest: " + "; ".join(f"{s['test'].rsplit('.', 1)[-1]} {s['seconds']:.0f} s" for s in slowest)]
+
+
+PART_LINES = {"long": long_lines, "rare": rare_lines, "tests": tests_lines}  # the lines of a part whose figures are its own
 
 
 def format_shapes(shapes: dict, peak: float | None) -> list[str]:
@@ -817,9 +834,45 @@ def part_rare(bench: Bench) -> None:
     bench.results["rare"] = out
 
 
+# The suite as the Makefile runs it (`make test`, then the inner loop `make test-fast`), each with a JUnit file of
+# its per-test times: what the 8-minute and 60-second targets are about.
+SUITE_TARGETS = ("test", "test-fast")
+
+
+def suite_run(command: list[str], junit: Path) -> dict:
+    """`command` (a pytest run) with its JUnit file at `junit`: wall seconds, the exit status, the tests that ran,
+    failed and were skipped, and the 25 slowest tests (setup, call and teardown together) with their seconds."""
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTEST_ADDOPTS": f"--junitxml={junit}"},
+                            capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if not junit.exists():
+        raise RuntimeError(f"{' '.join(command)} wrote no test report (exit {result.returncode}): "
+                           f"{(result.stdout + result.stderr)[-1000:]}")
+    cases = list(ElementTree.parse(junit).getroot().iter("testcase"))
+    outcome = {case: next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
+               for case in cases}
+    slowest = sorted(cases, key=lambda c: -float(c.get("time", 0)))[:25]
+    return {"command": " ".join(command), "returncode": result.returncode, "wall_seconds": seconds,
+            "tests": len(cases), **{kind: sum(o == kind for o in outcome.values())
+                                    for kind in ("passed", "failure", "error", "skipped")},
+            "slowest": [{"test": f"{c.get('classname')}::{c.get('name')}", "seconds": float(c.get("time", 0))}
+                        for c in slowest]}
+
+
+def part_tests(bench: Bench) -> bool:
+    """`make test` and `make test-fast` on this machine, one after the other and alone (their set-up is done)."""
+    folder = Path(bench.cfg.run_dir) / "tests"
+    bench.results["tests"] = {target: suite_run(["make", target], folder / f"{target}.xml") for target in SUITE_TARGETS}
+    return all(run["returncode"] == 0 for run in bench.results["tests"].values())
+
+
+
 PARTS = {"course": part_course, "matmul": part_matmul, "training": part_training, "shapes": part_shapes,
          "inference": part_inference, "notebooks": part_notebooks, "seeds": part_seeds, "deep": part_deep,
-         "contention": part_contention, "grid": part_grid, "long": part_long, "rare": part_rare}
+         "contention": part_contention, "grid": part_grid, "long": part_long, "rare": part_rare,
+         "tests": part_tests}
 BENCH_PARTS = tuple(PARTS)  # in run order: the course first (the others read it), training before shapes
 
 

@@ -46,7 +46,7 @@ def test_allocator_reads_ld_preload(monkeypatch):
 def test_every_part_is_one_function_of_one_table_and_an_unknown_part_is_refused_before_any_runs(cfg, monkeypatch):
     assert bench.BENCH_PARTS == tuple(bench.PARTS) == ("course", "matmul", "training", "shapes", "inference",
                                                        "notebooks", "seeds", "deep", "contention", "grid", "long",
-                                                       "rare")
+                                                       "rare", "tests")
     assert all(callable(bench.PARTS[name]) for name in bench.BENCH_PARTS)
     ran = []
     monkeypatch.setattr(bench, "PARTS", {name: (lambda b, name=name: ran.append(name)) for name in bench.BENCH_PARTS})
@@ -387,3 +387,23 @@ def test_the_alternatives_of_a_run_are_printed_best_first_with_the_human_row(tmp
     assert "TF-IDF" in text and "train     0.5 s    900.0 reviews/s          -" in text  # no size: a dash
     assert "one human rater vs the others" in text and "macro-F1 0.747 ± 0.021" in text
     assert bench.alternatives(tmp_path) is None
+
+
+def test_the_suite_part_times_a_pytest_run_counts_its_outcomes_and_names_its_slowest_tests(tmp_path):
+    (tmp_path / "test_sample.py").write_text("import time\nimport pytest\n\n\ndef test_slow():\n    time.sleep(0.4)\n\n\n"
+                                             "def test_quick():\n    pass\n\n\ndef test_broken():\n    assert False\n\n\n"
+                                             "@pytest.mark.skip(reason='shown')\ndef test_skipped():\n    pass\n")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+               str(tmp_path / "test_sample.py")]
+    run = bench.suite_run(command, tmp_path / "junit" / "test.xml")
+    assert run["returncode"] == 1 and run["tests"] == 4 and run["wall_seconds"] >= 0.4
+    assert (run["passed"], run["failure"], run["error"], run["skipped"]) == (2, 1, 0, 1)
+    assert run["slowest"][0]["test"] == "test_sample::test_slow" and run["slowest"][0]["seconds"] >= 0.4
+    ratios = bench.ratios({"tests": {"test": run, "test-fast": {**run, "wall_seconds": 75.0}}})
+    assert ratios == pytest.approx({"test_suite_minutes": run["wall_seconds"] / 60, "test_fast_seconds": 75.0})
+    text = bench.format_results({"cpus": 2, "threads": 2, "allocator": "glibc", "torch": "x", "ratios": ratios,
+                                 "tests": {"test": run}})
+    assert "4 tests: 2 passed, 1 failed, 1 skipped" in text and "slowest: test_sample::test_slow 0 s" in text
+    assert "test_fast_seconds: 75.000 (target <= 60: missed)" in text
+    with pytest.raises(RuntimeError, match="wrote no test report"):
+        bench.suite_run([sys.executable, "-c", "pass"], tmp_path / "none.xml")
