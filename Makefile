@@ -80,8 +80,10 @@ test: setup
 test-fast: setup
 	$(RUN) -m pytest $(WORKERS) -m "not slow" --durations=10 $(ARGS)
 
+# make lab FROM=runs/<timestamp>-workshop: every notebook starts from that finished run (or an unpacked pack): it copies
+# in what the notebooks before it made there, and writes only into its own run folder.
 lab: setup
-	LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/jupyter lab notebooks/
+	$(if $(FROM),COURSE_FROM_RUN="$(abspath $(FROM))") LD_PRELOAD=$(TCMALLOC) $(VENV)/bin/jupyter lab notebooks/
 
 # Every target's figure in one run (see python -m helpers bench --help): the course with its memory sampled, training
 # utilisation, workshop and deep accuracy over 3 seeds, inference speed, notebook 01 under load, the LoRA-blocks x rows

@@ -38,9 +38,9 @@ from helpers.model import ModelError, load_model, load_tokenizer, prepare_embedd
 from helpers.modelcard import write_model_cards
 from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
 from helpers.report import build_report
-from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, course_estimate,
+from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, RunError, course_estimate,
                           course_notebooks, course_runs, decision_file, latest_run, layout, new_run_dir, notebook_dir,
-                          record_metrics, run_course, write_decision)
+                          pack_run, record_metrics, run_course, unpack_run, write_decision)
 from helpers.serve import ServerError, decision_biases, llama_server
 from helpers.training import folder_sizes, make_trainer, save_adapter_and_merged, train, world_size
 
@@ -333,6 +333,20 @@ def cmd_bench(args):
     return cfg, f"{format_results(results)}\nsaved: {path}"
 
 
+def cmd_pack(args):
+    """A finished run folder as one .tar without its caches, to hand out: a learner unpacks it and starts at any
+    notebook from it (make lab FROM=...)."""
+    cfg = config_from(args, args.run)
+    archive = pack_run(args.run, args.output)
+    return cfg, f"Packed: {archive} ({archive.stat().st_size / 1e6:.0f} MB). Unpack: python -m helpers unpack {archive}"
+
+
+def cmd_unpack(args):
+    """A packed run unpacked under runs/ (or under --run-dir): the folder to start from (make lab FROM=...)."""
+    folder = unpack_run(args.archive, args.run_dir or ROOT / "runs")
+    return config_from(args, folder), f"Unpacked: {folder}\nStart from it: make lab FROM={folder}"
+
+
 def cmd_prepare(args):
     """A set-up step that `make setup` runs once: llama.cpp's converter, the embedded base model, the tiny model."""
     cfg = config_from(args, args.run_dir)
@@ -343,7 +357,7 @@ SETUP_STEPS = {"converter": prepare_converter, "base-model": prepare_embedded_mo
 COMMANDS = {"course": cmd_course, "data": cmd_data, "ablation": cmd_ablation, "train": cmd_train,
             "export": cmd_export, "compare": cmd_compare, "alternatives": cmd_alternatives, "report": cmd_report,
             "evaluate": cmd_evaluate, "classify": cmd_classify, "serve": cmd_serve, "bench": cmd_bench,
-            "prepare": cmd_prepare}
+            "pack": cmd_pack, "unpack": cmd_unpack, "prepare": cmd_prepare}
 RUN_COMMANDS = ("data", "ablation", "train", "export", "compare", "alternatives")  # they fill a run folder
 
 
@@ -375,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "only the parts it had not finished, into the same file")
         if name == "prepare":
             p.add_argument("step", choices=SETUP_STEPS)
+        if name == "pack":
+            p.add_argument("run", type=Path, help="a finished run folder, e.g. runs/<timestamp>-workshop")
+            p.add_argument("--output", type=Path, help="default: <run folder>.tar beside it")
+        if name == "unpack":
+            p.add_argument("archive", type=Path, help="a .tar written by `python -m helpers pack`")
         if name == "serve":
             p.add_argument("--trained", help="the trained model: a .gguf file, a Hugging Face folder or a LoRA "
                                              "adapter (default: the Q4_K_M GGUF of the latest course run)")
@@ -390,7 +409,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg, message = args.func(args)
-    except (BenchError, ClassifyError, DataError, FewShotError, GGUFError, KnobError, ModelError, ServerError) as err:
+    except (BenchError, ClassifyError, DataError, FewShotError, GGUFError, KnobError, ModelError, RunError,
+            ServerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(message)

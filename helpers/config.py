@@ -178,6 +178,10 @@ class CourseConfig:
     # Paths
     cache_dir: Path = ROOT / ".cache"
     run_dir: Path | None = None  # None: runs/lab-<profile>, the folder JupyterLab sessions share
+    # A finished run folder (runs/<timestamp>-<profile>, or one unpacked by `python -m helpers unpack`) to start from:
+    # each notebook copies in what the notebooks before it made there and this run lacks, and writes only into
+    # `run_dir`. "": COURSE_FROM_RUN where set (`make lab FROM=...` sets it for the lab's kernels), else none.
+    from_run: str = ""
 
     def __post_init__(self):
         self.cache_dir = Path(self.cache_dir)
@@ -191,6 +195,7 @@ class CourseConfig:
             setattr(self, name, tuple(getattr(self, name)))
         if self.split_seed is None:
             self.split_seed = self.seed
+        self.from_run = str(self.from_run or os.environ.get("COURSE_FROM_RUN", ""))
         if self.threads <= 0:
             self.threads = default_threads()
 

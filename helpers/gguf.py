@@ -19,7 +19,7 @@ from pathlib import Path
 from helpers.config import CourseConfig
 from helpers.model import (build_once, embedded_gguf_path, fingerprint, is_encoder_folder, load_adapter, load_model,
                            resolve_model, save_with_course_template)
-from helpers.runs import RunLayout, layout, read_decision, write_decision
+from helpers.runs import TRAINING, RunLayout, layout, missing_input, read_decision, write_decision
 
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
 
@@ -170,7 +170,7 @@ def merged_model_dir(cfg: CourseConfig) -> Path:
     if (run.merged / "config.json").exists():
         return run.merged
     if not (run.adapter / "adapter_config.json").exists():
-        raise GGUFError(f"No fine-tuned model in {run.adapter.parent}. Run notebook 02 with the same run_dir first.")
+        raise GGUFError(missing_input(cfg, "Notebook 02's fine-tuned model", TRAINING))
     return merge_adapter(cfg, run.adapter, run.merged)
 
 

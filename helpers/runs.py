@@ -5,10 +5,13 @@
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import platform
 import re
+import shutil
+import tarfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -153,10 +156,89 @@ def layout(cfg: CourseConfig) -> RunLayout:
 
 
 def notebook_dir(cfg: CourseConfig, notebook: str) -> Path:
-    """Where one notebook keeps its metrics and artifacts inside the run folder."""
+    """Where one notebook keeps its metrics and artifacts inside the run folder; with `cfg.from_run`, first the
+    outputs of the notebooks before it are copied in from there (`start_from`)."""
+    if cfg.from_run:
+        start_from(cfg, notebook)
     path = layout(cfg).folder(notebook)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class RunError(ValueError):
+    """A run folder that is missing what a notebook needs: one line that says what to run or pass."""
+
+
+# What a run folder keeps that nobody needs from it later: trainer checkpoints, the LR sweep's and the learning
+# curve's models, tokenized splits. Left out when a run is packed or started from.
+CACHES = ("trainer", "trainer_*", "sweep_*", "curve_*", "prepared", "__pycache__", "*.tmp")
+
+
+def start_from(cfg: CourseConfig, notebook: str) -> list[str]:
+    """Copy into `cfg.run_dir` the folders of the notebooks before `notebook` that `cfg.from_run` holds and this run
+    lacks, without their caches; `cfg.from_run` is only read. Returns the notebooks copied."""
+    import shutil
+
+    source = Path(cfg.from_run)
+    if not source.is_absolute() and not source.exists():  # a notebook's working folder is notebooks/
+        source = ROOT / source
+    if not any(source.glob("*/metrics.json")):
+        raise RunError(f"from_run={cfg.from_run}: not a finished run folder (no notebook's metrics.json in it). Pass "
+                       f"a folder under runs/, e.g. make lab FROM=runs/<timestamp>-{cfg.profile}, or one unpacked by "
+                       f"`python -m helpers unpack`.")
+    if source.resolve() == Path(cfg.run_dir).resolve():
+        raise RunError(f"from_run={cfg.from_run} is the run folder itself: give this run its own run_dir.")
+    copied = []
+    for stem in (nb.stem for nb in course_notebooks()):
+        if stem == notebook:
+            break
+        if (source / stem).is_dir() and not (Path(cfg.run_dir) / stem).exists():
+            shutil.copytree(source / stem, Path(cfg.run_dir) / stem, ignore=shutil.ignore_patterns(*CACHES))
+            copied.append(stem)
+    return copied
+
+
+def _is_cache(name: str) -> bool:
+    return any(fnmatch.fnmatch(part, pattern) for part in Path(name).parts for pattern in CACHES)
+
+
+def pack_run(run: Path, archive: Path | None = None) -> Path:
+    """One .tar of a finished run folder without its caches (`CACHES`): what a teacher hands out so that a learner
+    can start at any notebook (`unpack_run`, then `from_run`). Default: <run folder>.tar beside it."""
+    run = Path(run)
+    if not any(run.glob("*/metrics.json")):
+        raise RunError(f"{run}: not a run folder (no notebook's metrics.json in it). Pass runs/<timestamp>-<profile> "
+                       f"after `make course`.")
+    archive = Path(archive) if archive else run.parent / f"{run.name}.tar"
+    part = archive.with_name(archive.name + ".part")
+    with tarfile.open(part, "w") as tar:  # model weights barely compress: plain tar, fast to pack and unpack
+        tar.add(run, arcname=run.name, filter=lambda info: None if _is_cache(info.name) else info)
+    part.replace(archive)  # never a half-written archive under the final name
+    return archive
+
+
+def unpack_run(archive: Path, root: Path = ROOT / "runs") -> Path:
+    """A packed run (`pack_run`) unpacked under `root` as its own folder; returns that folder (for FROM=)."""
+    archive = Path(archive)
+    if not archive.is_file() or not tarfile.is_tarfile(archive):
+        raise RunError(f"{archive}: not a run archive. Pass the .tar that `python -m helpers pack` wrote.")
+    with tarfile.open(archive) as tar:
+        tops = {Path(name).parts[0] for name in tar.getnames()}
+        if len(tops) != 1:
+            raise RunError(f"{archive}: holds {len(tops)} folders, not one run folder. Pack it with "
+                           f"`python -m helpers pack RUN`.")
+        target = Path(root) / tops.pop()
+        if target.exists():
+            raise RunError(f"{target} exists already: remove it, or unpack into another folder (--run-dir).")
+        tar.extractall(root, filter="data")  # no absolute paths, no links out of `root`
+    return target
+
+
+def missing_input(cfg: CourseConfig, what: str, made_by: str) -> str:
+    """The one line for an input that notebook `made_by` makes and this run folder lacks: what to run, or to pass."""
+    return (f"{what} is not in {cfg.run_dir}: run notebook {made_by[:2]} ({made_by}) first with the same run_dir, or "
+            f"start from a finished run: make lab FROM=runs/<timestamp>-{cfg.profile} (or overrides={{\"from_run\": "
+            f"...}}).")
 
 
 def _json_safe(value):

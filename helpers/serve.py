@@ -20,6 +20,7 @@ from pathlib import Path
 
 from helpers.config import CourseConfig
 from helpers.predict import label_bias, stored_offsets
+from helpers.runs import EXPORT, missing_input
 
 HOST = "127.0.0.1"
 
@@ -66,7 +67,7 @@ def llama_server(models: dict, cfg: CourseConfig, log_path: Path, port: int | No
     (`biases`, default `decision_biases`) is applied to the completion requests that name it."""
     for alias, path in models.items():
         if not Path(path).exists():
-            raise ServerError(f"Model file for {alias!r} is missing: {path}. Run notebook 03 (GGUF) first.")
+            raise ServerError(missing_input(cfg, f"The model file for {alias!r} ({Path(path).name})", EXPORT))
     biases = decision_biases(models, cfg) if biases is None else biases
     if port is None:
         port = free_port()

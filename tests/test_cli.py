@@ -260,3 +260,14 @@ class TestYourOwnFiveClassFileWithARareClass:
         rare, others = rows.pop(RARE), rows.values()
         assert rare["available"] == 14 and all(r["available"] == 40 for r in others)
         assert rare["train"] == max(r["train"] for r in others) and rare["train_distinct"] < rare["train"]
+
+
+def test_pack_and_unpack_say_in_one_line_what_to_pass(tmp_path, capsys):
+    from helpers.cli import main
+
+    assert main(["unpack", str(tmp_path / "nope.tar"), "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Pass the .tar that `python -m helpers pack`" in err
+    assert main(["pack", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a run folder" in err and "after `make course`" in err

@@ -104,7 +104,9 @@ def test_merged_model_comes_from_notebook_02_or_is_merged_from_its_adapter(cfg):
     from helpers.model import load_model
     from helpers.training import make_trainer, save_adapter_and_merged, train
 
-    with pytest.raises(GGUFError, match="No fine-tuned model in .*02_logged_training. Run notebook 02"):
+    with pytest.raises(GGUFError, match=r"Notebook 02's fine-tuned model is not in .*: run notebook 02 "
+                                        r"\(02_logged_training\) first with the same run_dir, or start from a finished "
+                                        r"run: make lab FROM=runs/<timestamp>-smoke"):
         merged_model_dir(cfg)
     cfg.max_steps = 1
     records = to_chat_records(prepare_splits(cfg).train, cfg)

@@ -83,3 +83,22 @@ def test_the_alternatives_command_twin_gives_the_notebook_s_rows(course_run, tmp
     assert twin["human"] == notebook["human"]
     assert [p["macro_f1"] for p in twin["learning_curve"]] == pytest.approx(
         [p["macro_f1"] for p in notebook["learning_curve"]], abs=1e-6)
+
+
+def test_a_notebook_started_from_a_finished_run_gives_that_run_s_figures(course_run, tmp_path):
+    """Notebook 04 in a new run folder, started from the course run (`from_run`, what `make lab FROM=` sets) with an
+    empty answer cache: the same rows and verdict as in the course run, which it only reads."""
+    from helpers.runs import execute_notebook
+
+    source = course_run.through("04_few_shot_vs_finetuned")
+    nb = next(p for p in NOTEBOOKS if p.stem == "04_few_shot_vs_finetuned")
+    before = sorted(p.name for p in source.iterdir())
+    execute_notebook(nb, tmp_path / "run" / nb.stem / nb.name, {
+        "profile": "smoke", "run_dir": str(tmp_path / "run"),
+        "overrides": {"from_run": str(source), "response_cache": str(tmp_path / "responses.jsonl")}})
+    mine, theirs = (json.loads((run / nb.stem / "metrics.json").read_text()) for run in (tmp_path / "run", source))
+    assert [(r["method"], r["accuracy"], r["macro_f1"]) for r in mine["results"]] == \
+        [(r["method"], r["accuracy"], r["macro_f1"]) for r in theirs["results"]]
+    assert mine["verdict"] == theirs["verdict"] and mine["config"]["from_run"] == str(source)
+    assert (tmp_path / "responses.jsonl").stat().st_size > 0  # answered afresh, not from the course run's cache
+    assert sorted(p.name for p in source.iterdir()) == before

@@ -149,3 +149,84 @@ def test_a_decision_rule_is_saved_beside_each_model_folder_and_gguf_file(tmp_pat
     written = write_decision(rule, folder, gguf)
     assert written == [folder / "decision.json", tmp_path / "export" / "decision.json"]
     assert read_decision(gguf) == read_decision(folder) == {k: v for k, v in rule.items() if k != "ignored"}
+
+
+def handed_out_run(folder: Path) -> Path:
+    """A run folder as `make course` leaves it, small: each notebook's metrics and a model file, and the caches a
+    later notebook never reads (checkpoints, sweep models, tokenized splits)."""
+    for nb in course_notebooks():
+        (folder / nb.stem).mkdir(parents=True)
+        (folder / nb.stem / "metrics.json").write_text(json.dumps({"notebook": nb.stem}))
+    (folder / "02_logged_training" / "merged").mkdir()
+    (folder / "02_logged_training" / "merged" / "model.safetensors").write_bytes(b"weights" * 100)
+    for cache in ("02_logged_training/trainer/checkpoint-4", "02_logged_training/sweep_3e-05",
+                  "01_label_masking/trainer_masked", "prepared"):
+        (folder / cache).mkdir(parents=True)
+        (folder / cache / "big.bin").write_bytes(b"x" * 1000)
+    return folder
+
+
+def tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_notebook_started_from_a_finished_run_copies_what_came_before_it_and_never_writes_there(tmp_path):
+    from helpers.config import make_config
+    from helpers.runs import EXPORT, TRAINING, notebook_dir, start_from
+
+    source = handed_out_run(tmp_path / "20261201-120000-smoke")
+    before = tree(source)
+    cfg = make_config("smoke", run_dir=tmp_path / "mine", from_run=str(source))
+    out = notebook_dir(cfg, EXPORT)
+    assert out == tmp_path / "mine" / EXPORT and out.is_dir() and not (out / "metrics.json").exists()
+    copied = sorted(p.name for p in (tmp_path / "mine").iterdir())
+    assert copied == ["00_setup_and_data", "01_label_masking", "02_logged_training", EXPORT]  # nothing after 03
+    mine = tree(tmp_path / "mine")
+    assert mine["02_logged_training/merged/model.safetensors"] == b"weights" * 100
+    assert not [name for name in mine if "trainer" in name or "sweep" in name or "prepared" in name]  # no caches
+    (tmp_path / "mine" / TRAINING / "metrics.json").write_text("{}")  # this run's own outputs stay its own
+    assert start_from(cfg, "04_few_shot_vs_finetuned") == []  # what this run has is never copied over again
+    assert tree(source) == before  # read only
+
+
+def test_a_from_run_that_is_no_run_or_the_run_itself_is_one_clear_line(tmp_path):
+    from helpers.config import make_config
+    from helpers.runs import EXPORT, RunError, notebook_dir
+
+    with pytest.raises(RunError, match=r"from_run=.*nowhere: not a finished run folder .*make lab FROM=runs/"):
+        notebook_dir(make_config("smoke", run_dir=tmp_path / "mine", from_run=str(tmp_path / "nowhere")), EXPORT)
+    source = handed_out_run(tmp_path / "run")
+    with pytest.raises(RunError, match="is the run folder itself: give this run its own run_dir"):
+        notebook_dir(make_config("smoke", run_dir=source, from_run=str(source)), EXPORT)
+
+
+def test_make_lab_s_from_reaches_every_notebook_s_config(monkeypatch, tmp_path):
+    from helpers.config import make_config
+
+    monkeypatch.setenv("COURSE_FROM_RUN", str(tmp_path))
+    assert make_config("smoke").from_run == str(tmp_path)
+    assert make_config("smoke", from_run="runs/other").from_run == "runs/other"  # the notebook's own knob wins
+
+
+def test_pack_leaves_the_caches_out_and_unpack_then_from_run_round_trips(tmp_path):
+    from helpers.config import make_config
+    from helpers.runs import FEWSHOT, RunError, notebook_dir, pack_run, unpack_run
+
+    source = handed_out_run(tmp_path / "teacher" / "20261201-120000-smoke")
+    archive = pack_run(source)
+    assert archive == source.parent / "20261201-120000-smoke.tar" and not list(source.parent.glob("*.part"))
+    unpacked = unpack_run(archive, tmp_path / "learner")
+    assert unpacked == tmp_path / "learner" / "20261201-120000-smoke"
+    kept = tree(unpacked)
+    assert kept == {name: data for name, data in tree(source).items() if "big.bin" not in name}  # all but the caches
+    cfg = make_config("smoke", run_dir=tmp_path / "learner" / "mine", from_run=str(unpacked))
+    notebook_dir(cfg, FEWSHOT)
+    assert tree(cfg.run_dir / "02_logged_training") == {n[len("02_logged_training/"):]: d for n, d in kept.items()
+                                                         if n.startswith("02_logged_training/")}
+    with pytest.raises(RunError, match="exists already: remove it"):
+        unpack_run(archive, tmp_path / "learner")
+    (tmp_path / "notes.txt").write_text("not an archive")
+    with pytest.raises(RunError, match="notes.txt: not a run archive. Pass the .tar that `python -m helpers pack`"):
+        unpack_run(tmp_path / "notes.txt", tmp_path / "learner")
+    with pytest.raises(RunError, match="not a run folder .* after `make course`"):
+        pack_run(tmp_path / "learner" / "mine" / "nothing")

@@ -68,7 +68,8 @@ def test_port_taken_missing_file_and_a_server_that_dies(tiny_gguf_file, tmp_path
         with pytest.raises(ServerError, match=f"Port {busy.getsockname()[1]} on 127.0.0.1 is already taken"):
             with llama_server({"tiny": gguf}, cfg, tmp_path / "s.log", port=busy.getsockname()[1]):
                 pass
-    with pytest.raises(ServerError, match="Model file for 'ft' is missing.*Run notebook 03"):
+    with pytest.raises(ServerError, match=r"The model file for 'ft' \(none.gguf\) is not in .*: run notebook 03 .*"
+                                          r"make lab FROM="):
         with llama_server({"ft": tmp_path / "none.gguf"}, cfg, tmp_path / "s.log"):
             pass
     broken = tmp_path / "broken.gguf"
