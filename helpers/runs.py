@@ -166,7 +166,7 @@ def notebook_dir(cfg: CourseConfig, notebook: str) -> Path:
 
 
 class RunError(ValueError):
-    """A run folder that is missing what a notebook needs: one line that says what to run or pass."""
+    """A run folder or a run archive that cannot serve: one line that says what to run or to pass instead."""
 
 
 # What a run folder keeps that nobody needs from it later: trainer checkpoints, the LR sweep's and the learning
@@ -177,8 +177,6 @@ CACHES = ("trainer", "trainer_*", "sweep_*", "curve_*", "prepared", "__pycache__
 def start_from(cfg: CourseConfig, notebook: str) -> list[str]:
     """Copy into `cfg.run_dir` the folders of the notebooks before `notebook` that `cfg.from_run` holds and this run
     lacks, without their caches; `cfg.from_run` is only read. Returns the notebooks copied."""
-    import shutil
-
     source = Path(cfg.from_run)
     if not source.is_absolute() and not source.exists():  # a notebook's working folder is notebooks/
         source = ROOT / source
