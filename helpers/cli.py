@@ -342,8 +342,8 @@ def cmd_pack(args):
 
 
 def cmd_unpack(args):
-    """A packed run unpacked under runs/ (or under --run-dir): the folder to start from (make lab FROM=...)."""
-    folder = unpack_run(args.archive, args.run_dir or ROOT / "runs")
+    """A packed run unpacked under runs/ (or --into): the folder to start from (make lab FROM=...)."""
+    folder = unpack_run(args.archive, args.into)
     return config_from(args, folder), f"Unpacked: {folder}\nStart from it: make lab FROM={folder}"
 
 
@@ -394,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--output", type=Path, help="default: <run folder>.tar beside it")
         if name == "unpack":
             p.add_argument("archive", type=Path, help="a .tar written by `python -m helpers pack`")
+            p.add_argument("--into", type=Path, default=ROOT / "runs", help="the folder to unpack under (default: runs/)")
         if name == "serve":
             p.add_argument("--trained", help="the trained model: a .gguf file, a Hugging Face folder or a LoRA "
                                              "adapter (default: the Q4_K_M GGUF of the latest course run)")

@@ -158,9 +158,9 @@ class CourseConfig:
     seed: int = 42
     split_seed: int | None = None  # the seed of the train/eval/test split and its samples (None: `seed`)
     # 0: OMP_NUM_THREADS where it is set, else the cores that other programs leave free when the config is made
-    # (`default_threads`). Beside one other busy process
-    # on 2 cores, 2 OpenMP threads spin at every barrier while one of them waits for a core: notebook 01's ablation
-    # trained 14x slower than alone (693 s against ~50 s for its first arm); on the one free core it runs ~2x slower.
+    # (`default_threads`). Beside one other busy process on 2 cores, 2 OpenMP threads spin at every barrier while one
+    # of them waits for a core: notebook 01's ablation trained 14x slower than alone (693 s against ~50 s for its
+    # first arm); on the one free core it runs ~2x slower.
     threads: int = 0
     scoring_batch_size: int = 16  # prompts per forward pass when a PyTorch model scores or generates
     context_length: int = 2048  # llama.cpp's context (tokens) when it loads or serves a GGUF file

@@ -174,16 +174,28 @@ class RunError(ValueError):
 CACHES = ("trainer", "trainer_*", "sweep_*", "curve_*", "prepared", "__pycache__", "*.tmp")
 
 
+def is_cache(name: str) -> bool:
+    """Whether a file or folder name (one part of a path) is one of the run's `CACHES`."""
+    return any(fnmatch.fnmatch(name, pattern) for pattern in CACHES)
+
+
+def finished_run(folder: Path, asked: str) -> Path:
+    """`folder` if some notebook finished in it (its metrics.json), else the one line that says what to pass;
+    `asked` names the option it came from."""
+    if not any(Path(folder).glob("*/metrics.json")):
+        raise RunError(f"{asked}={folder}: not a finished run folder (no notebook's metrics.json in it). Pass "
+                       f"runs/<timestamp>-<profile> after `make course`, or a folder that `python -m helpers unpack` "
+                       f"made.")
+    return Path(folder)
+
+
 def start_from(cfg: CourseConfig, notebook: str) -> list[str]:
     """Copy into `cfg.run_dir` the folders of the notebooks before `notebook` that `cfg.from_run` holds and this run
     lacks, without their caches; `cfg.from_run` is only read. Returns the notebooks copied."""
     source = Path(cfg.from_run)
     if not source.is_absolute() and not source.exists():  # a notebook's working folder is notebooks/
         source = ROOT / source
-    if not any(source.glob("*/metrics.json")):
-        raise RunError(f"from_run={cfg.from_run}: not a finished run folder (no notebook's metrics.json in it). Pass "
-                       f"a folder under runs/, e.g. make lab FROM=runs/<timestamp>-{cfg.profile}, or one unpacked by "
-                       f"`python -m helpers unpack`.")
+    finished_run(source, "from_run")
     if source.resolve() == Path(cfg.run_dir).resolve():
         raise RunError(f"from_run={cfg.from_run} is the run folder itself: give this run its own run_dir.")
     copied = []
@@ -191,26 +203,21 @@ def start_from(cfg: CourseConfig, notebook: str) -> list[str]:
         if stem == notebook:
             break
         if (source / stem).is_dir() and not (Path(cfg.run_dir) / stem).exists():
-            shutil.copytree(source / stem, Path(cfg.run_dir) / stem, ignore=shutil.ignore_patterns(*CACHES))
+            shutil.copytree(source / stem, Path(cfg.run_dir) / stem,
+                            ignore=lambda _, names: [name for name in names if is_cache(name)])
             copied.append(stem)
     return copied
-
-
-def _is_cache(name: str) -> bool:
-    return any(fnmatch.fnmatch(part, pattern) for part in Path(name).parts for pattern in CACHES)
 
 
 def pack_run(run: Path, archive: Path | None = None) -> Path:
     """One .tar of a finished run folder without its caches (`CACHES`): what a teacher hands out so that a learner
     can start at any notebook (`unpack_run`, then `from_run`). Default: <run folder>.tar beside it."""
-    run = Path(run)
-    if not any(run.glob("*/metrics.json")):
-        raise RunError(f"{run}: not a run folder (no notebook's metrics.json in it). Pass runs/<timestamp>-<profile> "
-                       f"after `make course`.")
+    run = finished_run(run, "pack")
     archive = Path(archive) if archive else run.parent / f"{run.name}.tar"
     part = archive.with_name(archive.name + ".part")
     with tarfile.open(part, "w") as tar:  # model weights barely compress: plain tar, fast to pack and unpack
-        tar.add(run, arcname=run.name, filter=lambda info: None if _is_cache(info.name) else info)
+        tar.add(run, arcname=run.name,
+                filter=lambda info: None if any(map(is_cache, Path(info.name).parts)) else info)
     part.replace(archive)  # never a half-written archive under the final name
     return archive
 
@@ -227,7 +234,7 @@ def unpack_run(archive: Path, root: Path = ROOT / "runs") -> Path:
                            f"`python -m helpers pack RUN`.")
         target = Path(root) / tops.pop()
         if target.exists():
-            raise RunError(f"{target} exists already: remove it, or unpack into another folder (--run-dir).")
+            raise RunError(f"{target} exists already: remove it, or unpack into another folder (--into).")
         tar.extractall(root, filter="data")  # no absolute paths, no links out of `root`
     return target
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from helpers.config import make_config
+from helpers.runs import course_notebooks, execute_notebook
 
 # `make test` runs the suite on pytest-xdist workers, one per core. Each worker, and every kernel, command and llama.cpp
 # server it starts, takes its share of the cores (OMP_NUM_THREADS, read by `CourseConfig.threads`): two workers with two
@@ -64,8 +65,6 @@ class CourseRun:
                            "overrides": {"response_cache": str(run_dir.parent / "responses.jsonl")}}
 
     def notebook(self, stem: str) -> Path:
-        from helpers.runs import course_notebooks, execute_notebook
-
         for nb in course_notebooks():
             out = self.run_dir / nb.stem / nb.name
             if nb.stem in self.failed:

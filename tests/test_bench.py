@@ -392,10 +392,12 @@ def test_the_alternatives_of_a_run_are_printed_best_first_with_the_human_row(tmp
 def test_the_suite_part_times_a_pytest_run_counts_its_outcomes_and_names_its_slowest_tests(tmp_path):
     (tmp_path / "test_sample.py").write_text("import time\nimport pytest\n\n\ndef test_slow():\n    time.sleep(0.4)\n\n\n"
                                              "def test_quick():\n    pass\n\n\ndef test_broken():\n    assert False\n\n\n"
-                                             "@pytest.mark.skip(reason='shown')\ndef test_skipped():\n    pass\n")
+                                             "@pytest.mark.skip(reason='a skip the part must count')\n"
+                                             "def test_skipped():\n    pass\n")  # a sample suite, run below
+    junit = tmp_path / "junit" / "test.xml"
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-               str(tmp_path / "test_sample.py")]
-    run = bench.suite_run(command, tmp_path / "junit" / "test.xml")
+               f"--junitxml={junit}", str(tmp_path / "test_sample.py")]
+    run = bench.suite_run(command, junit)
     assert run["returncode"] == 1 and run["tests"] == 4 and run["wall_seconds"] >= 0.4
     assert (run["passed"], run["failure"], run["error"], run["skipped"]) == (2, 1, 0, 1)
     assert run["slowest"][0]["test"] == "test_sample::test_slow" and run["slowest"][0]["seconds"] >= 0.4

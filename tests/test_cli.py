@@ -10,6 +10,7 @@ import pytest
 from helpers.cli import COMMANDS, build_parser, config_from, knob_overrides
 from helpers.config import ROOT, CourseConfig
 from helpers.model import resolve_model
+from helpers.runs import RunLayout
 
 pytestmark = pytest.mark.slow  # notebooks, servers, llama.cpp or course runs: left out of make test-fast
 
@@ -192,6 +193,10 @@ RARE = "1"  # the rare class of the five-class file
 
 # Every notebook's twin in the course's order, then the report: what `make course DATA=` runs, minus the notebooks'
 # kernels and prose (the notebooks themselves run in test_notebooks.py).
+def own_metrics(run: Path, notebook: str) -> dict | None:
+    return RunLayout(run).metrics(notebook)
+
+
 OWN_STEPS = ("data", "ablation", "train", "export", "compare", "alternatives", "report")
 
 
@@ -217,16 +222,12 @@ def own_course(tmp_path_factory):
     return run
 
 
-def own_metrics(run: Path, notebook: str) -> dict:
-    return json.loads((run / notebook / "metrics.json").read_text())
-
-
 def check_report_and_model_cards(run: Path, labels: list[str]) -> None:
     """A run of every step on an own file: every notebook's metrics and its report, the labels through the split and
     the trained model, the model cards, and the GGUF Q4_K_M export answering with those labels only."""
     from helpers.runs import course_notebooks
 
-    assert [nb.stem for nb in course_notebooks() if not (run / nb.stem / "metrics.json").exists()] == []
+    assert [nb.stem for nb in course_notebooks() if own_metrics(run, nb.stem) is None] == []
     report = (run / "REPORT.md").read_text()
     assert "FAILED" not in report and "## Logged training" in report
     data, trained = own_metrics(run, "00_setup_and_data"), own_metrics(run, "02_logged_training")
@@ -265,9 +266,9 @@ class TestYourOwnFiveClassFileWithARareClass:
 def test_pack_and_unpack_say_in_one_line_what_to_pass(tmp_path, capsys):
     from helpers.cli import main
 
-    assert main(["unpack", str(tmp_path / "nope.tar"), "--run-dir", str(tmp_path)]) == 2
+    assert main(["unpack", str(tmp_path / "nope.tar"), "--into", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Pass the .tar that `python -m helpers pack`" in err
     assert main(["pack", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not a run folder" in err and "after `make course`" in err
+    assert err.count("\n") == 1 and "not a finished run folder" in err and "after `make course`" in err

@@ -10,7 +10,7 @@ import sys
 import nbformat
 import pytest
 
-from helpers.runs import KERNEL, course_notebooks
+from helpers.runs import KERNEL, course_notebooks, execute_notebook
 
 pytestmark = pytest.mark.slow  # notebooks, servers, llama.cpp or course runs: left out of make test-fast
 
@@ -63,16 +63,13 @@ def test_the_train_command_twin_gives_the_notebook_s_metrics(course_run, tmp_pat
 
 
 def test_the_alternatives_command_twin_gives_the_notebook_s_rows(course_run, tmp_path):
-    """`python -m helpers alternatives` on a copy of the run folder notebook 05 ran in: the same methods, scores and
-    learning curve for the same seed."""
-    import shutil
-
+    """`python -m helpers alternatives` in a new run folder started from the one notebook 05 ran in (`--from-run`):
+    the same methods, scores and learning curve for the same seed."""
     run_dir = course_run.through("05_practitioners_alternatives")
     notebook_metrics = run_dir / "05_practitioners_alternatives" / "metrics.json"
     copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("05_practitioners_alternatives"))
     result = subprocess.run([sys.executable, "-m", "helpers", "alternatives", "--profile", "smoke", "--run-dir",
-                             str(copy)], capture_output=True, text=True, timeout=600)
+                             str(copy), "--from-run", str(run_dir)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     notebook = json.loads(notebook_metrics.read_text())
     twin = json.loads((copy / "05_practitioners_alternatives" / "metrics.json").read_text())
@@ -88,8 +85,6 @@ def test_the_alternatives_command_twin_gives_the_notebook_s_rows(course_run, tmp
 def test_a_notebook_started_from_a_finished_run_gives_that_run_s_figures(course_run, tmp_path):
     """Notebook 04 in a new run folder, started from the course run (`from_run`, what `make lab FROM=` sets) with an
     empty answer cache: the same rows and verdict as in the course run, which it only reads."""
-    from helpers.runs import execute_notebook
-
     source = course_run.through("04_few_shot_vs_finetuned")
     nb = next(p for p in NOTEBOOKS if p.stem == "04_few_shot_vs_finetuned")
     before = sorted(p.name for p in source.iterdir())

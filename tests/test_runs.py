@@ -193,7 +193,8 @@ def test_a_from_run_that_is_no_run_or_the_run_itself_is_one_clear_line(tmp_path)
     from helpers.config import make_config
     from helpers.runs import EXPORT, RunError, notebook_dir
 
-    with pytest.raises(RunError, match=r"from_run=.*nowhere: not a finished run folder .*make lab FROM=runs/"):
+    with pytest.raises(RunError, match=r"from_run=.*nowhere: not a finished run folder .* after `make course`, or a "
+                                       r"folder that `python -m helpers unpack` made"):
         notebook_dir(make_config("smoke", run_dir=tmp_path / "mine", from_run=str(tmp_path / "nowhere")), EXPORT)
     source = handed_out_run(tmp_path / "run")
     with pytest.raises(RunError, match="is the run folder itself: give this run its own run_dir"):
@@ -223,10 +224,10 @@ def test_pack_leaves_the_caches_out_and_unpack_then_from_run_round_trips(tmp_pat
     notebook_dir(cfg, FEWSHOT)
     assert tree(cfg.run_dir / "02_logged_training") == {n[len("02_logged_training/"):]: d for n, d in kept.items()
                                                          if n.startswith("02_logged_training/")}
-    with pytest.raises(RunError, match="exists already: remove it"):
+    with pytest.raises(RunError, match=r"exists already: remove it, or unpack into another folder \(--into\)"):
         unpack_run(archive, tmp_path / "learner")
     (tmp_path / "notes.txt").write_text("not an archive")
     with pytest.raises(RunError, match="notes.txt: not a run archive. Pass the .tar that `python -m helpers pack`"):
         unpack_run(tmp_path / "notes.txt", tmp_path / "learner")
-    with pytest.raises(RunError, match="not a run folder .* after `make course`"):
+    with pytest.raises(RunError, match="pack=.*nothing: not a finished run folder .* after `make course`"):
         pack_run(tmp_path / "learner" / "mine" / "nothing")
