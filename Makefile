@@ -17,7 +17,7 @@ ALLOCATOR := $(CACHE)/allocator.checked
 TCMALLOC = $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 $(CONDA_PREFIX)/lib/libtcmalloc_minimal.so))
 RUN = LD_PRELOAD=$(TCMALLOC) $(PY)
 
-.PHONY: setup course test test-fast lab bench classify serve
+.PHONY: setup course solutions test test-fast lab bench teaching classify serve
 
 setup: $(INSTALLED) $(CONVERTER) $(BASE_MODEL) $(TINY_MODEL) $(KERNEL) $(ALLOCATOR)
 
@@ -67,6 +67,12 @@ KNOBS = $(if $(CONFIG),--config "$(CONFIG)") $(if $(DATA),--dataset "$(DATA)") \
 course: setup
 	$(RUN) -m helpers course --profile $(PROFILE) $(KNOBS)
 
+# Every chapter's worked solutions (notebooks/solutions/) under the profile, started from a finished course run
+# (FROM=runs/<timestamp>-workshop; default: the newest), into a new run folder; prints every exercise's answer. Not part
+# of `make course`: they train and serve again, longer than the course's budget (TEACHING.md has their times).
+solutions: setup
+	$(RUN) -m helpers solutions --profile $(PROFILE) $(if $(FROM),--from-run "$(abspath $(FROM))") $(KNOBS)
+
 # The whole suite, with its 25 slowest tests at the end; test-fast: the unit tests without notebooks, servers, llama.cpp,
 # course runs or real training (the inner loop while changing a helper; make test before you push). Both run on one
 # pytest-xdist worker per core (at most 4), each with its share of the threads (tests/conftest.py). A module (or a test
@@ -94,6 +100,11 @@ lab: setup
 # stopped run and measures only the parts it had not finished.
 bench: setup
 	$(RUN) -m helpers bench --profile $(PROFILE) $(if $(PARTS),--parts $(PARTS)) $(if $(RESUME),--resume "$(RESUME)") $(KNOBS)
+
+# TEACHING.md, the teacher's guide, rewritten from the newest bench results with a course part (BENCH=runs/bench/...
+# picks another) and the solutions' times where `make solutions` measured them.
+teaching: $(INSTALLED)
+	$(PY) -m helpers teaching $(if $(BENCH),--bench "$(BENCH)")
 
 # Label your own reviews: make classify FILE=reviews.csv [MODEL=model.gguf | hf-folder | adapter-folder]
 # (default model: the Q4_K_M GGUF of the latest `make course` run). Writes reviews.labelled.csv beside it.

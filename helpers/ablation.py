@@ -9,12 +9,22 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
 from helpers.config import CourseConfig
 from helpers.data import Splits, to_chat_records
-from helpers.evaluate import verdict
-from helpers.model import free_memory
-from helpers.predict import hf_predictor
-from helpers.training import train_fresh, train_losses
+from helpers.evaluate import classification_metrics, parse_label, verdict
+from helpers.masking import label_only_records
+from helpers.model import free_memory, load_tokenizer
+from helpers.predict import hf_predictor, stopping
+from helpers.training import fit_records, train_fresh, train_losses
+
+
+def arm_config(cfg: CourseConfig) -> CourseConfig:
+    """The budget, the batches and the LoRA setting of one arm of an ablation, as settings."""
+    return dataclasses.replace(cfg, max_steps=cfg.ablation_steps, padding_free=cfg.ablation_padding_free,
+                               lora_layers=cfg.ablation_lora_layers, learning_rate=cfg.ablation_learning_rate,
+                               precision=cfg.ablation_precision)
 
 
 def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progress: bool = True) -> dict:
@@ -23,11 +33,7 @@ def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progr
 
     Returns {"masked": {...}, "unmasked": {...}} with accuracy, macro-F1, the loss history and the train time.
     Each arm's log rows land in `out_dir/train_log_<arm>.jsonl` as they are written."""
-    records = to_chat_records(splits.train, cfg)
-    # the budget, the batches and the LoRA setting of one arm, as settings
-    arm_cfg = dataclasses.replace(cfg, max_steps=cfg.ablation_steps, padding_free=cfg.ablation_padding_free,
-                                  lora_layers=cfg.ablation_lora_layers, learning_rate=cfg.ablation_learning_rate,
-                                  precision=cfg.ablation_precision)
+    records, arm_cfg = to_chat_records(splits.train, cfg), arm_config(cfg)
     results = {}
     for arm, masked in (("masked", True), ("unmasked", False)):
         trainer, run = train_fresh(arm_cfg, records, Path(out_dir) / f"trainer_{arm}", progress=progress,
@@ -59,7 +65,70 @@ def ablation_verdict(results: dict, gold, cfg: CourseConfig) -> str:
     """One honest sentence on the ablation, whatever the numbers say: the paired bootstrap over the test reviews
     (`gold`) decides whether masking helped, hurt or tied."""
     m, u = results["masked"], results["unmasked"]
-    test = verdict(gold, {**m, "method": "masked"}, {**u, "method": "unmasked"}, cfg.labels, cfg.seed)
+    test = ablation_outcome(results, gold, cfg)
     return (f"After {m['steps']} steps each, answer-only loss reached accuracy {m['accuracy']:.3f} / macro-F1 "
             f"{m['macro_f1']:.3f}, loss on every token {u['accuracy']:.3f} / {u['macro_f1']:.3f}: {SAID[test['outcome']]} "
             f"({test['interval']} macro-F1) on {len(gold)} test reviews.")
+
+
+def ablation_outcome(results: dict, gold, cfg: CourseConfig) -> dict:
+    """The paired bootstrap's `verdict` of the masked arm against the unmasked one."""
+    return verdict(gold, {**results["masked"], "method": "masked"}, {**results["unmasked"], "method": "unmasked"},
+                   cfg.labels, cfg.seed)
+
+
+def verdict_holds(outcomes: dict[str, dict]) -> str:
+    """Whether the ablation's verdict holds across settings ({setting: `ablation_outcome`}, the chapter's first)."""
+    said = "; ".join(f"{setting}: {SAID[o['outcome']].split(':')[0]} ({o['interval']})"
+                     for setting, o in outcomes.items())
+    first, *others = outcomes.values()
+    same = all(o["outcome"] == first["outcome"] for o in others)
+    return (f"{said}. " + ("The verdict holds in every setting tried." if same else
+            f"The verdict does not hold: it moves with the setting, so {SAID[first['outcome']].split(':')[0]} is not a "
+            f"claim to repeat from one run."))
+
+
+def run_stop_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, max_new_tokens: int = 8,
+                      progress: bool = True) -> dict:
+    """The end-of-turn question of notebook 01's first exercise: the same arm trained twice — on the answer (label
+    and end-of-turn, as TRL masks it) and on the label alone (`label_only_records`) — and each arm's greedy answers on
+    the test reviews: how often it stops, in how many tokens, and the accuracy of its first label word.
+    Returns {arm: {"stopped", "mean_new_tokens", "accuracy", "macro_f1", "answers", "train_seconds"}}."""
+    arm_cfg = arm_config(cfg)
+    tokenizer = load_tokenizer(cfg)
+    answer_records = fit_records(to_chat_records(splits.train, cfg), tokenizer, cfg)
+    arms = {"answer (label + end-of-turn)": ("answer", answer_records),
+            "label only": ("label", label_only_records(answer_records, tokenizer))}
+    results = {}
+    for arm, (expect, records) in arms.items():
+        trainer, run = train_fresh(arm_cfg, records, Path(out_dir) / f"trainer_{expect}", progress=progress,
+                                   expect=expect)
+        model = trainer.model.merge_and_unload()
+        stops = stopping(model, trainer.processing_class, splits.test["text"], cfg, max_new_tokens, progress)
+        words = [parse_label(a, cfg.labels) for a in stops["answers"]]
+        metrics = classification_metrics(splits.test["label"], words, cfg.labels)
+        results[arm] = {**stops, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                        "train_seconds": run["train_seconds"]}
+        del trainer, model
+        free_memory()
+    return results
+
+
+def stop_sentence(results: dict, seed: int = 0) -> str:
+    """What masking the end-of-turn did at inference, from `run_stop_ablation`'s figures: the difference in the share
+    of answers that stop, with a 95 % interval from resampling the test reviews (an interval around 0 is a tie)."""
+    (full, a), (label, b) = results.items()
+    pairs = np.array([a["stops"], b["stops"]], dtype=float)
+    draws = np.random.default_rng(seed).integers(pairs.shape[1], size=(1000, pairs.shape[1]))
+    low, high = np.percentile(pairs[1][draws].mean(1) - pairs[0][draws].mean(1), [2.5, 97.5])
+    said = (f"Trained on the {label}, the model ended {b['stopped']:.0%} of its test answers with an end-of-turn "
+            f"within {b['max_new_tokens']} tokens, trained on the {full} {a['stopped']:.0%} "
+            f"({b['stopped'] - a['stopped']:+.0%}, 95 % interval {low:+.0%} to {high:+.0%}), writing "
+            f"{b['mean_new_tokens']:.1f} tokens per answer against {a['mean_new_tokens']:.1f}. ")
+    if high < 0:
+        return said + ("With its end-of-turn masked it does not learn to stop: its answers run on towards the token "
+                       "limit, every request pays for those tokens, and a client must cut the label out itself.")
+    if low > 0:
+        return said + "Masking the end-of-turn made it stop more often here, against expectation: look at its answers."
+    return said + ("A tie: after this little training the base model's own habit of ending its turn still decides "
+                   "when it stops; train longer to see the end-of-turn's loss matter.")

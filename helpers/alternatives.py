@@ -23,7 +23,8 @@ from helpers.evaluate import classification_metrics, macro_f1_rows, verdict
 from helpers.fewshot import training_rows
 from helpers.model import resolve_model
 from helpers.predict import hf_predictor, load_predictor
-from helpers.runs import FEWSHOT, TRAINING, disk_mb, layout
+from helpers.runs import ALTERNATIVES as NOTEBOOK_05
+from helpers.runs import FEWSHOT, TRAINING, RunError, chapter_metrics, disk_mb, layout
 from helpers.training import train_fresh
 
 SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "invalid_rate", "per_class", "confusion")
@@ -217,10 +218,11 @@ def add_setfit_rows(comparison: Comparison, cfg: CourseConfig, train: pd.DataFra
 
 
 def add_encoder_row(comparison: Comparison, cfg: CourseConfig, train: pd.DataFrame, out_dir: Path,
-                    progress: bool = True) -> dict:
-    """The encoder fine-tuned end to end on `train`; returns `finetune_encoder`'s result (with its log history)."""
+                    progress: bool = True, method: str = ENCODER) -> dict:
+    """The encoder fine-tuned end to end on `train` (its row named `method`); returns `finetune_encoder`'s result
+    (with its log history)."""
     tuned = encoder.finetune_encoder(cfg, train, Path(out_dir) / "encoder", progress=progress)
-    comparison.add(ENCODER, "encoder", lambda: tuned["predict"], tuned["train_seconds"], tuned["size_mb"], len(train))
+    comparison.add(method, "encoder", lambda: tuned["predict"], tuned["train_seconds"], tuned["size_mb"], len(train))
     return tuned
 
 
@@ -249,11 +251,12 @@ def known_curve_points(rows: list[dict]) -> list[dict]:
 
 
 def learning_curve(cfg: CourseConfig, train_df: pd.DataFrame, test_df: pd.DataFrame, known: list[dict],
-                   out_dir: Path, progress: bool = False) -> list[dict]:
+                   out_dir: Path, progress: bool = False,
+                   methods: tuple = (TFIDF, FROZEN, ENCODER, LLM)) -> list[dict]:
     """Macro-F1 on `test_df` of each method trained on balanced subsets of the training split (`curve_subsets`).
     TF-IDF, the frozen encoder and the fine-tuned encoder train at every size; the LLM at
     `cfg.learning_curve_llm_sizes` only (it costs the most); SetFit only at its own few-shot sizes. `known` points
-    (see `known_curve_points`) are kept and not retrained."""
+    (see `known_curve_points`) are kept and not retrained; `methods` picks which of the four are trained."""
     points = list(known)
     fits = {TFIDF: lambda subset, size: fit_tfidf_logreg(subset, cfg.labels, cfg.seed),
             FROZEN: lambda subset, size: encoder.fit_frozen_logreg(cfg, subset),
@@ -261,7 +264,7 @@ def learning_curve(cfg: CourseConfig, train_df: pd.DataFrame, test_df: pd.DataFr
                                                                    progress=progress)["predict"],
             LLM: lambda subset, size: fit_llm_adapter(cfg, subset, out_dir, progress)}
     for size, subset in curve_subsets(cfg, train_df).items():
-        for method, fit in fits.items():
+        for method, fit in ((m, fit) for m, fit in fits.items() if m in methods):
             if (method, size) in {(p["method"], p["size"]) for p in points}:
                 continue
             if method == LLM and size not in cfg.learning_curve_llm_sizes:
@@ -393,3 +396,175 @@ def verdicts(comparison: Comparison, curve: list[dict], humans: dict, seed: int)
         out[f"per_{cost}"] = cheapest_within_noise(gold["test"], rows["test"], labels, cost, seed)
     out["advice"] = when_to_fine_tune(tests.get("test"), tests.get("ood"))
     return out
+
+
+# --- the worked solutions of the chapter's exercises (notebooks/solutions/05_practitioners_alternatives.ipynb) -------
+
+def kept_encoder_models(cfg: CourseConfig) -> dict[str, Path]:
+    """{method: folder} of the trained encoders notebook 05 keeps in the run folder: SetFit at each of
+    `cfg.setfit_per_class` and the encoder fine-tuned end to end (its learning-curve models are caches, not kept)."""
+    folder = layout(cfg).folder(NOTEBOOK_05)
+    models = {**{f"{SETFIT}, {k} per class": folder / f"setfit_{k}" for k in cfg.setfit_per_class},
+              ENCODER: folder / "encoder"}
+    return {method: path for method, path in models.items() if path.is_dir()}
+
+
+def add_kept_encoder_rows(comparison: Comparison, cfg: CourseConfig, methods: tuple | None = None) -> list[str]:
+    """The encoders notebook 05 kept (`kept_encoder_models`; `methods` picks some), loaded as they are and scored on
+    every domain, with the training seconds, size and rows that notebook recorded. Returns the methods added."""
+    recorded = {r["method"]: r for r in chapter_metrics(cfg, NOTEBOOK_05)["results"]["test"]}
+    added = []
+    for method, path in kept_encoder_models(cfg).items():
+        if methods is None or method in methods:
+            row = recorded.get(method, {})
+            comparison.add(method, "encoder", lambda p=path: load_predictor(cfg, p).probabilities,
+                           row.get("train_seconds"), row.get("size_mb") or disk_mb(path), row.get("n_train"))
+            added.append(method)
+    return added
+
+
+def score_without_retraining(cfg: CourseConfig, train: pd.DataFrame,
+                             domains: dict[str, pd.DataFrame]) -> tuple[Comparison, dict[str, str]]:
+    """Notebook 05's methods on `domains`, retraining nothing the run folder keeps: notebook 02's merged LLM, 03's
+    GGUF file and 05's encoder and SetFit folders are loaded and scored; the base LLM and VADER need no training;
+    TF-IDF, the majority class and the frozen-embedding regression are not kept, so they are refitted on `train`
+    (seconds each, as notebook 05 itself does). Returns the comparison and {method: how its row was made}."""
+    comparison, run = Comparison(domains, cfg.labels), layout(cfg)
+    add_llm_rows(comparison, cfg, len(train))
+    add_kept_encoder_rows(comparison, cfg)
+    add_classic_rows(comparison, cfg, train)
+    add_frozen_row(comparison, cfg, train)
+    kept = {LLM: run.merged, LLM_Q4: run.gguf("Q4_K_M"), **kept_encoder_models(cfg)}
+    how = {r["method"]: f"kept, loaded from {kept[r['method']]}" if r["method"] in kept else
+           "no training" if r["n_train"] == 0 else f"refitted on the {len(train)} training rows (not kept)"
+           for r in next(iter(comparison.rows.values()))}
+    return comparison, how
+
+
+def family(method: str) -> str:
+    """The method a row belongs to, without its format or size: "fine-tuned LLM, GGUF Q4_K_M" -> "fine-tuned LLM"."""
+    return method.split(",")[0]
+
+
+def travels_best(gold, rows: list[dict], labels, seed: int, where: str) -> dict:
+    """The best row of a domain against the best row of another method (`family`: the same model in another format
+    or at another size is not its rival), by the paired bootstrap. Returns the ranking (method, macro-F1), the two
+    rows' names, the verdict's interval and outcome, and the sentence."""
+    ranked = sorted((r for r in rows if r.get("predictions") is not None), key=lambda r: -r["macro_f1"])
+    out = {"ranking": [(r["method"], r["macro_f1"]) for r in ranked]}
+    if not ranked:
+        return {**out, "sentence": f"No method was scored on {where}."}
+    top = ranked[0]
+    rival = next((r for r in ranked if family(r["method"]) != family(top["method"])), None)
+    if rival is None:
+        return {**out, "best": top["method"], "sentence": f"{top['method']} travels best to {where} "
+                                                          f"({top['macro_f1']:.3f} macro-F1): it has no rival."}
+    test = verdict(gold, top, rival, labels, seed, where)
+    said = ("ahead of the best other method outside the noise" if test["outcome"] == "ahead" else
+            "but not ahead of the best other method outside the noise")
+    return {**out, "best": top["method"], "runner_up": rival["method"], "outcome": test["outcome"],
+            "interval": test["interval"],
+            "sentence": f"{top['method']} travels best to {where} ({top['macro_f1']:.3f} macro-F1), {said}: "
+                        f"{test['sentence']}"}
+
+
+def encoder_epochs_sentence(gold, rows: list[dict], epochs: tuple[int, int], labels, seed: int) -> dict:
+    """Exercise 1: the encoder fine-tuned for `epochs[1]` epochs (its row named "<ENCODER>, <n> epochs") against the
+    best fine-tuned LLM and against the chapter's encoder (`epochs[0]`, the row named ENCODER), by the paired
+    bootstrap, with what each cost in training seconds. Returns the figures and the sentence."""
+    short, long = epochs
+    chapter = next(r for r in rows if r["method"] == ENCODER)
+    longer = next(r for r in rows if r["method"] == f"{ENCODER}, {long} epochs")
+    llm = best(rows, ("fine-tuned LLM",))
+    if llm is None:
+        raise RunError("No fine-tuned LLM row with test predictions: run notebook 02 (02_logged_training) first in "
+                       "this run folder, or start from a finished run (overrides={\"from_run\": ...}).")
+    before = verdict(gold, chapter, llm, labels, seed)["outcome"]
+    after, against_short = verdict(gold, longer, llm, labels, seed), verdict(gold, longer, chapter, labels, seed)
+    moved = {("ahead", "ahead"): "stays ahead of", ("tied", "ahead"): "pulls ahead of",
+             ("behind", "ahead"): "pulls ahead of", ("behind", "tied"): "catches up with",
+             ("tied", "tied"): "stays tied with", ("ahead", "tied"): "loses its lead over",
+             ("behind", "behind"): "does not catch up with", ("tied", "behind"): "falls behind",
+             ("ahead", "behind"): "falls behind"}[before, after["outcome"]]
+    was = {"ahead": "ahead of it", "tied": "tied with it", "behind": "behind it"}[before]
+    seconds, before_seconds = longer["train_seconds"], chapter.get("train_seconds")
+    llm_seconds = llm.get("train_seconds")
+    cost = (f"It cost {seconds:.0f} s of training against {before_seconds:.0f} s for {short} epoch{'s' * (short != 1)} "
+            f"({seconds / max(before_seconds, 1e-9):.1f}x), and {llm_seconds:.0f} s for the LLM."
+            if before_seconds and llm_seconds else f"It cost {seconds:.0f} s of training.")
+    sentence = (f"With {long} epochs instead of {short}, the fine-tuned encoder {moved} the fine-tuned LLM (with "
+                f"{short} it was {was}): {after['sentence']} {cost} Against its own {short}-epoch run: "
+                f"{against_short['sentence']}")
+    figures = {"epochs": long, "macro_f1": longer["macro_f1"], "train_seconds": seconds, "chapter_epochs": short,
+               "chapter_macro_f1": chapter["macro_f1"], "chapter_train_seconds": before_seconds, "llm": llm["method"],
+               "llm_macro_f1": llm["macro_f1"], "llm_train_seconds": llm_seconds,
+               "vs_llm": after["interval"], "vs_llm_outcome": after["outcome"], "chapter_vs_llm_outcome": before,
+               "vs_chapter_encoder": against_short["interval"], "vs_chapter_encoder_outcome": against_short["outcome"]}
+    return {"figures": figures, "sentence": sentence}
+
+
+def setfit_sizes(train_df: pd.DataFrame, per_class_sizes, labels) -> tuple[tuple, str]:
+    """The SetFit sizes (examples per class) the training split can hold: a size above its rarest class's rows is
+    capped there. Returns (the sizes, sorted and distinct, and a note that says what was capped; "" if nothing)."""
+    counts = train_df["label"].value_counts()
+    cap = min(int(counts.get(label, 0)) for label in labels)
+    asked = sorted(set(per_class_sizes))
+    over = [k for k in asked if k > cap]
+    note = "" if not over else (
+        f" ({' and '.join(map(str, over))} per class {'is' if len(over) == 1 else 'are'} more than the training split "
+        f"holds of its rarest class, {cap} rows: trained at {cap} per class instead.)")
+    return tuple(sorted({min(k, cap) for k in asked})), note
+
+
+def setfit_curve_points(cfg: CourseConfig, train_df: pd.DataFrame, test_df: pd.DataFrame, per_class_sizes,
+                        known: list[dict], out_dir: Path) -> list[dict]:
+    """SetFit's learning-curve points at each of `per_class_sizes` examples per class: a `known` SetFit point of the
+    same training rows is reused, the others are trained (`encoder.train_setfit`) and scored on `test_df`."""
+    points = []
+    for per_class in per_class_sizes:
+        size = per_class * len(cfg.labels)
+        old = next((p for p in known if p["method"] == SETFIT and p["size"] == size), None)
+        if old is not None:
+            points.append({**old, "reused": True})
+            continue
+        fit = encoder.train_setfit(cfg, train_df, per_class, Path(out_dir) / f"curve_setfit_{per_class}")
+        points.append(curve_point(SETFIT, fit["n_train"], score(fit["predict"], test_df, cfg.labels),
+                                  fit["fit_seconds"]))
+    return points
+
+
+def crossing_sentence(curve: list[dict], gold, labels, seed: int, note: str = "") -> dict:
+    """Where SetFit's learning curve meets the fine-tuned encoder's: at each training size both were trained at, SetFit
+    against the encoder by the paired bootstrap. The sentence names the first size at which SetFit is no longer behind
+    (tied or ahead) and where the encoder pulls ahead again after it, or says that SetFit stays behind at every size
+    tried; then the encoder at its largest size (the whole split), if larger, against SetFit's largest; `note` is
+    appended. Returns {"outcomes": {rows: outcome}, "first_reach": rows or None, "sentence"}."""
+    setfit, tuned = ({p["size"]: p for p in curve if p["method"] == name and p.get("predictions") is not None}
+                     for name in (SETFIT, ENCODER))
+    sizes = sorted(set(setfit) & set(tuned))
+    if not sizes:
+        return {"outcomes": {}, "first_reach": None,
+                "sentence": "No training size has both a SetFit and a fine-tuned encoder point: nothing to compare."
+                            + note}
+    tests = {s: verdict(gold, setfit[s], tuned[s], labels, seed) for s in sizes}
+    outcomes = {s: t["outcome"] for s, t in tests.items()}
+    reach = next((s for s in sizes if outcomes[s] != "behind"), None)
+    span = f"{sizes[0]} to {sizes[-1]} training rows" if len(sizes) > 1 else f"{sizes[0]} training rows"
+    if reach is None:
+        sentence = (f"SetFit's curve does not reach the fine-tuned encoder's within the sizes tried ({span}): it is "
+                    f"behind outside the noise at every one; at the largest, {tests[sizes[-1]]['sentence']}")
+    else:
+        when = ("already at the smallest size tried," if reach == sizes[0] else
+                "first, after trailing at the smaller sizes, at")
+        sentence = (f"SetFit's macro-F1 reaches the fine-tuned encoder's {when} {reach // len(labels)} per class "
+                    f"({reach} rows): {tests[reach]['sentence']}")
+        again = next((s for s in sizes if s > reach and outcomes[s] == "behind"), None)
+        if again is not None:
+            sentence += f" The encoder pulls ahead again at {again} rows: {tests[again]['sentence']}"
+        elif reach != sizes[-1]:
+            sentence += f" It stays level or ahead up to the largest size tried ({sizes[-1]} rows)."
+    beyond = max((s for s in tuned if s > sizes[-1]), default=None)
+    if beyond is not None:  # where the encoder trained on more rows than SetFit ever saw
+        sentence += (f" The encoder on {beyond} rows against SetFit on its largest, {sizes[-1]}: "
+                     f"{verdict(gold, tuned[beyond], setfit[sizes[-1]], labels, seed)['sentence']}")
+    return {"outcomes": outcomes, "first_reach": reach, "sentence": sentence + note}

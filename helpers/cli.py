@@ -38,10 +38,12 @@ from helpers.model import ModelError, load_model, load_tokenizer, prepare_embedd
 from helpers.modelcard import write_model_cards
 from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
 from helpers.report import build_report
-from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, RELATIVE, TRAINING, RunError, course_estimate,
-                          course_notebooks, course_runs, decision_file, latest_run, layout, new_run_dir, notebook_dir,
-                          pack_run, record_metrics, run_course, unpack_run, write_decision)
+from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, RELATIVE, SOLUTIONS, TRAINING, RunError,
+                          course_estimate, course_notebooks, course_runs, decision_file, latest_run, layout,
+                          load_metrics, new_run_dir, notebook_dir, pack_run, record_metrics, run_course, solution,
+                          solution_notebooks, unpack_run, write_decision)
 from helpers.serve import ServerError, decision_biases, llama_server
+from helpers.teaching import TeachingError, read_figures, write_guide
 from helpers.training import folder_sizes, make_trainer, save_adapter_and_merged, train, world_size
 
 class KnobError(ValueError):
@@ -135,6 +137,31 @@ def cmd_course(args):
     markdown, page = build_report(run_dir)  # also after a failure: it names the cell and keeps what finished
     message = f"Report: {markdown}\n        {page} (open it in a browser)"
     if not finished:
+        print(message)
+        sys.exit(1)
+    return dataclasses.replace(cfg, run_dir=run_dir), message
+
+
+def cmd_solutions(args):
+    """Every chapter's worked solutions headless (notebooks/solutions/), into a new run folder started from a finished
+    course run (--from-run, default: the newest of the profile), then every exercise's answer (what `make solutions`
+    does; `make course` leaves them out, they take longer than the course's budget)."""
+    overrides = knob_overrides(args)
+    cfg = make_config(args.profile, run_dir=args.run_dir, **overrides)  # COURSE_FROM_RUN counts too
+    if not cfg.from_run:
+        latest = latest_run(RELATIVE.metrics_file(ALTERNATIVES), args.profile)
+        if latest is None:
+            sys.exit(f"No finished course run of profile {args.profile!r} under runs/ to start the solutions from: run "
+                     f"`make course` first, or pass FROM=runs/<timestamp>-{args.profile} (--from-run).")
+        cfg.from_run = str(latest)
+    overrides["from_run"] = cfg.from_run  # every solution starts from it
+    notebooks = [nb for nb in solution_notebooks() if not args.only or nb.name.startswith(tuple(args.only))]
+    run_dir, finished = run_course(args.profile, notebooks, overrides=overrides, run_dir=args.run_dir)
+    answers = [f"{solution(folder)}, exercise {key.removeprefix('exercise_')}: {value['answer']}"
+               for folder, metrics in load_metrics(run_dir / SOLUTIONS).items()
+               for key, value in metrics.items() if key.startswith("exercise_")]
+    message = "\n".join(answers + [f"Solutions: {run_dir / SOLUTIONS}"])
+    if not finished:  # the answers of the solutions that finished are kept and shown
         print(message)
         sys.exit(1)
     return dataclasses.replace(cfg, run_dir=run_dir), message
@@ -347,6 +374,16 @@ def cmd_unpack(args):
     return config_from(args, folder), f"Unpacked: {folder}\nStart from it: make lab FROM={folder}"
 
 
+def cmd_teaching(args):
+    """TEACHING.md, the teacher's guide, from the newest `make bench` results with a course part (or --bench) and the
+    course run they timed: each notebook's wall time, what to show live, the number to predict, the usual failure and
+    its fix, and a 90-minute and a half-day plan computed from those times."""
+    figures = read_figures(args.bench)
+    path = write_guide(figures, args.output)
+    return config_from(args, None), (f"Teacher's guide: {path} (from {figures['bench_file']} and "
+                                     f"{figures['course_run']})")
+
+
 def cmd_prepare(args):
     """A set-up step that `make setup` runs once: llama.cpp's converter, the embedded base model, the tiny model."""
     cfg = config_from(args, args.run_dir)
@@ -354,10 +391,10 @@ def cmd_prepare(args):
 
 
 SETUP_STEPS = {"converter": prepare_converter, "base-model": prepare_embedded_model, "tiny-model": prepare_tiny_model}
-COMMANDS = {"course": cmd_course, "data": cmd_data, "ablation": cmd_ablation, "train": cmd_train,
-            "export": cmd_export, "compare": cmd_compare, "alternatives": cmd_alternatives, "report": cmd_report,
-            "evaluate": cmd_evaluate, "classify": cmd_classify, "serve": cmd_serve, "bench": cmd_bench,
-            "pack": cmd_pack, "unpack": cmd_unpack, "prepare": cmd_prepare}
+COMMANDS = {"course": cmd_course, "solutions": cmd_solutions, "data": cmd_data, "ablation": cmd_ablation,
+            "train": cmd_train, "export": cmd_export, "compare": cmd_compare, "alternatives": cmd_alternatives,
+            "report": cmd_report, "evaluate": cmd_evaluate, "classify": cmd_classify, "serve": cmd_serve,
+            "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "teaching": cmd_teaching, "prepare": cmd_prepare}
 RUN_COMMANDS = ("data", "ablation", "train", "export", "compare", "alternatives")  # they fill a run folder
 
 
@@ -376,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--trained", help="the trained model: a .gguf file, a Hugging Face folder or a LoRA "
                                              "adapter (default: the Q4_K_M GGUF of the latest course run)")
             p.add_argument("--batch", type=int, default=32, help="rows labelled and written at a time (default: 32)")
-        if name == "course":
+        if name in ("course", "solutions"):
             p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 02 (default: all)")
         if name == "bench":
             p.add_argument("--steps", type=int, default=8, help="training steps to time (after 2 warm-up steps)")
@@ -389,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "only the parts it had not finished, into the same file")
         if name == "prepare":
             p.add_argument("step", choices=SETUP_STEPS)
+        if name == "teaching":
+            p.add_argument("--bench", type=Path, help="a runs/bench/bench-*.json with a course part "
+                                                      "(default: the newest)")
+            p.add_argument("--output", type=Path, default=ROOT / "TEACHING.md", help="default: TEACHING.md")
         if name == "pack":
             p.add_argument("run", type=Path, help="a finished run folder, e.g. runs/<timestamp>-workshop")
             p.add_argument("--output", type=Path, help="default: <run folder>.tar beside it")
@@ -411,7 +452,7 @@ def main(argv=None) -> int:
     try:
         cfg, message = args.func(args)
     except (BenchError, ClassifyError, DataError, FewShotError, GGUFError, KnobError, ModelError, RunError,
-            ServerError) as err:
+            ServerError, TeachingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(message)

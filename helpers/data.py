@@ -414,3 +414,71 @@ def label_consistency_report(df: pd.DataFrame) -> pd.DataFrame:
               .agg(lambda s: dict(sorted(s.value_counts().items()))))
     out = stats.assign(labels=labels).sort_values(["copies", "text"], ascending=[False, True])
     return out[["text", "labels", "copies"]].reset_index(drop=True)
+
+
+def balance_shift(before: dict, after: dict, what: str) -> str:
+    """The sentence for how class counts moved between two settings (`what` names the change)."""
+    moves = {label: after[label] - before[label] for label in before}
+    if not any(moves.values()):
+        return f"{what} moved no row: every class kept its count ({', '.join(f'{k} {v}' for k, v in before.items())})."
+    grown = max(moves, key=moves.get)
+    listed = ", ".join(f"{label} {before[label]} -> {after[label]} ({moves[label]:+d})" for label in before)
+    only = " (the only class that grows)" if sum(move > 0 for move in moves.values()) == 1 else ""
+    return f"{what}: {listed}. {grown.capitalize()} grows most{only}."
+
+
+def conflict_sentence(report: pd.DataFrame, source: str) -> dict:
+    """Which label to trust for the texts of `label_consistency_report`: where one label holds most copies of a text,
+    that majority; where labels tie, none. Returns the counts and the sentence."""
+    ranked = [sorted(labels.values(), reverse=True) for labels in report["labels"]]
+    shares = [counts[0] / sum(counts) for counts in ranked if counts[0] > counts[1]]  # of the texts with a majority
+    majority = len(shares)
+    figures = {"texts": len(report), "rows": int(report["copies"].sum()), "with_a_majority": majority,
+               "tied": len(report) - majority, "median_majority_share": float(np.median(shares)) if shares else None}
+    if not len(report):
+        return {**figures, "sentence": f"{source}: no text carries two labels; nothing to decide."}
+    figures["sentence"] = (
+        f"{source}: {figures['texts']} texts carry conflicting labels over {figures['rows']} rows. In "
+        f"{figures['with_a_majority']} of them one label holds most copies (median share "
+        f"{figures['median_majority_share']:.0%}): trust that majority, as a vote of the labellers. The other "
+        f"{figures['tied']} are even splits with no label to trust: drop them (or label them yourself) before training.")
+    return figures
+
+
+def broken_copies(df: pd.DataFrame, folder: Path, cfg: CourseConfig) -> dict[str, Path]:
+    """`df` (text, label) written as a CSV in `folder`, and three copies broken as people break their files: a wrong
+    column name, a label outside `cfg.labels`, an empty text. {name: path}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = df[["text", "label"]].rename(columns={"text": cfg.text_column, "label": cfg.label_column}).reset_index(drop=True)
+    bad_label, empty = good.copy(), good.copy()
+    bad_label.loc[len(good) // 2, cfg.label_column] = "good"
+    empty.loc[len(good) - 1, cfg.text_column] = ""
+    files = {"intact": good, "wrong column name": good.rename(columns={cfg.text_column: "review"}),
+             "label 'good'": bad_label, "empty text": empty}
+    paths = {name: folder / f"{name.replace(' ', '_').replace(chr(39), '')}.csv" for name in files}
+    for name, frame in files.items():
+        frame.to_csv(paths[name], index=False)
+    return paths
+
+
+def read_or_message(path: Path, cfg: CourseConfig) -> tuple[pd.DataFrame | None, str]:
+    """(rows, "") for a file the course reads, or (None, the one-line message) for one it refuses."""
+    try:
+        df = read_labelled_file(path, cfg.text_column, cfg.label_column, cfg.labels, cfg.encoding)
+    except DataError as err:
+        return None, str(err)
+    return df, ""
+
+
+def refusals_sentence(results: dict[str, tuple]) -> str:
+    """What `read_or_message` made of each file ({name: (rows, message)}): which were read, which refused, in how many
+    lines."""
+    refused = {name: message for name, (rows, message) in results.items() if rows is None}
+    read = {name: len(rows) for name, (rows, _) in results.items() if rows is not None}
+    lines = max((message.count("\n") + 1 for message in refused.values()), default=0)
+    read_text = ", ".join(f"the {name} file ({n} rows)" for name, n in read.items()) or "no file"
+    if not refused:
+        return f"Every file was read ({read_text}): no broken file was caught."
+    return (f"The course read {read_text} and refused {len(refused)} of {len(results)} files "
+            f"({', '.join(refused)}), each in {'one line' if lines == 1 else f'up to {lines} lines'} that names the "
+            f"column or row at fault and what to do.")

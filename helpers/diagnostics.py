@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from helpers.config import CourseConfig
-from helpers.data import Splits, balanced_sample, prepare_splits, to_chat_records
+from helpers.data import Splits, balanced_sample, prepare_splits, short_classes, to_chat_records
+from helpers.evaluate import verdict
 from helpers.model import free_memory
-from helpers.predict import hf_predictor
+from helpers.predict import choose_decision_rule, hf_predictor
 from helpers.training import train_fresh, train_losses
 
 PLATEAU = 0.5  # answer-only loss above this after the first stretch means the model is not learning the task
@@ -95,3 +96,64 @@ def layer_grid(cfg: CourseConfig, out_dir: Path, progress: bool = False) -> list
             del trainer, scored
             free_memory()
     return points
+
+
+def train_and_diagnose(cfg: CourseConfig, splits: Splits, out_dir: Path, conflicting_texts: int = 0,
+                       progress: bool = False) -> dict:
+    """Notebook 02's training with `cfg`'s knobs, on a fresh adapter: trained with the eval loss logged, its decision
+    rule chosen on the eval split, scored on the test split by label scoring, and its curve read by `diagnose`.
+    Returns {"log_history", "train_seconds", "diagnosis", "macro_f1", "accuracy", "predictions"}."""
+    trainer, run = train_fresh(cfg, to_chat_records(splits.train, cfg), Path(out_dir) / "trainer", progress=progress,
+                               eval_records=to_chat_records(splits.eval, cfg))
+    predictor = hf_predictor(trainer.model, trainer.processing_class, cfg)
+    rule = choose_decision_rule(cfg, predictor, splits.eval, short_classes(splits, cfg))
+    scored = hf_predictor(trainer.model, trainer.processing_class, cfg, offsets=rule["offsets"]).evaluate(
+        splits.test, progress=progress)
+    del trainer, predictor
+    free_memory()
+    return {"log_history": run["log_history"], "train_seconds": run["train_seconds"],
+            "diagnosis": diagnose(run["log_history"], conflicting_texts, cfg.batch_size, cfg.learning_rate),
+            **{k: scored[k] for k in ("macro_f1", "accuracy", "predictions")}}
+
+
+def curve_noise(log_history: list[dict]) -> float:
+    """How jagged the logged training loss is once the first drop is over: the standard deviation of the step-to-step
+    changes over the second half of the logged points, divided by sqrt(2) (the noise of one point, were the curve
+    flat)."""
+    losses = np.array([loss for _, loss in train_losses(log_history)])
+    tail = np.diff(losses[len(losses) // 2:])
+    return float(tail.std() / np.sqrt(2)) if len(tail) > 1 else float("nan")
+
+
+def learning_rate_sentence(runs: dict[float, dict], chapter_rate: float, chapter: dict, gold, labels, seed: int) -> str:
+    """What `diagnose` said at each learning rate ({rate: `train_and_diagnose`}), beside the chapter's rate, with
+    each run's test macro-F1 against the chapter's model (the paired bootstrap decides)."""
+    parts = []
+    for rate, run in runs.items():
+        test = verdict(gold, {**run, "method": f"lr {rate:g}"}, {**chapter, "method": f"lr {chapter_rate:g}"}, labels,
+                       seed)
+        parts.append(f"at {rate:g} diagnose says {run['diagnosis']['status']!r} ({run['diagnosis']['advice'][0]}), "
+                     f"and the model scores {run['macro_f1']:.3f} macro-F1, {COMPARED[test['outcome']]} the chapter's "
+                     f"{chapter['macro_f1']:.3f} at {chapter_rate:g} ({test['interval']})")
+    said = "; ".join(parts)
+    return said[:1].upper() + said[1:] + "."
+
+
+COMPARED = {"ahead": "above", "tied": "tied with", "behind": "below"}  # a `verdict` outcome, against a rival
+
+
+def batch_sentence(small: dict, chapter: dict, small_batch: int, chapter_batch: int, gold, labels, seed: int) -> str:
+    """Half the batch for twice the steps (the same examples seen) against the chapter's run: how much noisier the
+    logged curve is (`curve_noise`) and whether the test score differs outside the noise."""
+    noise = {name: curve_noise(run["log_history"]) for name, run in (("small", small), ("chapter", chapter))}
+    test = verdict(gold, {**small, "method": f"batch {small_batch}"}, {**chapter, "method": f"batch {chapter_batch}"},
+                   labels, seed)
+    if not all(np.isfinite(list(noise.values()))) or noise["chapter"] == 0:
+        curve = "Too few logged points after the first drop to say whether the curve is noisier (log more often)."
+    else:
+        ratio = noise["small"] / noise["chapter"]
+        said = "noisier" if ratio > 1.2 else "smoother" if ratio < 1 / 1.2 else "about as noisy"
+        curve = (f"Batch {small_batch} for twice the steps: the logged loss moves by {noise['small']:.3f} from point to "
+                 f"point against {noise['chapter']:.3f} at batch {chapter_batch} ({ratio:.1f}x: {said}).")
+    after = " So the same examples in smaller batches bought no score here." if test["tie"] else ""
+    return f"{curve} {test['sentence']}{after}"

@@ -211,10 +211,12 @@ def cost_usd(results: list[dict], model: str, cfg: CourseConfig) -> float:
 
 
 def summarise(results: list[dict], gold, model: str, cfg: CourseConfig, wall_seconds: float) -> dict:
-    """Accuracy, macro-F1, invalid rate, median latency, reviews per second and cost per 1,000 reviews."""
+    """Accuracy, macro-F1, invalid rate, median latency and prompt tokens, reviews per second and cost per 1,000
+    reviews."""
     metrics = classification_metrics(gold, [r["label"] for r in results], cfg.labels)
     cached = sum(r["cached"] for r in results)
     return {**metrics, "median_latency_s": statistics.median(r["latency"] for r in results),
+            "median_prompt_tokens": statistics.median(r["prompt_tokens"] for r in results),
             # throughput is measured only on a run that sent every request; a cached re-run says None
             "reviews_per_second": None if cached else len(results) / wall_seconds,
             "cost_per_1000_usd": 1000 * cost_usd(results, model, cfg) / len(results),
@@ -240,3 +242,97 @@ def training_rows(cfg: CourseConfig) -> list[dict]:
         rows.insert(0, {"method": "base 0-shot (HF label scoring)", **m["zero_shot"], "size_mb": None,
                         "predictions": [cfg.labels[i] for i in np.asarray(m["zero_shot_probabilities"]).argmax(1)]})
     return [{**r, "median_latency_s": None, "cost_per_1000_usd": 0.0, "shots": 0} for r in rows]
+
+
+# --- the worked solutions of notebook 04's exercises ---------------------------------------------------------------
+
+class InterruptingCache(ResponseCache):
+    """A response cache that cancels `task` — as ■ cancels a running cell — as soon as it has stored `stop_after` new
+    answers. It notes when the first answer was looked up and when it stopped, to time the answers it stored."""
+
+    def __init__(self, path: Path, stop_after: int):
+        super().__init__(path)
+        self.stop_after, self.stored, self.task = stop_after, 0, None
+        self.first_lookup = self.stopped_at = None
+
+    def get(self, key: str):
+        if self.first_lookup is None:
+            self.first_lookup = time.perf_counter()
+        return super().get(key)
+
+    def put(self, key: str, response: dict) -> None:
+        super().put(key, response)
+        self.stored += 1
+        if self.stored == self.stop_after:  # the answer is on disk; every request still in flight is cancelled
+            self.stopped_at = time.perf_counter()
+            self.task.cancel()
+
+
+async def run_until_interrupted(served: dict, runs, test_df: pd.DataFrame, cfg: CourseConfig, cache_path: Path,
+                                log_path: Path, stop_after: int) -> dict:
+    """`run_local_models` with the answer cache at `cache_path`, cancelled once `stop_after` new answers are cached
+    (the server stops, as when its cell is interrupted). Returns {"answered": answers cached by this call,
+    "seconds": from the first lookup to the interrupt (or to the last answer when it finished first), "interrupted"}."""
+    cache = InterruptingCache(cache_path, stop_after)
+    cache.task = task = asyncio.ensure_future(run_local_models(served, runs, test_df, cfg, cache, log_path))
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError:  # this call itself was interrupted: stop the run too
+        task.cancel()
+        await asyncio.wait({task})
+        raise
+    if not task.cancelled():
+        task.result()  # an error other than the interrupt is raised here
+    end = cache.stopped_at or time.perf_counter()
+    return {"answered": cache.stored, "seconds": end - cache.first_lookup if cache.first_lookup else 0.0,
+            "interrupted": task.cancelled()}
+
+
+FIGURES = ("accuracy", "macro_f1", "invalid_rate", "median_latency_s", "median_prompt_tokens", "cost_per_1000_usd",
+           "cached")
+
+
+def comparison_figures(v: dict, *rows: dict) -> dict:
+    """The figures of a paired comparison for a metrics file: each row's scores by method, and the verdict's macro-F1
+    difference (first row of the verdict minus second), its 95 % interval and outcome."""
+    return {"rows": {r["method"]: {k: r.get(k) for k in FIGURES} for r in rows},
+            **{k: v[k] for k in ("difference", "low", "high", "outcome")}}
+
+
+def shots_sentence(v: dict, fewer: dict, more: dict) -> str:
+    """Exercise 1's answer: did more shots help the base model (`v`: `evaluate.verdict` of `more` against `fewer`),
+    and what did they cost in prompt tokens and latency?"""
+    said = {"ahead": "improved", "tied": "did not change beyond the test set's noise", "behind": "got worse"}
+    ratio = more["median_latency_s"] / fewer["median_latency_s"] if fewer["median_latency_s"] else float("nan")
+    cached = fewer.get("cached", 0) + more.get("cached", 0)
+    return (f"With {more['shots']} shots instead of {fewer['shots']}, the base model {said[v['outcome']]}: macro-F1 "
+            f"{more['macro_f1']:.3f} against {fewer['macro_f1']:.3f} ({v['interval']}). Its prompts grew from a median "
+            f"of {fewer['median_prompt_tokens']:.0f} to {more['median_prompt_tokens']:.0f} tokens, and its median "
+            f"latency went from {fewer['median_latency_s']:.3f} s to {more['median_latency_s']:.3f} s ({ratio:.2f}x)"
+            + (f"; {cached} of the answers came from the answer cache, with the latency measured when they were sent."
+               if cached else "."))
+
+
+def openai_sentence(v: dict, gpt: dict, tuned: dict, prices_checked: str) -> str:
+    """Exercise 2's answer: `gpt` (the OpenAI row) against the fine-tuned row (`v`: `evaluate.verdict` of `gpt`
+    against `tuned`), and what it costs per 1,000 reviews."""
+    said = {"ahead": "beat", "tied": "tied with", "behind": "fell behind"}[v["outcome"]]
+    return (f"{gpt['method']} (macro-F1 {gpt['macro_f1']:.3f}) {said} {tuned['method']} ({tuned['macro_f1']:.3f}): "
+            f"{v['interval']}{' (a tie: the test set cannot tell them apart)' if v['outcome'] == 'tied' else ''}. "
+            f"It costs ${gpt['cost_per_1000_usd']:.4f} per 1,000 reviews at the list prices of {prices_checked} (check "
+            f"the current ones); the fine-tuned model costs $0 per 1,000 on your own machine.")
+
+
+def openai_skipped_answer(cfg: CourseConfig) -> str:
+    """Exercise 2's answer when the OpenAI row could not be run (the note beside it in the record says why)."""
+    return (f"{cfg.openai_model} was not asked here, so there is no comparison yet. To answer it, run this notebook "
+            f"again with a valid OPENAI_API_KEY in the environment that JupyterLab or `make solutions` starts from: "
+            f"it sends the test reviews to {cfg.openai_model} {cfg.shots}-shot (cached, so a run that stopped resumes) "
+            f"and compares it with the fine-tuned model, with its cost per 1,000 reviews.")
+
+
+def resume_sentence(total: int, answered: int, seconds: float, cached: int, new: int) -> str:
+    """Exercise 3's answer: what the answer cache saved when an interrupted run was started again."""
+    return (f"The interrupted run got {answered} of its {total} answers (in {seconds:.1f} s) before it stopped. Run "
+            f"again, it read {cached} answers from the cache and sent {new} requests to the server: the cache saved "
+            f"{cached} requests" + (f", about {seconds:.1f} s of the server's time." if cached == answered else "."))

@@ -6,28 +6,35 @@ An experiment: it loads every format through `helpers.predict.load_predictor` an
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from helpers.config import CourseConfig
 from helpers.evaluate import classification_metrics, verdict
+from helpers.gguf import quantize_gguf
 from helpers.predict import load_predictor
-from helpers.runs import TRAINING, layout
+from helpers.runs import TRAINING, layout, read_decision, write_decision
 
 
 def compare_formats(cfg: CourseConfig, model_dir: Path, files: dict, test_df, progress: bool = True,
-                    known: dict | None = None) -> list[dict]:
+                    known: dict | None = None, with_probabilities: bool = False) -> list[dict]:
     """Size on disk, load time, reviews per second, accuracy and macro-F1 of the HF model and each GGUF file on the
     same reviews by label scoring, and how many answers changed against the HF model. `known`: the HF model's
     label scoring of these reviews already measured (`scored_in_training`): it is loaded to time the load, not
-    scored again."""
+    scored again. `with_probabilities`: each row keeps its label probabilities too (a list per review)."""
     gold, rows = list(test_df["label"]), []
     for name, path in {None: model_dir, **files}.items():
         start = time.perf_counter()
         predictor = load_predictor(cfg, path)
         loaded = time.perf_counter()
-        if name is None and known is not None and known["labels"] == gold:
+        if (name is None and known is not None and known["labels"] == gold
+                and (not with_probabilities or known.get("probabilities") is not None)):
             predictions, rps, measured_in = known["predictions"], known["reviews_per_second"], known["measured_in"]
+            probabilities = known.get("probabilities")
         else:
             probabilities = predictor.probabilities(test_df["text"], progress=progress)
             predictions = [cfg.labels[i] for i in probabilities.argmax(1)]
@@ -36,6 +43,8 @@ def compare_formats(cfg: CourseConfig, model_dir: Path, files: dict, test_df, pr
         rows.append({"format": name or f"HF {dtype}", "size_mb": predictor.size_mb, "load_seconds": loaded - start,
                      "reviews_per_second": rps, "scored_in": measured_in, "predictions": predictions,
                      **_scores(classification_metrics(gold, predictions, cfg.labels))})
+        if with_probabilities:
+            rows[-1]["probabilities"] = np.asarray(probabilities, dtype=float).tolist()
         del predictor
     for row in rows:
         row["changed_vs_hf"] = sum(a != b for a, b in zip(row["predictions"], rows[0]["predictions"]))
@@ -49,7 +58,7 @@ def scored_in_training(cfg: CourseConfig) -> dict | None:
     if not m or "test_predictions" not in m:
         return None
     return {"labels": m["test_labels"], "predictions": m["test_predictions"], "measured_in": TRAINING,
-            "reviews_per_second": m["fine_tuned"]["reviews_per_second"]}
+            "reviews_per_second": m["fine_tuned"]["reviews_per_second"], "probabilities": m.get("test_probabilities")}
 
 
 def _scores(metrics: dict) -> dict:
@@ -69,3 +78,101 @@ def format_verdict(rows: list[dict], gold, cfg: CourseConfig) -> str:
             f"reviews per second as {hf['format']} and changed {q4['changed_vs_hf']} of {len(q4['predictions'])} "
             f"answers; on macro-F1 it {said} {hf['format']} ({test['interval']}"
             f"{': the test set cannot tell them apart' if test['tie'] else ''}; accuracy {q4['accuracy'] - hf['accuracy']:+.3f}).")
+
+
+# --- the worked solutions of notebook 03's exercises ------------------------------------------------------------------
+
+def quantize_beside(cfg: CourseConfig, quant: str, out_dir: Path) -> Path:
+    """Notebook 03's f16 file of this run quantized to `quant` (e.g. "Q5_K_M") into `out_dir`, with the decision rule
+    of the chapter's GGUF files beside it, so that it decides as they do."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    out = quantize_gguf(layout(cfg).gguf("f16"), Path(out_dir) / f"model-{quant}.gguf", quant)
+    if (rule := read_decision(layout(cfg).gguf("Q4_K_M"))) is not None:
+        write_decision(rule, out)
+    return out
+
+
+def _short(fmt: str) -> str:
+    return fmt.removeprefix("GGUF ")
+
+
+def _position(value: float, low: float, high: float, below: str, above: str) -> str:
+    """Where `value` lies against `low` and `high`: "between", or below/above both of them."""
+    low, high = sorted((low, high))
+    return "between" if low <= value <= high else f"{below} both" if value < low else f"{above} both"
+
+
+def placement_sentence(rows: list[dict], gold, cfg: CourseConfig, new: str = "GGUF Q5_K_M",
+                       upper: str = "GGUF Q8_0", lower: str = "GGUF Q4_K_M") -> str:
+    """Where the `new` format of a `compare_formats` table lands between `upper` and `lower`: on size and reviews per
+    second as measured, and on macro-F1 by the paired bootstrap over the test reviews (`gold`) against each."""
+    by = {r["format"]: r for r in rows}
+    n, hi, lo = by[new], by[upper], by[lower]
+    name, up, down = _short(new), _short(upper), _short(lower)
+    tests = {other: verdict(gold, {**n, "method": name}, {**by[f], "method": other}, cfg.labels, cfg.seed)
+             for other, f in ((up, upper), (down, lower))}
+    said = {"ahead": "scores above", "tied": "is tied with", "behind": "falls behind"}
+    f1 = " and ".join(f"{said[t['outcome']]} {other} ({t['interval']})" for other, t in tests.items())
+    ties = all(t["tie"] for t in tests.values())
+    size = _position(n["size_mb"], lo["size_mb"], hi["size_mb"], "smaller than", "larger than")
+    speed = _position(n["reviews_per_second"], lo["reviews_per_second"], hi["reviews_per_second"], "slower than",
+                      "faster than")
+    return (f"{name} weighs {n['size_mb']:.4g} MB, {size} {down} ({lo['size_mb']:.4g}) and {up} "
+            f"({hi['size_mb']:.4g}); it classifies {n['reviews_per_second']:.1f} reviews per second, {speed} {down} "
+            f"({lo['reviews_per_second']:.1f}) and {up} ({hi['reviews_per_second']:.1f}); on macro-F1 "
+            f"({n['macro_f1']:.3f}) it {f1}"
+            f"{': the test set cannot tell the three apart' if ties else ''}.")
+
+
+def changed_answers(texts, gold, first: dict, second: dict) -> pd.DataFrame:
+    """One row per review: the gold label, both rows' answers and label probabilities (`compare_formats` rows with
+    `with_probabilities`, rounded to 3 decimals, in the labels' order), `first`'s margin (its top probability minus its
+    second) and whether the answer changed; the closest calls of `first` first."""
+    def rounded(rows):
+        return [tuple(round(float(p), 3) for p in row) for row in rows]
+
+    margins = np.sort(np.asarray(first["probabilities"], dtype=float), axis=1)
+    frame = pd.DataFrame({
+        "text": list(texts), "gold": list(gold),
+        first["format"]: first["predictions"], second["format"]: second["predictions"],
+        f"{first['format']} p": rounded(first["probabilities"]),
+        f"{second['format']} p": rounded(second["probabilities"]),
+        "margin": margins[:, -1] - margins[:, -2],
+        "changed": [a != b for a, b in zip(first["predictions"], second["predictions"])]})
+    return frame.sort_values("margin", kind="stable")
+
+
+def close_calls(frame, closest_share: float = 0.1) -> dict:
+    """Figures on `changed_answers`' frame: how many answers changed, the median margin of the changed and of the
+    unchanged reviews, the share of unchanged reviews whose margin is wider than the changed ones' median, and how
+    many of the closest calls (the `closest_share` of reviews with the smallest margins) changed."""
+    changed, unchanged = frame.loc[frame["changed"], "margin"], frame.loc[~frame["changed"], "margin"]
+    closest = max(1, math.ceil(closest_share * len(frame)))
+    median = float(changed.median()) if len(changed) else None
+    return {"reviews": len(frame), "changed": int(len(changed)),
+            "median_margin_changed": median,
+            "median_margin_unchanged": float(unchanged.median()) if len(unchanged) else None,
+            "unchanged_wider_than_changed_median": (float((unchanged > median).mean())
+                                                    if median is not None and len(unchanged) else None),
+            "closest": closest, "changed_among_closest": int(frame.nsmallest(closest, "margin")["changed"].sum())}
+
+
+def close_calls_sentence(figures: dict, first: str = "HF fp32", second: str = "Q4_K_M") -> str:
+    """Were the answers that `second` changed against `first` close calls of `first` already? Yes when `first`'s
+    margin on them (median) is narrower than on three quarters of the unchanged reviews, partly when narrower than on
+    half, no otherwise; with the closest calls' change rate against the overall one."""
+    n, c = figures["reviews"], figures["changed"]
+    if c == 0:
+        return (f"No review changed its answer between {first} and {second} ({n} reviews): there are no changed "
+                f"answers to compare with the close calls.")
+    if c == n:
+        return (f"Every one of the {n} reviews changed its answer between {first} and {second}: no unchanged review "
+                f"to compare them with.")
+    wider = figures["unchanged_wider_than_changed_median"]
+    said = ("Yes: they were close calls already" if wider >= 0.75 else
+            "Partly: they were closer calls than most" if wider > 0.5 else "No: they were not especially close calls")
+    k, m = figures["closest"], figures["changed_among_closest"]
+    return (f"{c} of {n} reviews changed their answer between {first} and {second}. {said} — {first}'s median margin "
+            f"(top probability minus the second) was {figures['median_margin_changed']:.3f} on them against "
+            f"{figures['median_margin_unchanged']:.3f} on the unchanged reviews, narrower than on {wider:.0%} of "
+            f"those; {m} of the {k} closest calls changed ({m / k:.0%}), against {c / n:.0%} of all reviews.")

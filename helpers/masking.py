@@ -70,15 +70,16 @@ def check_trained_tokens(dataset, tokenizer, expect: str = "answer", source_rows
     """Fail loudly unless the trained tokens of every prepared example are exactly what `expect` says.
 
     expect="answer": only the answer (label + end-of-turn). expect="all": every token (the unmasked ablation).
+    expect="label": only the label, its end-of-turn masked too (the solution to notebook 01's first exercise).
     `dataset` is the one SFTTrainer prepared (it keeps the prompt/completion columns next to input_ids and labels);
     `source_rows`, the number of records it was made from, catches examples TRL dropped silently.
     Returns a summary (examples checked, trained tokens per example)."""
-    if expect not in ("answer", "all"):
-        raise ValueError(f"expect must be 'answer' or 'all', not {expect!r}")
+    if expect not in ("answer", "all", "label"):
+        raise ValueError(f"expect must be 'answer', 'all' or 'label', not {expect!r}")
     columns = dataset.column_names
     if "labels" not in columns:
         raise MaskingError("The prepared dataset has no labels column: was it prepared by SFTTrainer?")
-    if expect == "answer" and not {"prompt", "completion"} <= set(columns):
+    if expect != "all" and not {"prompt", "completion"} <= set(columns):
         kind = "a plain `text`" if "text" in columns else "a `messages`" if "messages" in columns else "this"
         raise MaskingError(f"The records form {kind} dataset. TRL masks only prompt/completion records by itself; "
                            f"a plain text dataset with completion_only_loss=True trains on every token, with no "
@@ -106,8 +107,14 @@ def check_trained_tokens(dataset, tokenizer, expect: str = "answer", source_rows
                                    f"run is meant to train on every token (completion_only_loss=False).")
             continue
         text, answer = tokenizer.decode(trained), expected_answer(tokenizer, example)
+        if expect == "label":
+            answer = example["completion"][-1]["content"]
         if text == answer:
             continue
+        if answer.startswith(text) and trained and labels[-1] == IGNORE:  # the answer ends before the example does
+            raise MaskingError(f"Example {i}: only {text!r} of the answer {answer!r} is trained: the end of the answer "
+                               f"is masked, so the model never learns to stop after its label. Train on the whole "
+                               f"completion (TRL's prompt/completion records do).")
         if answer.startswith(text):
             raise MaskingError(f"Example {i}: the answer is cut off by max_length={len(ids)}: only {text!r} of "
                                f"{answer!r} is trained. Raise max_length or shorten the review.")
@@ -130,3 +137,39 @@ def check_assistant_only_loss(tokenizer) -> None:
         raise MaskingError("assistant_only_loss=True needs {% generation %}...{% endgeneration %} around the assistant "
                            "turn in the chat template, and this template has none (TRL cannot patch it). Use "
                            "prompt/completion records instead: TRL masks the prompt by itself.") from None
+
+
+def label_only_records(records: list[dict], tokenizer) -> list[dict]:
+    """Prompt/completion records, tokenized with every token masked but the label's: the end-of-turn after the label
+    carries no loss either. TRL trains a dataset that brings its own `input_ids` and `labels` as it is."""
+    out = []
+    for record in records:
+        prompt = tokenizer.apply_chat_template(record["prompt"], tokenize=False, add_generation_prompt=True)
+        label = record["completion"][-1]["content"]
+        prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+        label_ids = tokenizer.encode(label, add_special_tokens=False)
+        rest = tokenizer.encode(expected_answer(tokenizer, record)[len(label):], add_special_tokens=False)
+        out.append({**record, "input_ids": prompt_ids + label_ids + rest,
+                    "labels": [IGNORE] * len(prompt_ids) + label_ids + [IGNORE] * len(rest)})
+    return out
+
+
+def label_tokens(tokenizer, labels) -> dict[str, list[str]]:
+    """Each label's tokens as the model writes it after the assistant header (no leading space)."""
+    return {label: tokenizer.convert_ids_to_tokens(tokenizer.encode(label, add_special_tokens=False)) for label in labels}
+
+
+def label_words_sentence(tokens: dict[str, list[str]], guard: dict | str) -> str:
+    """Whether other label words still suit label scoring and the guard: `tokens` from `label_tokens`, `guard` the
+    summary of `check_trained_tokens` or the message it raised."""
+    counts = ", ".join(f"{label} {len(t)}" for label, t in tokens.items())
+    single = all(len(t) == 1 for t in tokens.values())
+    firsts = len({t[0] for t in tokens.values()}) == len(tokens)
+    words = (f"The labels {', '.join(tokens)} take {counts} token(s) each: "
+             + ("every one is a single token" if single else "not all are single tokens")
+             + (", and each starts with a token of its own, so label scoring can tell them apart. " if firsts else
+                ", and two start with the same token, so label scoring cannot tell them apart. "))
+    if isinstance(guard, str):
+        return words + f"The guard refused the records: {guard}"
+    return words + (f"The guard passed: {guard['examples']} examples, {guard['trained_tokens_per_example']} trained "
+                    f"token(s) each (the label, the end-of-turn and the newline).")

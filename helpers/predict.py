@@ -214,24 +214,54 @@ def length_sorted_batches(tokenizer, prompts, batch_size: int, desc: str, progre
         tokenizer.padding_side = side
 
 
-def generate_answers(model, tokenizer, texts, cfg: CourseConfig, max_new_tokens: int = 5,
-                     progress: bool = True, offsets=None) -> list[str]:
-    """Greedy answers of at most `max_new_tokens` tokens, batched with left padding; a decision rule's `offsets`
-    are added to the labels' first tokens (`sequence_bias`), as label scoring adds them."""
+def generated_tokens(model, tokenizer, texts, cfg: CourseConfig, max_new_tokens: int = 5, progress: bool = True,
+                     offsets=None) -> list[list[int]]:
+    """The token ids each prompt's greedy answer adds (at most `max_new_tokens`, padding after an early stop left out),
+    batched with left padding; a decision rule's `offsets` are added to the labels' first tokens (`sequence_bias`), as
+    label scoring adds them."""
     import torch
 
     bias = {(t,): b for t, b in label_bias(label_first_tokens(tokenizer, cfg.labels), offsets).items()}
     prompts = [prompt_text(tokenizer, t, cfg) for t in texts]
-    answers = [""] * len(prompts)
+    answers = [[] for _ in prompts]
     for rows, batch in length_sorted_batches(tokenizer, prompts, cfg.scoring_batch_size, "generation", progress):
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id, **({"sequence_bias": bias} if bias else {}))
-        for row, answer in zip(rows, tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
-                                                            skip_special_tokens=True)):
-            answers[row] = answer
+        for row, ids in zip(rows, out[:, enc["input_ids"].shape[1]:].tolist()):
+            answers[row] = _until_stop(ids, stop_ids(model, tokenizer))
     return answers
+
+
+def stop_ids(model, tokenizer) -> set[int]:
+    """The token ids that end a generated answer (the generation config's, and the tokenizer's end of sequence)."""
+    eos = model.generation_config.eos_token_id
+    return {*(eos if isinstance(eos, list) else [] if eos is None else [eos]), tokenizer.eos_token_id}
+
+
+def _until_stop(ids: list[int], stops: set) -> list[int]:
+    """Generated ids up to and with the first stop token (what follows it is padding)."""
+    ends = [i for i, t in enumerate(ids) if t in stops]
+    return ids[:ends[0] + 1] if ends else ids
+
+
+def generate_answers(model, tokenizer, texts, cfg: CourseConfig, max_new_tokens: int = 5,
+                     progress: bool = True, offsets=None) -> list[str]:
+    """Greedy answers of at most `max_new_tokens` tokens (`generated_tokens`), decoded without special tokens."""
+    return tokenizer.batch_decode(generated_tokens(model, tokenizer, texts, cfg, max_new_tokens, progress, offsets),
+                                  skip_special_tokens=True)
+
+
+def stopping(model, tokenizer, texts, cfg: CourseConfig, max_new_tokens: int = 8, progress: bool = True) -> dict:
+    """How a model ends its answers: the share that stop with an end-of-turn token within `max_new_tokens`, the mean
+    tokens per answer, and the answers themselves (special tokens kept, to show where it stopped)."""
+    ids = generated_tokens(model, tokenizer, texts, cfg, max_new_tokens, progress)
+    stops = stop_ids(model, tokenizer)
+    stopped = [bool(a) and a[-1] in stops for a in ids]
+    return {"stopped": float(np.mean(stopped)), "stops": stopped,
+            "mean_new_tokens": float(np.mean([len(a) for a in ids])), "max_new_tokens": max_new_tokens,
+            "answers": tokenizer.batch_decode(ids, skip_special_tokens=False)}
 
 
 # --- llama.cpp: the same prompt, the same label scoring ---------------------------------------------------------------
@@ -247,8 +277,9 @@ def load_gguf(path: Path, cfg: CourseConfig):
     if not path.exists():
         raise GGUFError(f"{path}: no such GGUF file. Run the conversion steps of notebook 03 first.")
     try:
-        return llama_cpp.Llama(model_path=str(path), n_ctx=cfg.context_length, n_threads=cfg.threads, n_batch=512,
-                               logits_all=False, seed=cfg.seed, verbose=False)
+        # n_threads_batch too: llama.cpp's default for prompt processing (all of label scoring) is every core
+        return llama_cpp.Llama(model_path=str(path), n_ctx=cfg.context_length, n_threads=cfg.threads,
+                               n_threads_batch=cfg.threads, n_batch=512, logits_all=False, seed=cfg.seed, verbose=False)
     except (ValueError, RuntimeError) as err:
         raise GGUFError(f"llama.cpp could not load {path} ({err}). Is it a complete GGUF file from this llama.cpp "
                            f"release? Re-run the conversion.") from None

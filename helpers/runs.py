@@ -81,6 +81,13 @@ def latest_bench(key: str, root: Path = ROOT / "runs" / "bench") -> tuple[Path, 
 # The notebooks, by the folder each keeps inside a run folder.
 DATA, MASKING, TRAINING = "00_setup_and_data", "01_label_masking", "02_logged_training"
 EXPORT, FEWSHOT, ALTERNATIVES = "03_gguf_quantization", "04_few_shot_vs_finetuned", "05_practitioners_alternatives"
+# The worked solutions of a chapter's exercises keep their outputs in <run>/solutions/<chapter>/, beside the chapters.
+SOLUTIONS = "solutions"
+
+
+def solution(chapter: str) -> str:
+    """The folder, inside a run folder, of the worked solutions of `chapter`'s exercises."""
+    return f"{SOLUTIONS}/{chapter}"
 
 
 @dataclass(frozen=True)
@@ -190,15 +197,16 @@ def finished_run(folder: Path, asked: str) -> Path:
 
 
 def start_from(cfg: CourseConfig, notebook: str) -> list[str]:
-    """Copy into `cfg.run_dir` the folders of the notebooks before `notebook` that `cfg.from_run` holds and this run
-    lacks, without their caches; `cfg.from_run` is only read. Returns the notebooks copied."""
+    """Copy into `cfg.run_dir` the folders of the notebooks before `notebook` (for `solution(chapter)`: up to and with
+    `chapter`) that `cfg.from_run` holds and this run lacks, without their caches; `cfg.from_run` is only read.
+    Returns the notebooks copied."""
     source = Path(cfg.from_run)
     if not source.is_absolute() and not source.exists():  # a notebook's working folder is notebooks/
         source = ROOT / source
     finished_run(source, "from_run")
     if source.resolve() == Path(cfg.run_dir).resolve():
         raise RunError(f"from_run={cfg.from_run} is the run folder itself: give this run its own run_dir.")
-    copied = []
+    copied, chapter = [], notebook.removeprefix(SOLUTIONS + "/")  # a solution reads its own chapter's outputs too
     for stem in (nb.stem for nb in course_notebooks()):
         if stem == notebook:
             break
@@ -206,6 +214,8 @@ def start_from(cfg: CourseConfig, notebook: str) -> list[str]:
             shutil.copytree(source / stem, Path(cfg.run_dir) / stem,
                             ignore=lambda _, names: [name for name in names if is_cache(name)])
             copied.append(stem)
+        if stem == chapter:
+            break
     return copied
 
 
@@ -244,6 +254,14 @@ def missing_input(cfg: CourseConfig, what: str, made_by: str) -> str:
     return (f"{what} is not in {cfg.run_dir}: run notebook {made_by[:2]} ({made_by}) first with the same run_dir, or "
             f"start from a finished run: make lab FROM=runs/<timestamp>-{cfg.profile} (or overrides={{\"from_run\": "
             f"...}}).")
+
+
+def chapter_metrics(cfg: CourseConfig, notebook: str) -> dict:
+    """What `notebook` recorded in this run folder, or the one line that says what to run first (`RunError`)."""
+    found = layout(cfg).metrics(notebook)
+    if found is None:
+        raise RunError(missing_input(cfg, RELATIVE.metrics_file(notebook).as_posix(), notebook))
+    return found
 
 
 def _json_safe(value):
@@ -315,6 +333,16 @@ def course_notebooks() -> list[Path]:
     return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
+def solution_notebooks() -> list[Path]:
+    """The worked solutions, one notebook per chapter, named as the chapter whose exercises they answer."""
+    return sorted((NOTEBOOKS / SOLUTIONS).glob("[0-9][0-9]_*.ipynb"))
+
+
+def folder_name(notebook: Path) -> str:
+    """The folder a notebook file keeps inside a run folder: its stem, or `solution(stem)` for a worked solution."""
+    return solution(notebook.stem) if Path(notebook).parent.name == SOLUTIONS else Path(notebook).stem
+
+
 def execute_notebook(notebook: Path, output: Path, parameters: dict, progress: bool = False) -> float:
     """Run one notebook headless with papermill (in the notebooks folder); returns the wall time in seconds."""
     import papermill
@@ -337,8 +365,8 @@ def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = R
     print(f"Run folder: {run_dir}")
     start, estimate = time.perf_counter(), None
     for i, nb in enumerate(notebooks, 1):
-        out = run_dir / nb.stem / nb.name
-        print(f"[{i}/{len(notebooks)}] {nb.stem} ...", flush=True)
+        out = run_dir / folder_name(nb) / nb.name
+        print(f"[{i}/{len(notebooks)}] {folder_name(nb)} ...", flush=True)
         try:
             seconds = execute_notebook(nb, out, parameters, progress=True)
         except Exception as err:
@@ -347,8 +375,8 @@ def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = R
                   f"{getattr(err, 'evalue', err)}\nThe executed notebook with the error is {out}; results so far "
                   f"stay in {run_dir}.")
             return run_dir, False
-        print(f"[{i}/{len(notebooks)}] {nb.stem} done in {seconds:.0f} s", flush=True)
-        metrics = merge_json(run_dir / nb.stem / "metrics.json", {"wall_seconds": round(seconds, 1)})
+        print(f"[{i}/{len(notebooks)}] {folder_name(nb)} done in {seconds:.0f} s", flush=True)
+        metrics = merge_json(run_dir / folder_name(nb) / "metrics.json", {"wall_seconds": round(seconds, 1)})
         if nb.stem == DATA:  # notebook 00 timed this data against an earlier run on this machine: say it first
             estimate = json.loads(metrics.read_text()).get("estimate")
             print(estimate["sentence"] if estimate else "", flush=True)

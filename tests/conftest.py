@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from helpers.config import make_config
 from helpers.runs import course_notebooks, execute_notebook
@@ -55,27 +56,30 @@ def tiny_gguf(tmp_path_factory):
 class CourseRun:
     """The smoke course in one folder for the whole test session, each notebook run once with papermill and in order,
     as `make course` runs them (notebook 03 converts 02's model). `notebook(stem)` runs every notebook up to `stem` that
-    has not run yet and returns the executed copy of `stem`; `through(stem)` returns the folder. A notebook that failed
-    is not run again: the tests after it say which one failed. The tests that read it sit in one module, which
-    `--dist loadscope` gives to one worker (`pytest_collection_modifyitems` checks it)."""
+    has not run yet and returns the executed copy of `stem`; `through(stem)` returns the folder. Every pytest-xdist
+    worker shares the one folder: a file lock per notebook lets the first worker that needs it run it while the others
+    wait, and a marker file says it finished. A notebook that failed is not run again: the tests after it say which
+    one failed."""
 
     def __init__(self, run_dir: Path):
-        self.run_dir, self.done, self.failed = run_dir, set(), {}
+        self.run_dir = run_dir
         self.parameters = {"profile": "smoke", "run_dir": str(run_dir),  # and an answer cache of its own
                            "overrides": {"response_cache": str(run_dir.parent / "responses.jsonl")}}
 
     def notebook(self, stem: str) -> Path:
         for nb in course_notebooks():
             out = self.run_dir / nb.stem / nb.name
-            if nb.stem in self.failed:
-                raise RuntimeError(f"{nb.stem} failed earlier in this session: {self.failed[nb.stem]}")
-            if nb.stem not in self.done:
-                try:
-                    execute_notebook(nb, out, self.parameters)
-                except Exception as err:
-                    self.failed[nb.stem] = f"{type(err).__name__}: {str(err)[-500:]}"
-                    raise
-                self.done.add(nb.stem)
+            done, failed = (self.run_dir.parent / f"{nb.stem}.{end}" for end in ("done", "failed"))
+            with FileLock(self.run_dir.parent / f"{nb.stem}.lock"):
+                if failed.exists():
+                    raise RuntimeError(f"{nb.stem} failed earlier in this session: {failed.read_text()}")
+                if not done.exists():
+                    try:
+                        execute_notebook(nb, out, self.parameters)
+                    except Exception as err:
+                        failed.write_text(f"{type(err).__name__}: {str(err)[-500:]}")
+                        raise
+                    done.touch()
             if nb.stem == stem:
                 return out
         raise KeyError(f"no notebook {stem!r} in notebooks/")
@@ -87,15 +91,24 @@ class CourseRun:
 
 @pytest.fixture(scope="session")
 def course_run(tmp_path_factory) -> CourseRun:
-    return CourseRun(tmp_path_factory.mktemp("course") / "run")
+    """One course run for all workers: under xdist in the folder above each worker's own temporary folder."""
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared.parent if "PYTEST_XDIST_WORKER" in os.environ else shared
+    folder = shared / "course"
+    folder.mkdir(exist_ok=True)
+    return CourseRun(folder / "run")
 
 
 def pytest_collection_modifyitems(config, items):
-    """The course run's tests first: under pytest-xdist the worker that takes their module runs the suite's longest
-    chain (every notebook, each run again by nbval) while the other workers share the rest. Those tests must sit in
-    one module, or a second worker would run the whole course again."""
-    readers = {item.module.__name__ for item in items if "course_run" in getattr(item, "fixturenames", ())}
-    if len(readers) > 1:
-        raise pytest.UsageError(f"tests reading `course_run` sit in {', '.join(sorted(readers))}: move them into one "
-                                f"module (tests/test_notebooks.py), or every xdist worker runs the course.")
-    items.sort(key=lambda item: "course_run" not in getattr(item, "fixturenames", ()))
+    """The order pytest-xdist hands out modules (`--dist loadscope --no-loadscope-reorder`): first the chapters, read
+    from the course run, the suite's longest chain (every notebook, each run again by nbval), which one worker runs;
+    meanwhile the other workers take the modules with slow tests, then the worked solutions, which read the chapters'
+    outputs and by then find them made, and last the quick unit tests, which fill whichever worker is free."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+
+    def order(item):
+        module = item.module.__name__
+        reads = "course_run" in getattr(item, "fixturenames", ())
+        return (0 if module.endswith("test_notebooks") else 2 if reads or module.endswith("test_solutions") else
+                1 if module in slow else 3)
+    items.sort(key=order)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 import helpers.ablation
-from helpers.ablation import ablation_summary, ablation_verdict, run_masking_ablation
+from helpers.ablation import (ablation_summary, ablation_verdict, run_masking_ablation, run_stop_ablation, stop_sentence,
+                              verdict_holds)
 from helpers.data import prepare_splits
 
 
@@ -49,3 +50,36 @@ def test_ablation_verdict_follows_the_paired_bootstrap(cfg):
     assert "masking helped (+1.000, 95 % interval +1.000 to +1.000 macro-F1) on 60 test reviews." in helped
     hurt = ablation_verdict({"masked": {**arm, "predictions": wrong}, "unmasked": arm}, gold, cfg)
     assert "masking hurt (-1.000" in hurt
+
+
+def outcome(name, difference, low, high):
+    """The part of a `verdict` that `verdict_holds` reads."""
+    return {"outcome": name, "interval": f"{difference:+.3f}, 95 % interval {low:+.3f} to {high:+.3f}"}
+
+
+def test_the_verdict_holds_only_when_every_setting_says_the_same():
+    same = verdict_holds({"20 steps": outcome("ahead", 0.2, 0.1, 0.3), "60 steps": outcome("ahead", 0.1, 0.02, 0.2)})
+    assert same.startswith("20 steps: masking helped (+0.200, 95 % interval +0.100 to +0.300); 60 steps: masking")
+    assert same.endswith("The verdict holds in every setting tried.")
+    moved = verdict_holds({"20 steps": outcome("ahead", 0.2, 0.1, 0.3), "seed 43": outcome("tied", 0.0, -0.1, 0.1)})
+    assert "seed 43: a tie (+0.000" in moved and "The verdict does not hold" in moved
+
+
+def test_stop_sentence_calls_a_drop_in_stops_only_outside_the_noise():
+    def arm(stops, tokens):
+        return {"stops": stops, "stopped": float(np.mean(stops)), "mean_new_tokens": tokens, "max_new_tokens": 8}
+    never = stop_sentence({"answer": arm([True] * 40, 3.0), "label only": arm([False] * 40, 8.0)})
+    assert "ended 0% of its test answers" in never and "answer 100% (-100%, 95 % interval -100% to -100%)" in never
+    assert "does not learn to stop" in never and "8.0 tokens per answer against 3.0" in never
+    same = stop_sentence({"answer": arm([True, False] * 20, 5.0), "label only": arm([False, True] * 20, 5.0)})
+    assert "A tie" in same
+
+
+@pytest.mark.slow
+def test_the_label_only_arm_trains_the_label_alone_and_both_arms_are_read_for_their_stops(cfg):
+    cfg.ablation_steps = 2
+    results = run_stop_ablation(cfg, prepare_splits(cfg), cfg.run_dir / "stops", max_new_tokens=4, progress=False)
+    assert list(results) == ["answer (label + end-of-turn)", "label only"]
+    for arm in results.values():
+        assert len(arm["stops"]) == len(arm["answers"]) == cfg.test_size and 0 <= arm["stopped"] <= 1
+        assert 1 <= arm["mean_new_tokens"] <= 4 and 0 <= arm["macro_f1"] <= 1

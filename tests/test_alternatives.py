@@ -1,16 +1,19 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from helpers.alternatives import (Comparison, cheapest_within_noise, curve_subsets, human_agreement, fit_llm_adapter,
-                                  known_curve_points, learning_curve, little_data_sentence, llm_vs_alternatives,
-                                  out_of_domain_set, ceiling_sentence, verdicts, rater_ratings, run_llm_rows, score,
-                                  when_to_fine_tune)
+from helpers.alternatives import (ENCODER, SETFIT, Comparison, add_kept_encoder_rows, ceiling_sentence,
+                                  cheapest_within_noise, crossing_sentence, curve_subsets, encoder_epochs_sentence,
+                                  fit_llm_adapter, human_agreement, kept_encoder_models, known_curve_points,
+                                  learning_curve, little_data_sentence, llm_vs_alternatives, out_of_domain_set,
+                                  rater_ratings, run_llm_rows, score, score_without_retraining, setfit_curve_points,
+                                  setfit_sizes, travels_best, verdicts, when_to_fine_tune)
 from helpers.data import DataError, load_hutto, prepare_splits
-from helpers.runs import record_metrics
+from helpers.runs import RunError, layout, record_metrics
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -232,3 +235,161 @@ def test_verdicts_cover_every_question(cfg):
                         "little_data", "per_train_seconds", "per_serve_seconds", "advice"}
     assert out["test_llm_vs_alternatives"].startswith("In domain: fine-tuned LLM, HF (1.000 macro-F1) beats TF-IDF")
     assert "earns its cost" in out["advice"]
+
+
+# --- the worked solutions of the exercises ----------------------------------------------------------------------------
+
+GOLD = list(np.array(LABELS)[np.arange(60) % 3])
+WRONG = [LABELS[(LABELS.index(g) + 1) % 3] for g in GOLD]
+
+
+def almost(k):
+    """GOLD with the first k answers wrong: macro-F1 about 1 - k/60."""
+    return WRONG[:k] + GOLD[k:]
+
+
+def point(method, size, predictions):
+    return {"method": method, "size": size, "predictions": predictions,
+            "macro_f1": float(f1_score(GOLD, predictions, labels=list(LABELS), average="macro"))}
+
+
+def test_crossing_sentence_names_the_first_size_where_setfit_reaches_the_encoder():
+    curve = [point(SETFIT, 24, WRONG), point(ENCODER, 24, GOLD), point(SETFIT, 48, almost(1)),
+             point(ENCODER, 48, GOLD), point(SETFIT, 96, GOLD), point(ENCODER, 96, almost(2)),
+             point(ENCODER, 1440, GOLD)]  # the encoder's whole-split point has no SetFit partner
+    out = crossing_sentence(curve, GOLD, LABELS, seed=0)
+    assert out["outcomes"] == {24: "behind", 48: "tied", 96: "tied"} and out["first_reach"] == 48
+    assert out["sentence"].startswith("SetFit's macro-F1 reaches the fine-tuned encoder's first, after trailing at the "
+                                      "smaller sizes, at 16 per class (48 rows): SetFit (MiniLM) (0.983 macro-F1) and "
+                                      "MiniLM fine-tuned end to end (1.000) are tied within the test set's noise")
+    assert "It stays level or ahead up to the largest size tried (96 rows). The encoder on 1440 rows against SetFit " \
+           "on its largest, 96: MiniLM fine-tuned end to end (1.000 macro-F1) and SetFit (MiniLM) (1.000) are tied" \
+           in out["sentence"]
+
+
+def test_crossing_sentence_when_setfit_never_reaches_or_falls_behind_again():
+    never = crossing_sentence([point(SETFIT, 24, WRONG), point(ENCODER, 24, GOLD), point(SETFIT, 48, WRONG),
+                               point(ENCODER, 48, GOLD)], GOLD, LABELS, 0, note=" (64 per class capped.)")
+    assert never["first_reach"] is None and never["sentence"].startswith(
+        "SetFit's curve does not reach the fine-tuned encoder's within the sizes tried (24 to 48 training rows)")
+    assert never["sentence"].endswith(" (64 per class capped.)")
+    again = crossing_sentence([point(SETFIT, 6, GOLD), point(ENCODER, 6, WRONG), point(SETFIT, 12, WRONG),
+                               point(ENCODER, 12, GOLD)], GOLD, LABELS, 0)
+    assert again["outcomes"] == {6: "ahead", 12: "behind"}
+    assert "already at the smallest size tried, 2 per class (6 rows): SetFit (MiniLM) (1.000 macro-F1) beats" in \
+        again["sentence"]
+    assert " The encoder pulls ahead again at 12 rows: MiniLM fine-tuned end to end (1.000 macro-F1) beats" in \
+        again["sentence"]
+    assert "nothing to compare" in crossing_sentence([point(SETFIT, 6, GOLD)], GOLD, LABELS, 0)["sentence"]
+
+
+def test_setfit_sizes_cap_at_the_rarest_class_with_a_note():
+    train = pd.DataFrame({"label": ["negative"] * 12 + ["neutral"] * 16 + ["positive"] * 16})
+    assert setfit_sizes(train, (8, 2), LABELS) == ((2, 8), "")
+    sizes, note = setfit_sizes(train, (2, 32, 64), LABELS)
+    assert sizes == (2, 12) and note == (" (32 and 64 per class are more than the training split holds of its rarest "
+                                         "class, 12 rows: trained at 12 per class instead.)")
+    assert setfit_sizes(train, (2, 13), LABELS)[1].startswith(" (13 per class is more")
+
+
+def test_setfit_curve_points_reuse_known_rows_and_train_the_rest(cfg, monkeypatch):
+    from helpers import encoder
+
+    trained = []
+    monkeypatch.setattr(encoder, "train_setfit", lambda cfg, train, k, out: trained.append(k) or {
+        "n_train": 3 * k, "fit_seconds": 2.0, "predict": lambda texts: ["neutral"] * len(texts)})
+    test = pd.DataFrame({"text": ["a", "b", "c"], "label": list(LABELS)})
+    known = [{**point(SETFIT, 24, GOLD), "reused": False}, point(ENCODER, 96, GOLD)]
+    points = setfit_curve_points(cfg, test, test, (8, 32), known, cfg.run_dir)
+    assert trained == [32] and [(p["size"], p["reused"]) for p in points] == [(24, True), (96, False)]
+    assert points[1]["macro_f1"] == pytest.approx(1 / 6) and points[1]["train_seconds"] == 2.0
+
+
+def test_learning_curve_trains_only_the_methods_asked(cfg, monkeypatch):
+    from helpers import encoder
+
+    splits = prepare_splits(cfg)
+    cfg.learning_curve_sizes = (12,)
+    fitted = []
+    monkeypatch.setattr(encoder, "finetune_encoder", lambda cfg, subset, out, progress: fitted.append(len(subset)) or
+                        {"predict": lambda texts: ["neutral"] * len(texts)})
+    known = [{**point(ENCODER, len(splits.train), GOLD), "reused": True}]
+    points = learning_curve(cfg, splits.train, splits.test, known, cfg.run_dir, methods=(ENCODER,))
+    assert fitted == [12] and {(p["method"], p["size"]) for p in points} == {(ENCODER, 12), (ENCODER, 48)}
+
+
+def row(method, kind, predictions, seconds=None):
+    return {"method": method, "kind": kind, "train_seconds": seconds, "predictions": predictions,
+            "macro_f1": float(f1_score(GOLD, predictions, labels=list(LABELS), average="macro"))}
+
+
+def test_travels_best_compares_the_top_method_with_another_method_not_its_other_format():
+    rows = [row("fine-tuned LLM, HF fp32 (LoRA, merged)", "fine-tuned LLM", GOLD),
+            row("fine-tuned LLM, GGUF Q4_K_M", "fine-tuned LLM", almost(1)),
+            row("VADER (rules, no training)", "classic", almost(30)),
+            {"method": "no predictions", "kind": "classic", "macro_f1": 1.0}]
+    out = travels_best(GOLD, rows, LABELS, 0, "the NYT set")
+    assert out["best"].startswith("fine-tuned LLM, HF") and out["runner_up"] == "VADER (rules, no training)"
+    assert out["outcome"] == "ahead" and [m for m, _ in out["ranking"]][1] == "fine-tuned LLM, GGUF Q4_K_M"
+    assert out["sentence"].startswith("fine-tuned LLM, HF fp32 (LoRA, merged) travels best to the NYT set (1.000 "
+                                      "macro-F1), ahead of the best other method outside the noise: ")
+    tied = travels_best(GOLD, [rows[0], row("SetFit (MiniLM), 8 per class", "encoder", almost(1))], LABELS, 0,
+                        "the NYT set")
+    assert "but not ahead of the best other method outside the noise" in tied["sentence"]
+    assert "tied within the NYT set's noise" in tied["sentence"]
+    assert "no rival" in travels_best(GOLD, rows[:2], LABELS, 0, "x")["sentence"]
+
+
+def test_encoder_epochs_sentence_says_how_the_encoder_moved_against_the_llm():
+    llm = row("fine-tuned LLM, HF fp32 (LoRA, merged)", "fine-tuned LLM", GOLD, 270.0)
+    rows = [llm, row(ENCODER, "encoder", almost(30), 60.0), row(f"{ENCODER}, 20 epochs", "encoder", almost(1), 240.0)]
+    out = encoder_epochs_sentence(GOLD, rows, (5, 20), LABELS, seed=0)
+    assert out["sentence"].startswith("With 20 epochs instead of 5, the fine-tuned encoder catches up with the "
+                                      "fine-tuned LLM (with 5 it was behind it): ")
+    assert "It cost 240 s of training against 60 s for 5 epochs (4.0x), and 270 s for the LLM." in out["sentence"]
+    assert "Against its own 5-epoch run: MiniLM fine-tuned end to end, 20 epochs (0.983 macro-F1) beats" in \
+        out["sentence"]
+    assert out["figures"]["vs_llm_outcome"] == "tied" and out["figures"]["chapter_vs_llm_outcome"] == "behind"
+    rows[2] = row(f"{ENCODER}, 20 epochs", "encoder", almost(40), 240.0)
+    assert "does not catch up with" in encoder_epochs_sentence(GOLD, rows, (5, 20), LABELS, 0)["sentence"]
+    with pytest.raises(RunError, match="notebook 02"):
+        encoder_epochs_sentence(GOLD, rows[1:], (5, 20), LABELS, 0)
+
+
+class FakePredictor:
+    def __init__(self, cfg, path):
+        self.path = path
+
+    def probabilities(self, texts):
+        return np.tile([0.2, 0.3, 0.5], (len(texts), 1))
+
+
+def test_models_the_run_folder_keeps_are_scored_and_the_rest_refitted(cfg, monkeypatch):
+    from helpers import alternatives, encoder
+
+    with pytest.raises(RunError, match="run notebook 05"):
+        add_kept_encoder_rows(Comparison({"test": pd.DataFrame({"text": [], "label": []})}, cfg.labels), cfg)
+    run = layout(cfg)
+    record_metrics(cfg, "02_logged_training", fine_tuned={"accuracy": 0.7, "macro_f1": 0.69}, train_seconds=120.0,
+                   artifact_mb={"merged": 538.0}, test_labels=["positive"], test_predictions=["positive"])
+    record_metrics(cfg, "05_practitioners_alternatives", results={"test": [
+        {"method": ENCODER, "train_seconds": 60.0, "size_mb": 91.0, "n_train": 48}]})
+    for folder in ("encoder", f"setfit_{cfg.setfit_per_class[0]}"):
+        (run.folder("05_practitioners_alternatives") / folder).mkdir()
+    assert list(kept_encoder_models(cfg)) == [f"{SETFIT}, {cfg.setfit_per_class[0]} per class", ENCODER]
+    loaded = []
+    monkeypatch.setattr(alternatives, "load_predictor", lambda cfg, path: loaded.append(Path(path).name) or
+                        FakePredictor(cfg, path))
+    monkeypatch.setattr(encoder, "fit_frozen_logreg", lambda cfg, train: FakePredictor(cfg, None).probabilities)
+    monkeypatch.setattr(encoder, "prepare_encoder", lambda cfg: run.root)
+    ood = pd.DataFrame({"text": ["a", "b", "c"], "label": list(LABELS)})
+    train = pd.DataFrame({"text": ["good", "bad", "so so"] * 2, "label": ["positive", "negative", "neutral"] * 2})
+    comparison, how = score_without_retraining(cfg, train, {"ood": ood})
+    assert sorted(loaded) == ["encoder", "merged", f"setfit_{cfg.setfit_per_class[0]}"]  # nothing kept is retrained
+    assert how[ENCODER] == f"kept, loaded from {run.folder('05_practitioners_alternatives') / 'encoder'}"
+    assert how["TF-IDF + logistic regression"] == "refitted on the 6 training rows (not kept)"
+    assert how["VADER (rules, no training)"] == "no training"
+    encoder_row = next(r for r in comparison.rows["ood"] if r["method"] == ENCODER)
+    assert encoder_row["train_seconds"] == 60.0 and encoder_row["n_train"] == 48
+    test = Comparison({"test": ood}, LABELS)
+    assert add_kept_encoder_rows(test, cfg, methods=(ENCODER,)) == [ENCODER] and len(test.rows["test"]) == 1

@@ -7,9 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers.config import LABELS, make_config
-from helpers.data import (DataError, balanced_sample, class_balance, label_consistency_report, load_amazon,
-                          load_dataset, load_hutto, load_tweets, parse_rater_ratings, prepare_splits, rating_to_label,
-                          read_labelled_file, short_classes, split_by_group, split_tokens, to_chat_records)
+from helpers.data import (DataError, balance_shift, balanced_sample, broken_copies, class_balance, conflict_sentence,
+                          label_consistency_report, load_amazon, load_dataset, load_hutto, load_tweets,
+                          parse_rater_ratings, prepare_splits, rating_to_label, read_labelled_file, read_or_message,
+                          refusals_sentence, short_classes, split_by_group, split_tokens, to_chat_records)
 
 GOOD_CSV = "text,label\n" + "".join(f"review {i} {lab},{lab.upper()}\n" for i in range(6) for lab in LABELS)
 
@@ -292,3 +293,33 @@ def test_short_classes_count_distinct_training_rows(cfg):
     neutral = splits.train[splits.train["label"] == "neutral"].head(3)
     drawn = pd.concat([few, neutral] + [neutral] * 5)  # oversampled draws fill the count, not the distinct rows
     assert short_classes(dataclasses.replace(splits, train=drawn), cfg) == ["neutral"]
+
+
+def test_balance_shift_names_the_moves_and_the_class_that_grows_most():
+    said = balance_shift({"negative": 10, "neutral": 20, "positive": 10}, {"negative": 15, "neutral": 8, "positive": 17},
+                         "threshold 1 -> 0.5")
+    assert said == ("threshold 1 -> 0.5: negative 10 -> 15 (+5), neutral 20 -> 8 (-12), positive 10 -> 17 (+7). "
+                    "Positive grows most.")
+    assert "moved no row" in balance_shift({"a": 1, "b": 2}, {"a": 1, "b": 2}, "same")
+
+
+def test_conflicts_are_split_into_majorities_to_trust_and_ties_to_drop():
+    df = pd.DataFrame({"text": ["Great", "great ", "great", "meh", "Meh", "fine"],
+                       "label": ["positive", "positive", "negative", "neutral", "negative", "neutral"]})
+    said = conflict_sentence(label_consistency_report(df), "toy")
+    assert (said["texts"], said["rows"], said["with_a_majority"], said["tied"]) == (2, 5, 1, 1)
+    assert said["median_majority_share"] == pytest.approx(2 / 3)
+    assert "In 1 of them one label holds most copies (median share 67%)" in said["sentence"]
+    assert "no text carries two labels" in conflict_sentence(label_consistency_report(df.tail(1)), "toy")["sentence"]
+
+
+def test_broken_copies_are_each_refused_in_one_line_and_the_intact_one_is_read(tmp_path):
+    cfg = make_config("smoke")
+    df = pd.DataFrame({"text": [f"review {i}" for i in range(6)], "label": list(LABELS) * 2})
+    results = {name: read_or_message(path, cfg) for name, path in broken_copies(df, tmp_path, cfg).items()}
+    assert len(results["intact"][0]) == 6 and results["intact"][1] == ""
+    assert "no column 'text'" in results["wrong column name"][1]
+    assert "unknown label 'good'" in results["label 'good'"][1] and "empty text in row 6" in results["empty text"][1]
+    said = refusals_sentence(results)
+    assert said.startswith("The course read the intact file (6 rows) and refused 3 of 4 files") and "one line" in said
+    assert "no broken file was caught" in refusals_sentence({"intact": results["intact"]})

@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from helpers.diagnostics import diagnose, lr_sweep
+from helpers.config import LABELS
+from helpers.diagnostics import batch_sentence, curve_noise, diagnose, learning_rate_sentence, lr_sweep
 from helpers.data import prepare_splits
 
 
@@ -62,3 +63,25 @@ def test_layer_grid_trains_every_k_and_size_and_scores_the_eval_split(cfg):
     assert [(p["layers"], p["rows"]) for p in points] == [(0, 12), (1, 12), (0, 24), (1, 24)]
     assert all(p["eval_rows"] == 12 and 0 <= p["eval_macro_f1"] <= 1 and p["train_seconds"] > 0 for p in points)
     assert points[0]["rows_per_second"] == 12 / points[0]["train_seconds"]  # one epoch: 3 steps of 4 rows
+
+
+def test_curve_noise_reads_the_second_half_of_the_logged_loss():
+    flat = history([2.0, 1.0, 0.5, 0.5, 0.5, 0.5])
+    jagged = history([2.0, 1.0, 0.4, 0.6, 0.4, 0.6])
+    assert curve_noise(flat) == 0 and curve_noise(jagged) > 0.1
+    assert math.isnan(curve_noise(history([1.0, 0.9])))
+
+
+def test_the_learning_rate_and_batch_sentences_come_from_the_runs_and_the_bootstrap():
+    gold = ["negative", "neutral", "positive"] * 20
+    wrong = ["positive", "negative", "neutral"] * 20
+    chapter = {"macro_f1": 1.0, "predictions": gold, "log_history": history([2.0, 1.0, 0.5, 0.52, 0.5, 0.52])}
+    high = {"macro_f1": 0.0, "predictions": wrong, "diagnosis": {"status": "diverging", "advice": ["It rose."]}}
+    said = learning_rate_sentence({3e-3: high}, 1e-3, chapter, gold, LABELS, 0)
+    assert said.startswith("At 0.003 diagnose says 'diverging' (It rose.), and the model scores 0.000 macro-F1, below")
+    small = {**chapter, "log_history": history([2.0, 1.0, 0.4, 0.6, 0.4, 0.6])}
+    said = batch_sentence(small, chapter, 4, 8, gold, LABELS, 0)
+    assert "at batch 8 (" in said and "noisier" in said and "are tied within the test set's noise" in said
+    assert said.endswith("bought no score here.")
+    assert batch_sentence({**small, "log_history": history([1.0])}, chapter, 4, 8, gold, LABELS, 0).startswith(
+        "Too few logged points")

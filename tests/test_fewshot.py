@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from helpers.data import prepare_splits
-from helpers.fewshot import (FewShotError, ResponseCache, build_messages, classify_async, cost_usd, fewshot_verdict,
-                             make_client, openai_key, openai_row, pick_shots, run_backend, run_local_models,
-                             training_rows)
+from helpers.fewshot import (FewShotError, ResponseCache, build_messages, classify_async, comparison_figures, cost_usd,
+                             fewshot_verdict, make_client, openai_key, openai_row, openai_sentence,
+                             openai_skipped_answer, pick_shots, resume_sentence, run_backend, run_local_models,
+                             run_until_interrupted, shots_sentence, training_rows)
 from helpers.runs import TRAINING, record_metrics
 
 FAKE_KEY = "test-key-never-written-0123456789"
@@ -182,7 +183,7 @@ def test_summary_of_a_cached_rerun_keeps_latency_and_claims_no_throughput(cfg):
                {"label": "negative", "latency": 0.4, "cached": False, "prompt_tokens": 1, "completion_tokens": 1}]
     summary = summarise(results, ["positive", "neutral"], "local", cfg, wall_seconds=0.5)
     assert summary["median_latency_s"] == pytest.approx(0.3) and summary["reviews_per_second"] is None
-    assert summary["cached"] == 1 and summary["accuracy"] == 0.5
+    assert summary["cached"] == 1 and summary["accuracy"] == 0.5 and summary["median_prompt_tokens"] == 1
     fresh = summarise([{**r, "cached": False} for r in results], ["positive", "neutral"], "local", cfg, 0.5)
     assert fresh["reviews_per_second"] == pytest.approx(4.0)
 
@@ -235,3 +236,75 @@ def test_local_models_run_behind_one_real_server_one_row_per_run(cfg, tmp_path):
     assert (tmp_path / "server.log").exists()
     again = asyncio.run(run_local_models({"tiny": gguf}, runs, df, cfg, cache, tmp_path / "server.log"))
     assert [r["cached"] for r in again] == [2, 2] and [r["predictions"] for r in again] == [r["predictions"] for r in rows]
+
+
+# --- notebook 04's worked solutions --------------------------------------------------------------------------------
+
+FIVE = {"method": "base 5-shot", "shots": 5, "macro_f1": 0.36, "accuracy": 0.46, "median_latency_s": 0.5,
+        "median_prompt_tokens": 300, "cached": 0}
+TEN = {**FIVE, "method": "base 10-shot", "shots": 10, "macro_f1": 0.41, "median_latency_s": 0.8,
+       "median_prompt_tokens": 560}
+
+
+def test_the_shots_sentence_says_improved_tied_or_worse_and_what_latency_did():
+    ahead = {"outcome": "ahead", "interval": "+0.050, 95 % interval +0.010 to +0.090"}
+    assert shots_sentence(ahead, FIVE, TEN) == (
+        "With 10 shots instead of 5, the base model improved: macro-F1 0.410 against 0.360 (+0.050, 95 % interval "
+        "+0.010 to +0.090). Its prompts grew from a median of 300 to 560 tokens, and its median latency went from "
+        "0.500 s to 0.800 s (1.60x).")
+    tied = shots_sentence({**ahead, "outcome": "tied"}, {**FIVE, "cached": 24}, TEN)
+    assert "model did not change beyond the test set's noise: " in tied
+    assert tied.endswith("; 24 of the answers came from the answer cache, with the latency measured when they were "
+                         "sent.")
+    assert " got worse: " in shots_sentence({**ahead, "outcome": "behind"}, FIVE, TEN)
+
+
+def test_comparison_figures_keep_each_row_s_scores_and_the_verdict():
+    v = {"difference": 0.05, "low": 0.01, "high": 0.09, "outcome": "ahead", "sentence": "x", "interval": "y"}
+    figures = comparison_figures(v, TEN, FIVE)
+    assert list(figures["rows"]) == ["base 10-shot", "base 5-shot"] and figures["outcome"] == "ahead"
+    assert figures["rows"]["base 5-shot"]["median_prompt_tokens"] == 300 and "sentence" not in figures
+    assert figures["rows"]["base 5-shot"]["invalid_rate"] is None  # a figure a row lacks is None, not an error
+    json.dumps(figures)
+
+
+def test_the_openai_sentence_gives_the_verdict_and_the_cost_and_the_skip_says_what_to_do(cfg):
+    gpt = {"method": "gpt-4o-mini 5-shot", "macro_f1": 0.7, "cost_per_1000_usd": 0.0312}
+    tuned = {"method": "fine-tuned HF fp32 (label scoring)", "macro_f1": 0.8}
+    v = {"outcome": "tied", "interval": "-0.100, 95 % interval -0.210 to +0.020"}
+    assert openai_sentence(v, gpt, tuned, "2024-07-18") == (
+        "gpt-4o-mini 5-shot (macro-F1 0.700) tied with fine-tuned HF fp32 (label scoring) (0.800): -0.100, 95 % "
+        "interval -0.210 to +0.020 (a tie: the test set cannot tell them apart). It costs $0.0312 per 1,000 reviews at "
+        "the list prices of 2024-07-18 (check the current ones); the fine-tuned model costs $0 per 1,000 on your own "
+        "machine.")
+    assert " fell behind fine-tuned" in openai_sentence({**v, "outcome": "behind"}, gpt, tuned, "x")
+    df = pd.DataFrame({"text": TEXTS[:2], "label": ["positive", "neutral"]})
+    row, note = asyncio.run(openai_row(cfg, df, ResponseCache(cfg.run_dir / "c.jsonl"), ()))  # no key in tests
+    assert row is None and note.startswith("OPENAI_API_KEY is not set: gpt-4o-mini skipped")
+    answer = openai_skipped_answer(cfg)
+    assert answer.startswith("gpt-4o-mini was not asked here, so there is no comparison yet. To answer it, run this")
+    assert "with a valid OPENAI_API_KEY in the environment" in answer and "gpt-4o-mini 5-shot" in answer
+
+
+def test_the_resume_sentence_counts_cached_and_new_requests():
+    assert resume_sentence(48, 24, 10.04, 24, 24) == (
+        "The interrupted run got 24 of its 48 answers (in 10.0 s) before it stopped. Run again, it read 24 answers "
+        "from the cache and sent 24 requests to the server: the cache saved 24 requests, about 10.0 s of the server's "
+        "time.")
+    assert resume_sentence(48, 24, 10.0, 20, 28).endswith("the cache saved 20 requests.")  # no time claimed then
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_stops_after_n_answers_and_the_next_run_reads_them_from_the_cache(tiny_gguf, cfg, tmp_path):
+    f16 = tiny_gguf[2]
+    df = pd.DataFrame({"text": ["Works well.", "Broke at once.", "It is a box.", "Fine."],
+                       "label": ["positive", "negative", "neutral", "positive"]})
+    runs, path = [("tiny", (), "0-shot")], tmp_path / "fresh.jsonl"
+    stopped = asyncio.run(run_until_interrupted({"tiny": f16}, runs, df, cfg, path, tmp_path / "s.log", stop_after=2))
+    assert stopped["answered"] == 2 and stopped["interrupted"] and stopped["seconds"] > 0
+    assert len(ResponseCache(path).entries) == 2 and len(path.read_text().splitlines()) == 2  # nothing after the stop
+    rows = asyncio.run(run_local_models({"tiny": f16}, runs, df, cfg, ResponseCache(path), tmp_path / "s.log"))
+    assert rows[0]["cached"] == 2 and rows[0]["n"] == 4 and len(ResponseCache(path).entries) == 4
+    done = asyncio.run(run_until_interrupted({"tiny": f16}, runs, df, cfg, tmp_path / "other.jsonl",
+                                             tmp_path / "s.log", stop_after=10))  # more than it has to ask
+    assert done == {"answered": 4, "seconds": done["seconds"], "interrupted": False}

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 
 from helpers.data import to_chat_records
-from helpers.masking import (MaskingError, check_trained_tokens, expected_answer, injected_system_prompt, token_table,
-                             token_table_html, token_table_text)
+from helpers.masking import (MaskingError, check_trained_tokens, expected_answer, injected_system_prompt,
+                             label_only_records, label_tokens, label_words_sentence, token_table, token_table_html,
+                             token_table_text)
 from helpers.model import load_model
 from helpers.training import make_trainer
 
@@ -127,3 +128,30 @@ def test_assistant_only_loss_without_generation_markers_fails_before_training(ti
     messages = [{"messages": r["prompt"] + r["completion"]} for r in records]
     with pytest.raises(MaskingError, match=r"needs \{% generation %\}"):
         prepared(tiny, messages, assistant_only_loss=True)
+
+
+def test_label_only_records_train_the_label_alone_and_the_guard_names_the_masked_end(tiny):
+    cfg, model, tokenizer, records = tiny
+    label_only = label_only_records(records, tokenizer)
+    dataset = make_trainer(cfg, model, tokenizer, label_only, output_dir=cfg.run_dir / "l").train_dataset
+    example = dataset[0]
+    assert tokenizer.decode([example["input_ids"][i] for i in trained_positions(example)]) == "negative"
+    assert tokenizer.decode(example["input_ids"][-2:]) == "<|im_end|>\n"  # still there, carrying no loss
+    with pytest.raises(MaskingError, match=r"only 'negative' of the answer 'negative<\|im_end\|>\\n' is trained: the "
+                                           r"end of the answer is masked, so the model never learns to stop"):
+        check_trained_tokens(dataset, tokenizer)
+    assert check_trained_tokens(dataset, tokenizer, expect="label")["trained_tokens_per_example"] == [1]
+    with pytest.raises(MaskingError, match="tokens carry loss, not only the answer 'negative'"):
+        check_trained_tokens(prepared(tiny), tokenizer, expect="label")  # the full answer is not the label alone
+
+
+def test_label_words_are_read_as_tokens_and_said_in_one_sentence(tiny):
+    _, _, tokenizer, _ = tiny
+    tokens = label_tokens(tokenizer, ("good", "bad", "mixed"))
+    assert all(len(t) == 1 for t in tokens.values())
+    said = label_words_sentence(tokens, {"examples": 16, "trained_tokens_per_example": [3]})
+    assert "every one is a single token" in said and "The guard passed: 16 examples, [3]" in said
+    split = label_tokens(tokenizer, ("unbelievably good", "unbelievably bad"))
+    said = label_words_sentence(split, "Example 0: ...")
+    assert "not all are single tokens" in said and "two start with the same token" in said
+    assert said.endswith("The guard refused the records: Example 0: ...")

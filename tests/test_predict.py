@@ -12,8 +12,9 @@ import torch
 from helpers.config import make_config
 from helpers.evaluate import INVALID, apply_offsets, normalise_rows, parse_label
 from helpers.model import ModelError, load_model, load_tokenizer, resolve_model
-from helpers.predict import (_next_token_logits, _prompt_tokens, choose_decision_rule, generate_answers, gguf_answers,
-                             gguf_probabilities, hf_predictor, load_gguf, load_predictor, prompt_text, score_labels)
+from helpers.predict import (_next_token_logits, _prompt_tokens, choose_decision_rule, generate_answers,
+                             generated_tokens, gguf_answers, gguf_probabilities, hf_predictor, load_gguf,
+                             load_predictor, prompt_text, score_labels, stop_ids, stopping)
 from helpers.runs import write_decision
 
 LABELS = ("negative", "neutral", "positive")
@@ -38,6 +39,8 @@ def test_a_gguf_file_uses_llama_cpp(cfg, tmp_path):
     probabilities = predictor.probabilities(TEXTS)
     assert predictor.kind == "gguf" and probabilities.shape == (3, 3) and np.allclose(probabilities.sum(1), 1)
     assert len(predictor.generate(TEXTS[:1])) == 1
+    # the config's threads for prompt processing too (llama.cpp's default is every core: 2 processes would spin)
+    assert predictor.model.context_params.n_threads_batch == predictor.model.context_params.n_threads == cfg.threads
 
 
 @pytest.mark.slow
@@ -287,3 +290,18 @@ def test_the_decision_rule_is_tuned_on_the_eval_split_only_when_the_knob_says_so
     assert tuned["rule"] == "offsets" and tuned["offsets"][1] > 0 and scores.calls == 1
     never = choose_decision_rule(dataclasses.replace(cfg, decision_rule="argmax"), scores, eval_df, short=["neutral"])
     assert never["rule"] == "argmax" and "decision_rule='argmax'" in never["sentence"] and scores.calls == 1
+
+
+def test_stopping_counts_the_answers_that_end_their_turn_and_generation_decodes_the_same_tokens(cfg):
+    model, tokenizer = load_model(cfg)
+    ends = stop_ids(model, tokenizer)
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in ends
+    tokens = generated_tokens(model, tokenizer, TEXTS, cfg, max_new_tokens=6, progress=False)
+    assert all(1 <= len(t) <= 6 and not any(i in ends for i in t[:-1]) for t in tokens)  # nothing after a stop
+    assert generate_answers(model, tokenizer, TEXTS, cfg, max_new_tokens=6, progress=False) == \
+        tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    seen = stopping(model, tokenizer, TEXTS, cfg, max_new_tokens=6, progress=False)
+    assert seen["stops"] == [t[-1] in ends for t in tokens] and seen["stopped"] == np.mean(seen["stops"])
+    assert seen["mean_new_tokens"] == np.mean([len(t) for t in tokens]) and len(seen["answers"]) == 3
+    model.generation_config.eos_token_id = None  # a config without one still stops at the tokenizer's
+    assert stop_ids(model, tokenizer) == {tokenizer.eos_token_id}

@@ -231,3 +231,20 @@ def test_pack_leaves_the_caches_out_and_unpack_then_from_run_round_trips(tmp_pat
         unpack_run(tmp_path / "notes.txt", tmp_path / "learner")
     with pytest.raises(RunError, match="pack=.*nothing: not a finished run folder .* after `make course`"):
         pack_run(tmp_path / "learner" / "mine" / "nothing")
+
+
+def test_a_solution_starts_from_its_own_chapter_and_those_before_it_and_says_what_is_missing(tmp_path):
+    from helpers.config import make_config
+    from helpers.runs import (EXPORT, FEWSHOT, TRAINING, RunError, chapter_metrics, folder_name, notebook_dir,
+                              solution, solution_notebooks)
+
+    source = handed_out_run(tmp_path / "finished")
+    cfg = make_config("smoke", run_dir=tmp_path / "mine", from_run=str(source))
+    out = notebook_dir(cfg, solution(EXPORT))
+    assert out == tmp_path / "mine" / "solutions" / EXPORT and out.is_dir()
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == sorted(
+        [nb.stem for nb in course_notebooks()][:4] + ["solutions"])  # 00-03, not 04 and 05
+    assert chapter_metrics(cfg, TRAINING) == {"notebook": TRAINING}
+    with pytest.raises(RunError, match=r"04_few_shot_vs_finetuned/metrics.json is not in .*mine: run notebook 04 "):
+        chapter_metrics(cfg, FEWSHOT)
+    assert [folder_name(nb) for nb in solution_notebooks()] == [solution(nb.stem) for nb in course_notebooks()]

@@ -1,4 +1,5 @@
 import asyncio
+import json
 import socket
 
 import pytest
@@ -36,6 +37,8 @@ def test_round_trip_through_the_openai_client_and_clean_stop(tiny_gguf_file, tmp
     assert ids == ["tiny"] and reply.usage.completion_tokens <= 3 and reply.choices[0].message.content is not None
     assert not port_is_taken(port)  # stopped on exit
     assert (tmp_path / "server.log").exists()
+    served = json.loads((tmp_path / "server.config.json").read_text())["models"][0]
+    assert served["n_threads"] == served["n_threads_batch"] == cfg.threads  # prompt processing too: not every core
 
 
 def post(url: str, data: bytes):

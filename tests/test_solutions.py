@@ -1,0 +1,82 @@
+"""Every chapter's exercises have a worked solution in notebooks/solutions/, and every solution runs headless under
+the smoke profile (papermill), started from the session's course run (`from_run`), and records an answer per
+exercise. The solutions' module is handed out after the modules with slow tests (tests/conftest.py), when the worker
+that runs the chapters has made what they read: the course run is built once and shared."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from helpers.runs import KERNEL, course_notebooks, execute_notebook, folder_name, solution_notebooks
+
+CHAPTERS = course_notebooks()
+SOLUTIONS = {nb.stem: nb for nb in solution_notebooks()}
+SMOKE = {"01_label_masking": {"longer_steps": 6}}  # an exercise's own size, where smoke's sizes do not reach it
+
+
+def exercises(chapter) -> list[str]:
+    """The numbered exercises of a chapter's last cell."""
+    last = nbformat.read(chapter, as_version=4).cells[-1].source
+    return re.findall(r"^(\d+)\. ", last.split("## Exercises", 1)[1], flags=re.M)
+
+
+def test_every_solution_is_a_chapter_s_and_every_chapter_has_one():
+    assert sorted(SOLUTIONS) == [nb.stem for nb in CHAPTERS]
+    assert folder_name(SOLUTIONS["04_few_shot_vs_finetuned"]) == "solutions/04_few_shot_vs_finetuned"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_a_solution_reads_like_its_chapter_with_a_section_per_exercise(chapter):
+    nb = nbformat.read(SOLUTIONS[chapter.stem], as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and all(f"{name} = " in params[0].source for name in ("profile", "run_dir", "overrides"))
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
+    assert nb.metadata["kernelspec"]["name"] == KERNEL
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Solutions · " + chapter.stem[:2])
+    headings = re.findall(r"^## Exercise (\d+)$", "\n".join(c.source for c in nb.cells if c.cell_type == "markdown"),
+                          flags=re.M)
+    assert headings == exercises(chapter)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert all(f"exercise_{k}=" in code for k in headings), "record every exercise's figures and answer"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_a_solution_runs_from_the_course_run_and_answers_every_exercise(chapter, course_run, tmp_path):
+    source = course_run.through(chapter.stem)
+    nb, run = SOLUTIONS[chapter.stem], tmp_path / "run"
+    execute_notebook(nb, run / folder_name(nb) / nb.name, {
+        "profile": "smoke", "run_dir": str(run), **SMOKE.get(chapter.stem, {}),
+        "overrides": {"from_run": str(source), "response_cache": str(tmp_path / "responses.jsonl")}})
+    metrics = json.loads((run / folder_name(nb) / "metrics.json").read_text())
+    assert metrics["config"]["profile"] == "smoke" and metrics["config"]["from_run"] == str(source)
+    for k in exercises(chapter):
+        answer = metrics[f"exercise_{k}"]
+        assert ("figures" in answer) != ("skipped" in answer), answer
+        assert isinstance(answer["answer"], str) and len(answer["answer"]) > 20, answer
+
+
+@pytest.mark.slow
+def test_the_solutions_command_runs_them_from_a_finished_run_and_prints_every_answer(course_run, tmp_path):
+    source = course_run.through("00_setup_and_data")
+    result = subprocess.run([sys.executable, "-m", "helpers", "solutions", "--profile", "smoke", "--only", "00",
+                             "--from-run", str(source), "--run-dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = [line for line in result.stdout.splitlines() if line.startswith("solutions/00_setup_and_data, exercise")]
+    assert len(answers) == len(exercises(CHAPTERS[0])), result.stdout[-2000:]
+    assert f"Solutions: {tmp_path / 'run' / 'solutions'}" in result.stdout
+
+
+def test_the_solutions_command_without_a_finished_run_says_what_to_run_first(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "helpers", "solutions", "--profile", "full", "--run-dir",
+                             str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COURSE_FROM_RUN": ""})
+    assert result.returncode == 1 and not (tmp_path / "run").exists()
+    assert result.stderr.strip().splitlines() == [
+        "No finished course run of profile 'full' under runs/ to start the solutions from: run `make course` first, "
+        "or pass FROM=runs/<timestamp>-full (--from-run)."]
