@@ -45,19 +45,51 @@ def test_a_solution_reads_like_its_chapter_with_a_section_per_exercise(chapter):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
-def test_a_solution_runs_from_the_course_run_and_answers_every_exercise(chapter, course_run, tmp_path):
-    source = course_run.through(chapter.stem)
-    nb, run = SOLUTIONS[chapter.stem], tmp_path / "run"
-    execute_notebook(nb, run / folder_name(nb) / nb.name, {
-        "profile": "smoke", "run_dir": str(run), **SMOKE.get(chapter.stem, {}),
-        "overrides": {"from_run": str(source), "response_cache": str(tmp_path / "responses.jsonl")}})
-    metrics = json.loads((run / folder_name(nb) / "metrics.json").read_text())
-    assert metrics["config"]["profile"] == "smoke" and metrics["config"]["from_run"] == str(source)
-    for k in exercises(chapter):
-        answer = metrics[f"exercise_{k}"]
-        assert ("figures" in answer) != ("skipped" in answer), answer
-        assert isinstance(answer["answer"], str) and len(answer["answer"]) > 20, answer
+class RunsFromTheCourseRun:
+    """One chapter's solution under smoke, started from the session's course run. A class per chapter, because
+    pytest-xdist hands out a class alone (`--dist loadscope`): the solutions are shared among the workers."""
+    chapter = ""
+
+    def test_it_runs_from_the_course_run_and_answers_every_exercise(self, course_run, tmp_path):
+        source = course_run.through(self.chapter)
+        nb, run = SOLUTIONS[self.chapter], tmp_path / "run"
+        execute_notebook(nb, run / folder_name(nb) / nb.name, {
+            "profile": "smoke", "run_dir": str(run), **SMOKE.get(self.chapter, {}),
+            "overrides": {"from_run": str(source), "response_cache": str(tmp_path / "responses.jsonl")}})
+        metrics = json.loads((run / folder_name(nb) / "metrics.json").read_text())
+        assert metrics["config"]["profile"] == "smoke" and metrics["config"]["from_run"] == str(source)
+        for k in exercises(next(c for c in CHAPTERS if c.stem == self.chapter)):
+            answer = metrics[f"exercise_{k}"]
+            assert ("figures" in answer) != ("skipped" in answer), answer
+            assert isinstance(answer["answer"], str) and len(answer["answer"]) > 20, answer
+
+
+class TestSolution00(RunsFromTheCourseRun):
+    chapter = "00_setup_and_data"
+
+
+class TestSolution01(RunsFromTheCourseRun):
+    chapter = "01_label_masking"
+
+
+class TestSolution02(RunsFromTheCourseRun):
+    chapter = "02_logged_training"
+
+
+class TestSolution03(RunsFromTheCourseRun):
+    chapter = "03_gguf_quantization"
+
+
+class TestSolution04(RunsFromTheCourseRun):
+    chapter = "04_few_shot_vs_finetuned"
+
+
+class TestSolution05(RunsFromTheCourseRun):
+    chapter = "05_practitioners_alternatives"
+
+
+def test_every_chapter_s_solution_runs_in_ci():
+    assert sorted(c.chapter for c in RunsFromTheCourseRun.__subclasses__()) == [nb.stem for nb in CHAPTERS]
 
 
 @pytest.mark.slow
