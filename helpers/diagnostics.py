@@ -41,7 +41,10 @@ def diagnose(log_history: list[dict], conflicting_texts: int = 0, batch_size: in
     fix = f"the learning rate is too high{lr}. Try 1e-4, or 3x lower than now, and keep warm-up steps."
     if end > start * 1.1:
         return {"status": "diverging", "advice": [f"The loss rose from {start:.2f} to {end:.2f}: {fix}"]}
-    if end - low > (start - low) / 2:  # a noisy low stretch (0.11 among 0.15-0.2) is no climb back
+    # A climb back gives up more than half of a real fall (at least half the starting loss). A noisy low stretch
+    # (0.11 among 0.15-0.2) is no climb back, nor is one low point in a curve that never fell (a rate too low: 1e-6
+    # on the workshop went 5.15 -> 3.51 -> 4.87, and is a plateau).
+    if start - low >= start / 2 and end - low > (start - low) / 2:
         return {"status": "diverging", "advice": [
             f"The loss fell from {start:.2f} to {low:.2f}, then climbed back to {end:.2f}, giving back more than half "
             f"of what it had gained: {fix}"]}

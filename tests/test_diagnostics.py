@@ -39,6 +39,12 @@ def test_a_climb_back_after_a_fall_blames_the_learning_rate_and_a_noisy_low_stre
     assert diagnose(history(noisy), learning_rate=1e-3)["status"] == "ok"
 
 
+def test_a_curve_that_never_fell_is_a_plateau_even_with_one_low_point():
+    # the shape of the workshop's run at learning rate 1e-6 (exercise 1 of notebook 02): 5.15 -> one 3.5 -> 4.87
+    result = diagnose(history([5.2, 5.1, 4.9, 3.5, 4.8, 5.0, 4.9, 4.85]), batch_size=8, learning_rate=1e-6)
+    assert result["status"] == "plateau" and "Learning rate (now 1e-06)" in result["advice"][1]
+
+
 def test_nan_names_the_step():
     result = diagnose(history([1.2, 0.9, math.nan, math.nan]))
     assert result["status"] == "nan" and "at step 15" in result["advice"][0]
