@@ -86,7 +86,7 @@ def quantize_beside(cfg: CourseConfig, quant: str, out_dir: Path) -> Path:
     """Notebook 03's f16 file of this run quantized to `quant` (e.g. "Q5_K_M") into `out_dir`, with the decision rule
     of the chapter's GGUF files beside it, so that it decides as they do."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    out = quantize_gguf(layout(cfg).gguf("f16"), Path(out_dir) / f"model-{quant}.gguf", quant)
+    out = quantize_gguf(layout(cfg).gguf("f16"), Path(out_dir) / f"model-{quant}.gguf", quant, cfg.threads)
     if (rule := read_decision(layout(cfg).gguf("Q4_K_M"))) is not None:
         write_decision(rule, out)
     return out

@@ -117,8 +117,9 @@ def convert_to_gguf(cfg: CourseConfig, model_dir: Path, out_path: Path, outtype:
     return out_path
 
 
-def quantize_gguf(in_path: Path, out_path: Path, quant: str = "Q4_K_M") -> Path:
-    """Quantize a GGUF file with llama.cpp's own quantizer (through its Python binding), e.g. f16 -> Q4_K_M."""
+def quantize_gguf(in_path: Path, out_path: Path, quant: str = "Q4_K_M", threads: int = 0) -> Path:
+    """Quantize a GGUF file with llama.cpp's own quantizer (through its Python binding), e.g. f16 -> Q4_K_M, on
+    `threads` threads (0: llama.cpp's default, every core)."""
     import llama_cpp
 
     if quant not in QUANT_TYPES:
@@ -129,7 +130,7 @@ def quantize_gguf(in_path: Path, out_path: Path, quant: str = "Q4_K_M") -> Path:
     _check_disk(out_path.parent, in_path.stat().st_size // 2)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
-    params.nthread = 0
+    params.nthread = threads
     status = llama_cpp.llama_model_quantize(str(in_path).encode(), str(out_path).encode(), params)
     if status != 0:
         raise GGUFError(f"llama.cpp's quantizer failed on {in_path} (status {status}).")
@@ -215,7 +216,7 @@ def servable_gguf(cfg: CourseConfig, path: Path) -> Path:
 def q4_k_m_file(cfg: CourseConfig, model_dir: Path, out: Path) -> Path:
     """A Hugging Face folder as one GGUF Q4_K_M file `out`: the converter's f16 file beside it, quantized, then deleted."""
     f16 = convert_to_gguf(cfg, model_dir, out.with_name(out.stem + "-f16.gguf"))
-    quantize_gguf(f16, out)
+    quantize_gguf(f16, out, threads=cfg.threads)
     f16.unlink()
     return out
 
@@ -225,7 +226,7 @@ def build_gguf_files(cfg: CourseConfig, model_dir: Path, run: RunLayout) -> dict
     them: {format: path}; the merged model's decision rule (`runs.read_decision`) is saved beside them."""
     f16 = convert_to_gguf(cfg, model_dir, run.gguf("f16"), "f16")
     q8 = convert_to_gguf(cfg, model_dir, run.gguf("q8_0"), "q8_0")
-    q4 = quantize_gguf(f16, run.gguf("Q4_K_M"), "Q4_K_M")
+    q4 = quantize_gguf(f16, run.gguf("Q4_K_M"), "Q4_K_M", cfg.threads)
     if (rule := read_decision(model_dir)) is not None:  # the decision rule goes with the files, for llama.cpp too
         write_decision(rule, q4)
     return {"GGUF f16": f16, "GGUF Q8_0": q8, "GGUF Q4_K_M": q4}

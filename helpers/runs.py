@@ -359,8 +359,11 @@ def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = R
     """Every notebook in order into a new run folder (or `run_dir`), each with the profile and the same `overrides`
     (CourseConfig knobs); stops at the first failure and says where to look. Returns (run folder, whether every
     notebook finished)."""
-    run_dir = Path(run_dir) if run_dir else new_run_dir(profile, root)
-    parameters = {"profile": profile, "run_dir": str(run_dir), "overrides": _json_safe(overrides or {})}
+    # absolute: each notebook runs in its own folder (notebooks/, notebooks/solutions/), not where this was called
+    run_dir = Path(run_dir).resolve() if run_dir else new_run_dir(profile, root)
+    overrides = {**(overrides or {}), **({"from_run": str(Path(overrides["from_run"]).resolve())}
+                                         if (overrides or {}).get("from_run") else {})}
+    parameters = {"profile": profile, "run_dir": str(run_dir), "overrides": _json_safe(overrides)}
     notebooks = notebooks or course_notebooks()
     print(f"Run folder: {run_dir}")
     start, estimate = time.perf_counter(), None

@@ -50,7 +50,7 @@ def tiny_gguf(tmp_path_factory):
     cfg = make_config("smoke", run_dir=folder)
     source = Path(resolve_model(cfg))
     f16 = convert_to_gguf(cfg, source, folder / "tiny-f16.gguf")
-    return cfg, source, f16, quantize_gguf(f16, folder / "tiny-q4_k_m.gguf")
+    return cfg, source, f16, quantize_gguf(f16, folder / "tiny-q4_k_m.gguf", threads=cfg.threads)
 
 
 class CourseRun:

@@ -27,17 +27,10 @@ def hf_model(cfg):
     return Path(resolve_model(cfg))
 
 
-@pytest.fixture(scope="module")
-def tiny_gguf(tmp_path_factory):
-    """The tiny model converted to f16 and quantized to Q4_K_M by llama.cpp's own tools."""
-    from helpers.config import make_config
-    from helpers.gguf import convert_to_gguf, quantize_gguf
-    from helpers.model import resolve_model
-
-    folder = tmp_path_factory.mktemp("gguf")
-    cfg = make_config("smoke", run_dir=folder)
-    f16 = convert_to_gguf(cfg, Path(resolve_model(cfg)), folder / "tiny-f16.gguf")
-    return quantize_gguf(f16, folder / "tiny-q4_k_m.gguf")
+@pytest.fixture
+def tiny_q4(tiny_gguf):
+    """The session's tiny model quantized to Q4_K_M by llama.cpp's own tools (tests/conftest.py)."""
+    return tiny_gguf[3]
 
 
 class Calls(list):
@@ -109,21 +102,21 @@ def test_csv_with_the_hf_model_keeps_every_column_and_adds_label_and_probabiliti
     assert read_output(summary["errors"]) == []
 
 
-def test_jsonl_with_a_q4_k_m_gguf_keeps_every_field(cfg, write, tiny_gguf):
+def test_jsonl_with_a_q4_k_m_gguf_keeps_every_field(cfg, write, tiny_q4):
     from helpers.model import load_tokenizer
     from helpers.predict import gguf_probabilities, load_gguf
 
     records = [{"id": i, "text": t, "meta": {"tags": ["a", "ü"], "score": None}} for i, t in enumerate(REVIEWS)]
     path = write("reviews.ndjson", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     out = path.with_name("custom.ndjson")
-    summary = classify_file(cfg, path, output_path=out, model_path=tiny_gguf, batch_size=3, progress=False)
+    summary = classify_file(cfg, path, output_path=out, model_path=tiny_q4, batch_size=3, progress=False)
 
     assert summary["output"] == out and summary["rows_labelled"] == 5
     rows = read_output(out)
     assert [{k: r[k] for k in ("id", "text", "meta")} for r in rows] == records
     assert list(rows[0]) == ["id", "text", "meta"] + ADDED and [r["row"] for r in rows] == [1, 2, 3, 4, 5]
     check_labels(rows, cfg)
-    expected = gguf_probabilities(load_gguf(tiny_gguf, cfg), load_tokenizer(cfg), REVIEWS, cfg, progress=False)
+    expected = gguf_probabilities(load_gguf(tiny_q4, cfg), load_tokenizer(cfg), REVIEWS, cfg, progress=False)
     got = np.array([[r[f"p_{label}"] for label in cfg.labels] for r in rows])
     assert np.abs(got - expected).max() <= 5e-5
 
@@ -153,18 +146,18 @@ def test_bad_jsonl_lines_are_reported_with_their_row_numbers_and_the_rest_labell
                                   (7, "field 'text' is not a string")]
 
 
-def test_a_review_longer_than_the_context_is_labelled_by_its_beginning(cfg, write, tiny_gguf):
+def test_a_review_longer_than_the_context_is_labelled_by_its_beginning(cfg, write, tiny_q4):
     from helpers.data import fit_review
     from helpers.model import load_tokenizer
     from helpers.predict import gguf_probabilities, load_gguf
 
     long = "word " * 2500  # more tokens than cfg.context_length, and far more than cfg.max_length
     path = write("in.csv", "text\ngood\n" + long + "\nbad\n")
-    summary = classify_file(cfg, path, model_path=tiny_gguf, batch_size=3, progress=False)
+    summary = classify_file(cfg, path, model_path=tiny_q4, batch_size=3, progress=False)
     rows = read_output(summary["output"])
     assert [r["row"] for r in rows] == ["1", "2", "3"] and rows[1]["text"] == long and summary["bad_rows"] == 0
     tokenizer = load_tokenizer(cfg)
-    alone = gguf_probabilities(load_gguf(tiny_gguf, cfg), tokenizer, [fit_review(long, tokenizer, cfg)], cfg,
+    alone = gguf_probabilities(load_gguf(tiny_q4, cfg), tokenizer, [fit_review(long, tokenizer, cfg)], cfg,
                                progress=False)[0]
     assert np.abs(np.array([float(rows[1][f"p_{label}"]) for label in cfg.labels]) - alone).max() <= 5e-5
 
@@ -298,14 +291,14 @@ def test_find_model_takes_the_newest_course_run(cfg, tmp_path):
         find_model(cfg, tmp_path / "nothing-here")
 
 
-def test_a_course_gguf_uses_its_run_tokenizer_and_is_the_default_model(cfg, write, tiny_gguf, tmp_path, monkeypatch):
+def test_a_course_gguf_uses_its_run_tokenizer_and_is_the_default_model(cfg, write, tiny_q4, tmp_path, monkeypatch):
     import shutil
 
     from helpers.model import load_tokenizer
 
     gguf = tmp_path / "20250101-000000-smoke" / "03_gguf_quantization" / "model-Q4_K_M.gguf"
     gguf.parent.mkdir(parents=True)
-    shutil.copy(tiny_gguf, gguf)
+    shutil.copy(tiny_q4, gguf)
     seen = []
     monkeypatch.setattr("helpers.predict.load_tokenizer",
                         lambda cfg, source=None: seen.append(source) or load_tokenizer(cfg))

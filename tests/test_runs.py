@@ -68,6 +68,15 @@ def test_run_course_stops_at_a_failure_and_keeps_what_finished(tmp_path, capsys)
     assert "FAILED: 01_bad.ipynb: cell [3], ZeroDivisionError: division by zero" in capsys.readouterr().out
 
 
+def test_run_course_hands_every_notebook_absolute_folders_since_each_runs_in_its_own(tmp_path, monkeypatch):
+    ok = make_notebook(tmp_path / "00_ok.ipynb", "profile = ''\nrun_dir = ''\noverrides = {}", "print(run_dir)")
+    monkeypatch.chdir(tmp_path)  # the caller's folder, not the notebook's: `--run-dir runs/x` from the repository
+    run_dir, finished = run_course("smoke", [ok], run_dir=Path("rel"), overrides={"from_run": "finished"})
+    assert finished and run_dir == tmp_path / "rel"
+    parameters = nbformat.read(run_dir / "00_ok" / "00_ok.ipynb", as_version=4).cells[1].source
+    assert f'run_dir = "{tmp_path / "rel"}"' in parameters and f'"from_run": "{tmp_path / "finished"}"' in parameters
+
+
 def test_course_runs_are_the_timestamped_folders_newest_first(tmp_path):
     from helpers.runs import course_runs, latest_run
 

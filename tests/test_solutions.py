@@ -3,7 +3,6 @@ the smoke profile (papermill), started from the session's course run (`from_run`
 exercise. The solutions' module is handed out after the modules with slow tests (tests/conftest.py), when the worker
 that runs the chapters has made what they read: the course run is built once and shared."""
 import json
-import os
 import re
 import subprocess
 import sys
@@ -81,11 +80,12 @@ def test_the_solutions_command_runs_them_from_a_finished_run_and_prints_every_an
     assert f"Solutions: {tmp_path / 'run' / 'solutions'}" in result.stdout
 
 
-def test_the_solutions_command_without_a_finished_run_says_what_to_run_first(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "helpers", "solutions", "--profile", "full", "--run-dir",
-                             str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "COURSE_FROM_RUN": ""})
-    assert result.returncode == 1 and not (tmp_path / "run").exists()
-    assert result.stderr.strip().splitlines() == [
-        "No finished course run of profile 'full' under runs/ to start the solutions from: run `make course` first, "
-        "or pass FROM=runs/<timestamp>-full (--from-run)."]
+def test_the_solutions_command_without_a_finished_run_says_what_to_run_first(tmp_path, monkeypatch):
+    from helpers.cli import main
+
+    monkeypatch.delenv("COURSE_FROM_RUN", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["solutions", "--profile", "full", "--run-dir", str(tmp_path / "run")])
+    assert str(stop.value) == ("No finished course run of profile 'full' under runs/ to start the solutions from: run "
+                               "`make course` first, or pass FROM=runs/<timestamp>-full (--from-run).")
+    assert not (tmp_path / "run").exists()
