@@ -9,11 +9,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
-
 from helpers.config import CourseConfig
 from helpers.data import Splits, to_chat_records
-from helpers.evaluate import classification_metrics, parse_label, verdict
+from helpers.evaluate import classification_metrics, paired_mean_difference, parse_label, verdict
 from helpers.masking import label_only_records
 from helpers.model import free_memory, load_tokenizer
 from helpers.predict import hf_predictor, stopping
@@ -118,9 +116,8 @@ def stop_sentence(results: dict, seed: int = 0) -> str:
     """What masking the end-of-turn did at inference, from `run_stop_ablation`'s figures: the difference in the share
     of answers that stop, with a 95 % interval from resampling the test reviews (an interval around 0 is a tie)."""
     (full, a), (label, b) = results.items()
-    pairs = np.array([a["stops"], b["stops"]], dtype=float)
-    draws = np.random.default_rng(seed).integers(pairs.shape[1], size=(1000, pairs.shape[1]))
-    low, high = np.percentile(pairs[1][draws].mean(1) - pairs[0][draws].mean(1), [2.5, 97.5])
+    test = paired_mean_difference(b["stops"], a["stops"], seed=seed)
+    low, high = test["low"], test["high"]
     said = (f"Trained on the {label}, the model ended {b['stopped']:.0%} of its test answers with an end-of-turn "
             f"within {b['max_new_tokens']} tokens, trained on the {full} {a['stopped']:.0%} "
             f"({b['stopped'] - a['stopped']:+.0%}, 95 % interval {low:+.0%} to {high:+.0%}), writing "

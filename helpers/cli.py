@@ -128,10 +128,15 @@ def fresh_run_dir(args) -> Path:
     return new_run_dir(args.profile)
 
 
+def only(notebooks: list[Path], prefixes: list[str] | None) -> list[Path]:
+    """The notebooks whose names start with one of `prefixes` (--only 00 02), or all of them."""
+    return [nb for nb in notebooks if not prefixes or nb.name.startswith(tuple(prefixes))]
+
+
 def cmd_course(args):
     """The whole course headless: every notebook in order into a new run folder, then its report (what `make course`
     does). The knobs given here reach every notebook as its `overrides`."""
-    notebooks = [nb for nb in course_notebooks() if not args.only or nb.name.startswith(tuple(args.only))]
+    notebooks = only(course_notebooks(), args.only)
     cfg = config_from(args, args.run_dir)  # checks every knob before the first notebook starts
     run_dir, finished = run_course(args.profile, notebooks, overrides=knob_overrides(args), run_dir=args.run_dir)
     markdown, page = build_report(run_dir)  # also after a failure: it names the cell and keeps what finished
@@ -155,7 +160,7 @@ def cmd_solutions(args):
                      f"`make course` first, or pass FROM=runs/<timestamp>-{args.profile} (--from-run).")
         cfg.from_run = str(latest)
     overrides["from_run"] = cfg.from_run  # every solution starts from it
-    notebooks = [nb for nb in solution_notebooks() if not args.only or nb.name.startswith(tuple(args.only))]
+    notebooks = only(solution_notebooks(), args.only)
     run_dir, finished = run_course(args.profile, notebooks, overrides=overrides, run_dir=args.run_dir)
     answers = [f"{solution(folder)}, exercise {key.removeprefix('exercise_')}: {value['answer']}"
                for folder, metrics in load_metrics(run_dir / SOLUTIONS).items()

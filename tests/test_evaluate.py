@@ -7,7 +7,7 @@ from sklearn.metrics import f1_score
 from helpers.evaluate import (INVALID, apply_offsets, classification_metrics, decision_effect, decision_rule,
                               expected_calibration_error, fine_tuned_margin, macro_f1_rows, metrics_summary,
                               mistakes_near_threshold, most_confident_mistakes, normalise_rows, paired_bootstrap,
-                              parse_label, verdict)
+                              paired_mean_difference, parse_label, verdict)
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -162,3 +162,11 @@ def test_the_decision_effect_shows_both_rules_from_the_rule_s_probabilities():
     assert effect["decision rule"]["neutral"] > effect["most probable label"]["neutral"]
     same = decision_effect(probs, gold, LABELS, None)
     assert same["most probable label"] == same["decision rule"]
+
+
+def test_a_paired_mean_difference_has_the_bootstrap_s_interval_and_draws():
+    always, never, half = [1.0] * 40, [0.0] * 40, [1.0, 0.0] * 20
+    assert paired_mean_difference(never, always) == {"difference": -1.0, "low": -1.0, "high": -1.0}
+    test = paired_mean_difference(half, never, seed=3)
+    assert test["difference"] == 0.5 and 0.3 < test["low"] < 0.5 < test["high"] < 0.7
+    assert paired_mean_difference(half, never, seed=3) == test  # the same seed, the same draws
