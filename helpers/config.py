@@ -175,6 +175,9 @@ class CourseConfig:
     prices_per_million_tokens: dict = field(default_factory=lambda: {"gpt-4o-mini": {"input": 0.15, "output": 0.60}})
     prices_checked: str = "2024-07-18"
     response_cache: str = ""  # the few-shot answers on disk ("": <cache_dir>/responses.jsonl)
+    # The demo page (make demo): the models' disagreements shown as examples are looked for in the first this many
+    # reviews of the test split, every model scoring each of them once when the page starts.
+    demo_scan_rows: int = 80
     # Paths
     cache_dir: Path = ROOT / ".cache"
     run_dir: Path | None = None  # None: runs/lab-<profile>, the folder JupyterLab sessions share

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import math
@@ -326,6 +327,21 @@ def course_estimate(profile: str, tokens: dict, current: Path | None = None, roo
 def load_metrics(run_dir: Path) -> dict:
     """{notebook: metrics} for every metrics.json in a run folder."""
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("*/metrics.json"))}
+
+
+# Where and on how many threads a run ran: this machine's, not what the run made.
+NOT_CARRIED = ("run_dir", "from_run", "cache_dir", "threads")
+
+
+def recorded_config(run_dir: Path) -> dict | None:
+    """The knobs a run was made with, as the first of its notebooks' metrics.json recorded them (less `NOT_CARRIED`,
+    and less any knob this version of the course no longer has), or None when no notebook of it recorded any."""
+    names = {f.name for f in dataclasses.fields(CourseConfig)} - set(NOT_CARRIED)
+    for notebook in course_notebooks():
+        metrics = RunLayout(Path(run_dir)).metrics(folder_name(notebook))
+        if metrics and "config" in metrics:
+            return {k: v for k, v in metrics["config"].items() if k in names}
+    return None
 
 
 def course_notebooks() -> list[Path]:

@@ -10,7 +10,7 @@ HELPERS = Path(__file__).resolve().parent.parent / "helpers"
 MECHANISMS = {"config", "runs", "data", "model", "masking", "training", "evaluate", "gguf", "serve", "encoder", "plots",
               "predict", "modelcard"}
 EXPERIMENTS = {"ablation", "diagnostics", "baselines", "fewshot", "alternatives", "formats"}
-FACES = {"__init__", "__main__", "cli", "classify", "bench", "report", "teaching"}
+FACES = {"__init__", "__main__", "cli", "classify", "bench", "report", "teaching", "demo"}
 
 
 def helper_imports(path: Path) -> set[str]:

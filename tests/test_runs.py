@@ -6,7 +6,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from helpers.runs import (course_estimate, course_notebooks, execute_notebook, load_metrics, new_run_dir, package_versions,
-                          read_decision, record_metrics, run_course, write_decision)
+                          read_decision, record_metrics, recorded_config, run_course, write_decision)
 
 
 def make_notebook(path, *sources):
@@ -108,6 +108,20 @@ def test_layout_metrics_reads_what_record_metrics_wrote(cfg):
     assert layout(cfg).metrics("02_logged_training") is None
     record_metrics(cfg, "02_logged_training", train_seconds=3.0)
     assert layout(cfg).metrics("02_logged_training")["train_seconds"] == 3.0
+
+
+def test_a_run_s_recorded_config_makes_the_config_again_but_where_it_ran(cfg):
+    from helpers.config import make_config
+
+    assert recorded_config(cfg.run_dir) is None
+    made = make_config("smoke", run_dir=cfg.run_dir, labels=("bad", "good"), threads=7)
+    record_metrics(made, "02_logged_training", train_seconds=3.0)
+    knobs = recorded_config(cfg.run_dir)
+    assert {"run_dir", "from_run", "cache_dir", "threads"}.isdisjoint(knobs)
+    again = make_config(**knobs, run_dir=cfg.run_dir)
+    assert again.labels == ("bad", "good") and again.model == "embedded:tiny"
+    assert {k: v for k, v in again.to_dict().items() if k in knobs} == {k: v for k, v in made.to_dict().items()
+                                                                      if k in knobs}
 
 
 def test_latest_bench_is_the_newest_file_that_measured_the_key(tmp_path):
