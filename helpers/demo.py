@@ -25,7 +25,7 @@ import pandas as pd
 from helpers.alternatives import kept_encoder_models
 from helpers.classify import ClassifyError, classify_file
 from helpers.config import CourseConfig, make_config
-from helpers.data import prepare_splits, review_budget
+from helpers.data import DataError, prepare_splits, review_budget
 from helpers.model import ModelError, load_model
 from helpers.predict import Predictor, hf_predictor, load_predictor
 from helpers.runs import ALTERNATIVES, EXPORT, RELATIVE, course_runs, layout, recorded_config
@@ -164,21 +164,23 @@ def test_examples(models: DemoModels) -> tuple[list[str], int]:
 
 
 def label_upload(models: DemoModels, upload: str | Path | None, model_name: str, text_column: str,
-                 out_dir: str | Path, progress: bool = True) -> tuple[Path | None, str]:
-    """(the labelled file, a line for the page) for an uploaded CSV or JSONL file, labelled by `classify_file` with
-    the run's model `model_name`; (None, what to do) when the file cannot be labelled."""
+                 out_dir: str | Path, progress: bool = True) -> tuple[list[Path], str]:
+    """([the labelled file, and its errors file when rows could not be labelled], a line for the page) for an uploaded
+    CSV or JSONL file, labelled by `classify_file` with the run's model `model_name`; ([], what to do) when the file
+    cannot be labelled."""
     if not upload:
-        return None, "Choose a CSV or JSONL file first."
+        return [], "Choose a CSV or JSONL file first."
     upload = Path(upload)
     output = Path(out_dir) / f"{upload.stem}.labelled{upload.suffix}"
     try:
         summary = classify_file(models.cfg, upload, output, models.paths[model_name],
                                 text_column=text_column or models.cfg.text_column, progress=progress)
     except ClassifyError as err:
-        return None, str(err)
-    bad = f", {summary['bad_rows']} bad rows (see {summary['errors'].name})" if summary["bad_rows"] else ""
-    return output, (f"{summary['rows_labelled']} rows labelled by {model_name} "
-                    f"({summary['reviews_per_second']:.1f} reviews/s){bad}: {summary['label_counts']}")
+        return [], str(err)
+    bad = f", {summary['bad_rows']} rows not labelled (why: {summary['errors'].name})" if summary["bad_rows"] else ""
+    return [output] + ([summary["errors"]] if summary["bad_rows"] else []), (
+        f"{summary['rows_labelled']} rows labelled by {model_name} ({summary['reviews_per_second']:.1f} reviews/s)"
+        f"{bad}: {summary['label_counts']}")
 
 
 def build_page(models: DemoModels, examples: list[str], scanned: int):
@@ -198,9 +200,8 @@ def build_page(models: DemoModels, examples: list[str], scanned: int):
         return [answer.message, *bars, table]
 
     def on_file(upload, model_name, text_column, progress=gr.Progress(track_tqdm=True)):
-        output, message = label_upload(models, upload, model_name, text_column,
-                                       tempfile.mkdtemp(dir=work), progress=True)
-        return message, (str(output) if output else None)
+        files, message = label_upload(models, upload, model_name, text_column, tempfile.mkdtemp(dir=work))
+        return message, [str(f) for f in files] or None
 
     with gr.Blocks(title="Sentiment course: try the classifiers") as page:
         gr.Markdown(f"## Try the trained classifiers\nRun: `{models.cfg.run_dir}` · labels: {', '.join(labels)}" +
@@ -221,7 +222,7 @@ def build_page(models: DemoModels, examples: list[str], scanned: int):
                             run_on_click=True, cache_examples=False, examples_per_page=8, elem_id="demo-examples",
                             label=f"Test-split reviews on which the models disagree ({len(examples)} of the "
                                   f"{scanned} read)")
-            else:
+            elif scanned:
                 gr.Markdown(f"The models agree on all {scanned} test-split reviews read (demo_scan_rows).")
         with gr.Tab("Label a file"):
             upload = gr.File(label="A CSV (with a header row) or JSONL file", file_types=[".csv", ".jsonl"],
@@ -231,7 +232,7 @@ def build_page(models: DemoModels, examples: list[str], scanned: int):
                 text_column = gr.Textbox(value=models.cfg.text_column, label="Text column")
             label_button = gr.Button("Label the file", variant="primary", elem_id="demo-label")
             file_message = gr.Markdown(elem_id="demo-file-message")
-            labelled = gr.File(label="Labelled file", elem_id="demo-download")
+            labelled = gr.File(label="Labelled file", file_count="multiple", elem_id="demo-download")
             label_button.click(on_file, [upload, model_name, text_column], [file_message, labelled],
                                show_progress_on=labelled)
     return page
@@ -252,5 +253,10 @@ def open_demo(run_dir: str | Path | None = None, profile: str = "*", port: int =
     run = demo_run(run_dir, profile)
     models = load_models(find_models(demo_config(run, **overrides)), progress)
     progress(f"finding the test-split reviews the models disagree on (first {models.cfg.demo_scan_rows})")
-    page = build_page(models, *test_examples(models))
+    try:
+        examples, scanned = test_examples(models)
+    except DataError as err:  # the run's data file has moved, say: the page works without its examples
+        examples, scanned = [], 0
+        models.missing.append(f"no examples: {err}")
+    page = build_page(models, examples, scanned)
     return page, launch(page, port), models

@@ -123,7 +123,7 @@ def upload(page, path: Path, text_column: str | None = None) -> str:
     """Upload `path` on the "Label a file" tab, press the button; returns the page's line about it."""
     page.get_by_role("tab", name="Label a file").click()
     page.set_input_files("#demo-upload input[type=file]", str(path))
-    page.wait_for_selector(f"#demo-upload :text('{path.name}')")
+    page.wait_for_selector(f"#demo-upload td[aria-label='{path.name}']")  # uploaded: the file is listed
     if text_column:
         page.get_by_label("Text column").fill(text_column)
     page.click("#demo-label")
@@ -138,7 +138,7 @@ def test_an_uploaded_three_row_csv_comes_back_labelled(page, served, tmp_path):
     source.write_text("id,review\n1,great phone\n2,awful battery\n3,it is a phone\n")
     assert upload(page, source, text_column="review").startswith("3 rows labelled by")
     with page.expect_download() as download:
-        page.locator("#demo-download a").first.click()
+        page.locator("#demo-download a[download]").first.click()
     rows = list(csv.DictReader(open(download.value.path())))
     assert [r["id"] for r in rows] == ["1", "2", "3"] and all(r["predicted_label"] in labels for r in rows)
     assert all(sum(float(r[f"p_{label}"]) for label in labels) == pytest.approx(1, abs=1e-3) for r in rows)
@@ -149,7 +149,16 @@ def test_a_csv_without_the_text_column_gets_one_line(page, tmp_path):
     source.write_text("id,review\n1,great phone\n")
     message = upload(page, source)
     assert "text" in message and "review" in message and "\n" not in message.strip()
-    assert page.locator("#demo-download a").count() == 0
+    assert page.locator("#demo-download a[download]").count() == 0
+
+
+def test_rows_that_cannot_be_labelled_come_back_in_their_errors_file(served, tmp_path):
+    source = tmp_path / "gaps.csv"
+    source.write_text('text\ngreat phone\n""\nawful battery\n')
+    files, message = demo.label_upload(served[1], source, demo.FINE_TUNED, "text", tmp_path, progress=False)
+    assert [f.name for f in files] == ["gaps.labelled.csv", "gaps.labelled.csv.errors.csv"]
+    assert message.startswith(f"2 rows labelled by {demo.FINE_TUNED}") and "1 rows not labelled" in message
+    assert [r["row"] for r in csv.DictReader(files[1].open())] == ["2"]
 
 
 def test_disagreements_put_the_most_divided_first(served):
