@@ -1,7 +1,7 @@
 """The course's one entry point: `python -m helpers <command> [--knob value ...]` (see `python -m helpers --help`).
 
-`course` runs every notebook headless and writes the report; `data`, `ablation`, `train`, `export`, `compare` and
-`alternatives` are notebooks 00-05 as commands, with the same `CourseConfig` and the same helper calls as the
+`course` runs every notebook headless and writes the report; `data`, `ablation`, `train`, `export`, `compare`,
+`alternatives` and `distill` are notebooks 00-06 as commands, with the same `CourseConfig` and the same helper calls as the
 notebook, writing the same `metrics.json` into the same run-folder layout, so the notebooks, the commands and the
 report read each other's results; `classify`, `serve` and `evaluate` use a trained model; `bench` measures speed;
 `report` rebuilds a run's report; `prepare` is a set-up step of `make setup`. Every command takes every config knob
@@ -26,9 +26,12 @@ from helpers.baselines import baseline_verdict, run_baselines
 from helpers.bench import BENCH_PARTS, BenchError, earlier_bench, format_results, run_bench, save_results
 from helpers.classify import ClassifyError, classify_file, find_model
 from helpers.config import PROFILES, ROOT, CourseConfig, make_config
-from helpers.data import (DataError, class_balance, label_consistency_report, load_dataset, load_tweets, prepare_splits,
-                          short_classes, split_report, split_sentence, split_tokens, to_chat_records)
+from helpers.data import (DataError, class_balance, distillation_pool, label_consistency_report, load_dataset,
+                          load_tweets, prepare_splits, short_classes, split_report, split_sentence, split_tokens,
+                          to_chat_records)
 from helpers.demo import DemoError, open_demo
+from helpers.distill import (add_distillation_rows, distillation_figures, distillation_verdict, pool_curve,
+                             pool_sentence, teacher_probabilities, teacher_sentence, write_student_card)
 from helpers.evaluate import classification_metrics, metrics_summary
 from helpers.fewshot import (FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots,
                              run_local_models, training_rows)
@@ -39,7 +42,7 @@ from helpers.model import ModelError, load_model, load_tokenizer, prepare_embedd
 from helpers.modelcard import write_model_cards
 from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
 from helpers.report import build_report
-from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, RELATIVE, SOLUTIONS, TRAINING, RunError,
+from helpers.runs import (ALTERNATIVES, DATA, DISTILLATION, EXPORT, FEWSHOT, MASKING, RELATIVE, SOLUTIONS, TRAINING, RunError,
                           course_estimate, course_notebooks, course_runs, decision_file, latest_run, layout,
                           load_metrics, new_run_dir, notebook_dir, pack_run, record_metrics, run_course, solution,
                           solution_notebooks, unpack_run, write_decision)
@@ -195,7 +198,8 @@ def cmd_data(args):
     record_metrics(cfg, DATA, rows=len(df), groups=df["group"].nunique(), class_balance=class_balance(df, cfg.labels),
                    split_sizes=splits.sizes(), split_balance=counts, split_report=per_class,
                    shortened=splits.shortened, conflicting_texts=len(conflicts),
-                   tweets_conflicting_texts=len(tweet_conflicts), split_tokens=tokens, estimate=estimate)
+                   tweets_conflicting_texts=len(tweet_conflicts), split_tokens=tokens, estimate=estimate,
+                   unlabelled_rows=len(load_dataset(cfg, unlabelled=True)))
     return cfg, (f"{len(df)} labelled rows from {df['group'].nunique()} groups in {cfg.dataset!r}; splits "
                  f"{splits.sizes()}; {len(conflicts)} texts with conflicting labels\n{split_sentence(per_class, cfg)}"
                  f"\n{estimate['sentence']}")
@@ -301,6 +305,28 @@ def cmd_alternatives(args):
     record_metrics(cfg, ALTERNATIVES, results=comparison.summary(), human=humans, learning_curve=curve,
                    verdict=verdict, ood_dataset=cfg.ood_dataset, encoder=cfg.encoder)
     return cfg, comparison.table("test").round(3).to_string() + "\n\n" + "\n\n".join(verdict.values())
+
+
+def cmd_distill(args):
+    """Notebook 06: the fine-tuned LLM of notebook 02 labels the pool (the training side beyond its own training rows,
+    or your file's rows with an empty label), MiniLM learns from its probabilities, and the student is compared with
+    its teacher, MiniLM on the gold rows only, the hard-label student and the upper bound, with the pool-size curve
+    and the verdicts."""
+    run = args.run_dir or latest_run(RELATIVE.metrics_file(ALTERNATIVES), args.profile) or fresh_run_dir(args)
+    cfg = config_from(args, run)
+    out_dir = notebook_dir(cfg, DISTILLATION)
+    splits, ood = prepare_splits(cfg), out_of_domain_set(cfg)
+    comparison = Comparison({"test": splits.test} if ood is None else {"test": splits.test, "ood": ood}, cfg.labels)
+    pool = distillation_pool(cfg, splits)
+    targets = teacher_probabilities(cfg, pool, out_dir)
+    student = add_distillation_rows(comparison, cfg, splits.train, pool, targets, out_dir)
+    curve = pool_curve(cfg, comparison, splits.train, pool, targets, out_dir)
+    verdict = distillation_verdict(comparison, cfg.seed)
+    write_student_card(cfg, comparison, pool, len(splits.train), student["model_dir"], verdict)
+    record_metrics(cfg, DISTILLATION, results=comparison.summary(), verdict=verdict,
+                   **distillation_figures(cfg, curve, pool, targets))
+    return cfg, (f"{pool_sentence(cfg, pool, len(splits.train))}\n{teacher_sentence(cfg, pool, targets)}\n\n"
+                 f"{comparison.table('test').round(3).to_string()}\n\n" + "\n\n".join(verdict.values()))
 
 
 def cmd_evaluate(args):
@@ -415,10 +441,10 @@ def cmd_prepare(args):
 
 SETUP_STEPS = {"converter": prepare_converter, "base-model": prepare_embedded_model, "tiny-model": prepare_tiny_model}
 COMMANDS = {"course": cmd_course, "solutions": cmd_solutions, "data": cmd_data, "ablation": cmd_ablation,
-            "train": cmd_train, "export": cmd_export, "compare": cmd_compare, "alternatives": cmd_alternatives,
+            "train": cmd_train, "export": cmd_export, "compare": cmd_compare, "alternatives": cmd_alternatives, "distill": cmd_distill,
             "report": cmd_report, "evaluate": cmd_evaluate, "classify": cmd_classify, "serve": cmd_serve, "demo": cmd_demo,
             "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "teaching": cmd_teaching, "prepare": cmd_prepare}
-RUN_COMMANDS = ("data", "ablation", "train", "export", "compare", "alternatives")  # they fill a run folder
+RUN_COMMANDS = ("data", "ablation", "train", "export", "compare", "alternatives", "distill")  # they fill a run folder
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -175,6 +175,14 @@ class CourseConfig:
     prices_per_million_tokens: dict = field(default_factory=lambda: {"gpt-4o-mini": {"input": 0.15, "output": 0.60}})
     prices_checked: str = "2024-07-18"
     response_cache: str = ""  # the few-shot answers on disk ("": <cache_dir>/responses.jsonl)
+    # Distillation (notebook 06): the student's loss is KL divergence from the teacher's probabilities on the pool plus
+    # distill_alpha x cross-entropy on the gold training rows. The pool: the training side's rows beyond the LLM's own
+    # training rows (your own file: its rows with an empty label), at most distill_pool_size of them (0: all). The
+    # student is trained again on the pool's first distill_curve_sizes rows for the curve of macro-F1 against the
+    # pool's size (no pool and the whole pool are always on it).
+    distill_alpha: float = 1.0
+    distill_pool_size: int = 0
+    distill_curve_sizes: tuple = (250, 500)
     # The demo page (make demo): the models' disagreements shown as examples are looked for in the first this many
     # reviews of the test split, every model scoring each of them once when the page starts.
     demo_scan_rows: int = 80
@@ -194,7 +202,7 @@ class CourseConfig:
         self.labels = tuple(self.labels)
         self.sweep_learning_rates = tuple(self.sweep_learning_rates)
         for name in ("learning_curve_sizes", "learning_curve_llm_sizes", "setfit_per_class", "layer_grid_layers",
-                     "layer_grid_rows"):
+                     "layer_grid_rows", "distill_curve_sizes"):
             setattr(self, name, tuple(getattr(self, name)))
         if self.split_seed is None:
             self.split_seed = self.seed
@@ -216,7 +224,8 @@ PROFILES = {
                   learning_curve_sizes=(12,), learning_curve_llm_sizes=(12,),
                   # the tiny model has 2 blocks: LoRA on the top one runs the workshop's top-K path
                   lora_layers=1, learning_rate=3e-4,
-                  layer_grid_layers=(0, 1), layer_grid_rows=(12, 24), layer_grid_eval_size=12),
+                  layer_grid_layers=(0, 1), layer_grid_rows=(12, 24), layer_grid_eval_size=12,
+                  distill_pool_size=24, distill_curve_sizes=(8, 16)),
     # The default: SmolLM2-135M-Instruct on the Amazon snippets, the whole course aimed at ~10 minutes on 2 cores.
     "workshop": dict(),
     # The workshop with the whole balanced training split (2,049 rows of the Amazon snippets) for two epochs at batch 8,

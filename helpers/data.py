@@ -187,7 +187,7 @@ def _finish(df: pd.DataFrame, source: str, labels: tuple) -> pd.DataFrame:
         rows = ", ".join(str(i + 1) for i in empty[:5])
         raise DataError(f"{source}: empty text in row {rows} (rows count from 1 after the header). "
                         f"Remove those rows or fill them in.")
-    unknown = df.index[~df["label"].isin(labels)]
+    unknown = df.index[~df["label"].isin(labels) & (df["label"] != "")]  # an empty label: unlabelled (`UNLABELLED`)
     if len(unknown):
         i = unknown[0]
         raise DataError(f"{source}, row {i + 1}: unknown label {df.at[i, 'label']!r} ({len(unknown)} such row(s)). "
@@ -202,8 +202,17 @@ def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
-def load_dataset(cfg: CourseConfig) -> pd.DataFrame:
-    """All labelled rows of the configured dataset: columns text, label, group, rating."""
+UNLABELLED = ""  # the label of a row of your own file whose label is empty: notebook 06's teacher labels it
+
+
+def load_dataset(cfg: CourseConfig, unlabelled: bool = False) -> pd.DataFrame:
+    """All labelled rows of the configured dataset (columns text, label, group, rating), or with `unlabelled` the rows
+    whose label is empty, which only notebook 06 uses (its distillation pool); the course's own data has none."""
+    df = _load_rows(cfg)
+    return df[(df["label"] == UNLABELLED) == unlabelled].reset_index(drop=True)
+
+
+def _load_rows(cfg: CourseConfig) -> pd.DataFrame:
     name = cfg.dataset
     if name == "amazon":
         return load_amazon(cfg.rating_threshold)
@@ -265,6 +274,27 @@ def balanced_sample(df: pd.DataFrame, size: int, labels: tuple, seed: int, min_p
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
+def split_sides(df: pd.DataFrame, cfg: CourseConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(training side, eval side, test side) of the labelled rows, by group: every split is drawn from its side."""
+    rest, test = split_by_group(df, cfg.test_fraction, cfg.split_seed)
+    train, evals = split_by_group(rest, 0.1, cfg.split_seed + 1)
+    return train, evals, test
+
+
+def distillation_pool(cfg: CourseConfig, splits: Splits) -> pd.DataFrame:
+    """The rows notebook 06's teacher labels, shuffled with `cfg.split_seed` and cut to `cfg.distill_pool_size`
+    (0: all): the rows of your own file whose label is empty, where it has any; otherwise every distinct row of the
+    training side that is not among `splits.train` (the LLM's own training rows). The test and eval sides are never
+    in it. Their gold labels stay in the `label` column (empty for your unlabelled rows): the student never sees
+    them, the upper bound (gold labels for the whole pool) does."""
+    pool = load_dataset(cfg, unlabelled=True)
+    if pool.empty:
+        pool = split_sides(load_dataset(cfg), cfg)[0]
+        pool = pool[~pool["text"].isin(set(splits.train["text"]))].drop_duplicates("text")
+    pool = pool.sample(frac=1.0, random_state=cfg.split_seed).reset_index(drop=True)
+    return pool.head(cfg.distill_pool_size) if cfg.distill_pool_size else pool
+
+
 def prepare_splits(cfg: CourseConfig, df: pd.DataFrame | None = None, tokenizer=None) -> Splits:
     """Train / eval / test, split by group and balanced over the labels, all fixed by `cfg.split_seed`
     (the training seed by default); a review too long for
@@ -275,8 +305,7 @@ def prepare_splits(cfg: CourseConfig, df: pd.DataFrame | None = None, tokenizer=
         found = " ".join(sorted(set(df["label"])))
         raise DataError(f"{cfg.dataset}: no row has the label(s) {', '.join(absent)}; the data's labels are: {found}. "
                         f"Set labels to those (--labels {found}, LABELS=\"{found}\" for make, labels= in a notebook).")
-    rest, test = split_by_group(df, cfg.test_fraction, cfg.split_seed)
-    train, evals = split_by_group(rest, 0.1, cfg.split_seed + 1)
+    train, evals, test = split_sides(df, cfg)
     sample = dict(labels=cfg.labels, seed=cfg.split_seed, min_per_class=cfg.min_per_class)
     parts = {"train": balanced_sample(train, cfg.train_size, source=f"{cfg.dataset} (train split)",
                                       oversample=cfg.oversample, **sample),

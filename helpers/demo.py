@@ -28,7 +28,8 @@ from helpers.config import CourseConfig, make_config
 from helpers.data import DataError, prepare_splits, review_budget
 from helpers.model import ModelError, load_model
 from helpers.predict import Predictor, hf_predictor, load_predictor
-from helpers.runs import ALTERNATIVES, EXPORT, RELATIVE, course_runs, layout, recorded_config
+from helpers.distill import STUDENT
+from helpers.runs import ALTERNATIVES, DISTILLATION, EXPORT, RELATIVE, course_runs, layout, recorded_config
 from helpers.serve import free_port
 
 FINE_TUNED = "fine-tuned LLM (GGUF Q4_K_M)"
@@ -86,6 +87,11 @@ def find_models(cfg: CourseConfig) -> DemoModels:
     found.paths.update(encoders)
     if not encoders:
         found.missing.append(f"encoder and SetFit: not in this run ({ALTERNATIVES} makes them)")
+    student = layout(cfg).folder(DISTILLATION) / "student"
+    if student.is_dir():
+        found.paths[STUDENT] = student
+    else:
+        found.missing.append(f"{STUDENT}: not in this run ({DISTILLATION} makes it)")
     if not found.paths:
         raise DemoError(f"{cfg.run_dir} holds no trained model (no {RELATIVE.gguf('Q4_K_M')}, no encoder of "
                         f"{ALTERNATIVES}): finish `make course` first, or pass RUN=<a finished run folder>.")

@@ -137,10 +137,15 @@ def fit_frozen_logreg(cfg: CourseConfig, train_df: pd.DataFrame):
 
 # --- 2. fine-tuned end to end ---------------------------------------------------------------------------------------
 
-def finetune_encoder(cfg: CourseConfig, train_df: pd.DataFrame, output_dir: Path, progress: bool = False) -> dict:
+def finetune_encoder(cfg: CourseConfig, train_df: pd.DataFrame, output_dir: Path, progress: bool = False,
+                     targets: np.ndarray | None = None) -> dict:
     """Train the encoder with a new classification head (AdamW, linear decay after a 10 % warm-up) on `train_df`;
     save model and tokenizer into `output_dir`. Returns the model (eval mode), model_dir, train_seconds,
-    log_history (a row every `cfg.logging_steps` steps), size_mb and `predict(texts)` (probabilities, label order)."""
+    log_history (a row every `cfg.logging_steps` steps), size_mb and `predict(texts)` (probabilities, label order).
+
+    With `targets` ((rows, labels) probabilities in `cfg.labels` order; a row of NaN where a row has none) the loss
+    is `distillation_loss`: KL divergence from each row's target plus `cfg.distill_alpha` x cross-entropy on the rows
+    whose `label` is one of `cfg.labels` (a row labelled "" has no gold label)."""
     import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                               PrinterCallback, Trainer, TrainingArguments, set_seed)
@@ -154,16 +159,21 @@ def finetune_encoder(cfg: CourseConfig, train_df: pd.DataFrame, output_dir: Path
     model = AutoModelForSequenceClassification.from_pretrained(
         source, num_labels=len(cfg.labels), id2label=dict(enumerate(cfg.labels)), label2id=label2id)
     encoded = tokenizer(list(train_df["text"]), truncation=True, max_length=cfg.encoder_max_length)
-    rows = [{**{key: values[i] for key, values in encoded.items()}, "labels": label2id[label]}
+    rows = [{**{key: values[i] for key, values in encoded.items()}, "labels": label2id.get(label, -100)}
             for i, label in enumerate(train_df["label"])]
+    if targets is not None:  # columns the Trainer must keep (remove_unused_columns=False) and the loss pops
+        for row, target in zip(rows, np.asarray(targets, dtype=float)):
+            row["has_target"] = float(not np.isnan(target).any())
+            row["target"] = np.nan_to_num(target, nan=0.0).tolist()
     args = TrainingArguments(
         output_dir=str(output_dir), num_train_epochs=cfg.encoder_epochs, learning_rate=cfg.encoder_learning_rate,
         per_device_train_batch_size=cfg.encoder_batch_size, warmup_steps=0.1, logging_steps=cfg.logging_steps,
         logging_first_step=True, eval_strategy="no", save_strategy="no", report_to="none", seed=cfg.seed,
         bf16=training_precision(cfg) == "bf16", use_cpu=device == "cpu", disable_tqdm=not progress,
-        dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer))
+        dataloader_num_workers=0, remove_unused_columns=targets is None)
+    trainer_class = Trainer if targets is None else soft_target_trainer(cfg.distill_alpha)
+    trainer = trainer_class(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                            data_collator=DataCollatorWithPadding(tokenizer))
     if not progress:
         trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log row instead
     start = time.perf_counter()
@@ -174,6 +184,36 @@ def finetune_encoder(cfg: CourseConfig, train_df: pd.DataFrame, output_dir: Path
     model = trainer.model.eval()
     return {"model": model, "model_dir": Path(output_dir), "train_seconds": seconds, "size_mb": disk_mb(output_dir),
             "log_history": trainer.state.log_history, "predict": lambda texts: encoder_probabilities(model, texts, cfg)}
+
+
+def distillation_loss(logits, targets, has_target, labels, alpha: float):
+    """KL(target || student) averaged over the rows that have a target, plus `alpha` x cross-entropy averaged over the
+    rows that have a gold label (`labels` >= 0; -100 marks none). A term without such rows in the batch is 0."""
+    import torch.nn.functional as F
+
+    log_probs = logits.float().log_softmax(-1)
+    kl = F.kl_div(log_probs, targets.float(), reduction="none").sum(-1)
+    kl = (kl * has_target).sum() / has_target.sum().clamp_min(1)
+    gold = labels >= 0
+    ce = F.nll_loss(log_probs[gold], labels[gold], reduction="sum") / gold.sum().clamp_min(1)
+    return kl + alpha * ce
+
+
+def soft_target_trainer(alpha: float):
+    """A transformers Trainer whose loss is `distillation_loss`. It pops the targets and the labels before the forward
+    pass: float labels would switch a sequence classifier to multi-label BCE, and the model takes no `target`."""
+    from transformers import Trainer
+
+    class SoftTargetTrainer(Trainer):
+        loss_is_scaled_for_ga = False  # a mean over one batch: the Trainer scales it for gradient accumulation
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            targets, has_target, labels = (inputs.pop(key) for key in ("target", "has_target", "labels"))
+            outputs = model(**inputs)
+            loss = distillation_loss(outputs.logits, targets, has_target, labels, alpha)
+            return (loss, outputs) if return_outputs else loss
+
+    return SoftTargetTrainer
 
 
 # --- 3. SetFit ------------------------------------------------------------------------------------------------------

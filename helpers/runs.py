@@ -82,6 +82,7 @@ def latest_bench(key: str, root: Path = ROOT / "runs" / "bench") -> tuple[Path, 
 # The notebooks, by the folder each keeps inside a run folder.
 DATA, MASKING, TRAINING = "00_setup_and_data", "01_label_masking", "02_logged_training"
 EXPORT, FEWSHOT, ALTERNATIVES = "03_gguf_quantization", "04_few_shot_vs_finetuned", "05_practitioners_alternatives"
+DISTILLATION = "06_distillation"
 # The worked solutions of a chapter's exercises keep their outputs in <run>/solutions/<chapter>/, beside the chapters.
 SOLUTIONS = "solutions"
 
@@ -179,7 +180,7 @@ class RunError(ValueError):
 
 # What a run folder keeps that nobody needs from it later: trainer checkpoints, the LR sweep's and the learning
 # curve's models, tokenized splits. Left out when a run is packed or started from.
-CACHES = ("trainer", "trainer_*", "sweep_*", "curve_*", "prepared", "__pycache__", "*.tmp")
+CACHES = ("trainer", "trainer_*", "sweep_*", "curve_*", "rival_*", "prepared", "__pycache__", "*.tmp")
 
 
 def is_cache(name: str) -> bool:

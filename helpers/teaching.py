@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.config import ROOT
-from helpers.runs import (ALTERNATIVES, DATA, EXPORT, FEWSHOT, MASKING, SOLUTIONS, TRAINING, course_runs, latest_bench,
+from helpers.distill import STUDENT
+from helpers.runs import (ALTERNATIVES, DATA, DISTILLATION, EXPORT, FEWSHOT, MASKING, SOLUTIONS, TRAINING, course_runs, latest_bench,
                           load_metrics)
 
 
@@ -115,6 +116,18 @@ CHAPTERS = {
         "Run it in the run folder of 02–04, or from the pack: `make lab FROM=runs/<run>` copies their results in "
         "first.",
         10),
+    DISTILLATION: Chapter(
+        "Distillation",
+        "Start the notebook before you talk: the students train for most of its time. Show the teacher's sentence "
+        "(how often its label is the pool's hidden gold label), then the table with the student between MiniLM on "
+        "the gold rows and its teacher, the curve over the pool's size, and the closing sentence.",
+        "The student learns from the teacher's probabilities on the pool: what test macro-F1 will it reach, beside "
+        "MiniLM's on the gold rows alone (notebook 05's table)?",
+        ("results", "test", f"method={STUDENT}", "macro_f1"), "{:.3f}",
+        "`RunError: … the fine-tuned LLM (02_logged_training/merged) …`: 06 was opened in a run folder where 02 did not "
+        "finish. (Without 05's encoder it trains MiniLM on the gold rows itself, a minute more.)",
+        "Run it in the run folder of 02–05, or from the pack: `make lab FROM=runs/<run>` copies them in first.",
+        8),
 }
 
 

@@ -171,7 +171,8 @@ def own_file(folder: Path, case: str) -> tuple[Path, list[str]]:
     """A labelled CSV the course was not tuned on, made from the Amazon snippets (text, label, group), and the
     extra options it needs. Two files carry the four things a learner's own file brings: two classes with six reviews
     of ~5,000 characters among short ones; five classes (star counts from the mean human rating, -4..4) of which
-    one is rare (14 rows, 8 %), short of its training share (16 of 80 rows) and filled by oversampling, the default."""
+    one is rare (14 rows, 8 %), short of its training share (16 of 80 rows) and filled by oversampling, the default.
+    The two-class file also has 20 rows with an empty label: notebook 06's pool, which no split may hold."""
     from helpers.data import load_amazon
 
     df = load_amazon().sample(frac=1.0, random_state=0)
@@ -179,6 +180,8 @@ def own_file(folder: Path, case: str) -> tuple[Path, list[str]]:
         df, extra = df[df["label"] != "neutral"].head(120).copy(), ["--labels", "negative", "positive"]
         long = df.index[:6]
         df.loc[long, "text"] = [t + " " + ("It went on and on about the product. " * 140)[:5000] for t in df.loc[long, "text"]]
+        unlabelled = load_amazon().sample(frac=1.0, random_state=1).head(20).assign(label="", group=lambda d: "u" + d["id"])
+        df = pd.concat([df, unlabelled[~unlabelled["text"].isin(df["text"])]])
     else:  # five-class
         df = df.assign(label=pd.cut(df["rating"], [-4.1, -2, -0.5, 0.5, 2, 4.1], labels=list("12345")).astype(str))
         df = pd.concat([df[df["label"] == RARE].head(14), df[df["label"] != RARE].groupby("label").head(40)])
@@ -197,7 +200,7 @@ def own_metrics(run: Path, notebook: str) -> dict | None:
     return RunLayout(run).metrics(notebook)
 
 
-OWN_STEPS = ("data", "ablation", "train", "export", "compare", "alternatives", "report")
+OWN_STEPS = ("data", "ablation", "train", "export", "compare", "alternatives", "distill", "report")
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +246,16 @@ def check_report_and_model_cards(run: Path, labels: list[str]) -> None:
 class TestYourOwnTwoClassFileWithLongReviews:
     def test_every_step_runs_on_it_to_a_report_and_model_cards(self, own_course):
         check_report_and_model_cards(own_course("two-class"), ["negative", "positive"])
+
+    def test_its_rows_with_an_empty_label_are_the_pool_and_no_split_holds_them(self, own_course, tmp_path):
+        run = own_course("two-class")
+        distilled = own_metrics(run, "06_distillation")
+        pool = pd.read_csv(run / "06_distillation" / "pool.csv")
+        assert distilled["pool_unlabelled"] and distilled["pool_rows"] == len(pool) > 10
+        assert distilled["teacher_labelled"] == len(pool)
+        data = own_metrics(run, "00_setup_and_data")
+        assert data["rows"] == 120 and data["unlabelled_rows"] == len(pool) and "the rows of your file whose label is empty" in (
+            run / "06_distillation" / "student" / "README.md").read_text()
 
     def test_its_long_reviews_are_shortened_and_the_report_says_so(self, own_course):
         run = own_course("two-class")

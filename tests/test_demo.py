@@ -10,7 +10,8 @@ import pytest
 from helpers import cli, demo
 from helpers.classify import classify_file
 from helpers.config import ROOT
-from helpers.runs import ALTERNATIVES, EXPORT
+from helpers.distill import STUDENT
+from helpers.runs import ALTERNATIVES, DISTILLATION, EXPORT
 
 REVIEW = "the battery died but support replaced it overnight"
 SCREENSHOT = ROOT / "runs" / "demo-smoke.png"  # the README's docs/demo.png is a copy of it
@@ -21,7 +22,7 @@ CHROMIUM = os.environ.get("CHROMIUM") or next(
 @pytest.fixture(scope="module")
 def served(course_run):
     """(URL, loaded models) of the page over the smoke course run, for the whole module."""
-    page, url, models = demo.open_demo(course_run.through(ALTERNATIVES), progress=lambda line: None)
+    page, url, models = demo.open_demo(course_run.through(DISTILLATION), progress=lambda line: None)
     yield url, models
     page.close()
 
@@ -75,7 +76,7 @@ def test_a_typed_review_gets_every_models_bars_and_they_sum_to_one(page, served)
     _, models = served
     bars = classify_on_page(page, REVIEW)
     assert list(bars) == list(models.predictors)
-    assert {demo.FINE_TUNED, demo.BASE} <= set(bars) and len(bars) == 4  # + the smoke run's encoder and SetFit
+    assert {demo.FINE_TUNED, demo.BASE, STUDENT} <= set(bars) and len(bars) == 5  # + the encoder and SetFit
     for probabilities in bars.values():
         assert set(probabilities) == set(models.cfg.labels)
         assert sum(probabilities.values()) == pytest.approx(1, abs=1e-6)
@@ -174,7 +175,8 @@ def test_a_run_without_one_kind_of_model_says_what_is_missing(course_run, tmp_pa
     shutil.copytree(course_run.through(ALTERNATIVES) / ALTERNATIVES, run / ALTERNATIVES)
     found = demo.find_models(demo.demo_config(run))
     assert demo.FINE_TUNED not in found.paths and found.paths
-    assert found.missing == [f"{demo.FINE_TUNED}: not in this run ({EXPORT} makes it)"]
+    assert found.missing == [f"{demo.FINE_TUNED}: not in this run ({EXPORT} makes it)",
+                             f"{STUDENT}: not in this run ({DISTILLATION} makes it)"]
 
 
 def test_the_demo_command_refuses_a_folder_without_a_model_in_one_line(tmp_path, capsys):

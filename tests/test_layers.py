@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 HELPERS = Path(__file__).resolve().parent.parent / "helpers"
-MECHANISMS = {"config", "runs", "data", "model", "masking", "training", "evaluate", "gguf", "serve", "encoder", "plots",
+MECHANISMS = {"config", "runs", "data", "model", "masking", "training", "evaluate", "gguf", "serve", "encoder", "plots", "classify",
               "predict", "modelcard"}
-EXPERIMENTS = {"ablation", "diagnostics", "baselines", "fewshot", "alternatives", "formats"}
-FACES = {"__init__", "__main__", "cli", "classify", "bench", "report", "teaching", "demo"}
+EXPERIMENTS = {"ablation", "diagnostics", "baselines", "fewshot", "alternatives", "formats", "distill"}
+FACES = {"__init__", "__main__", "cli", "bench", "report", "teaching", "demo"}
 
 
 def helper_imports(path: Path) -> set[str]:

@@ -11,7 +11,8 @@ from helpers.teaching import (CHAPTERS, PLANS, TeachingError, key_name, lookup, 
                               recorded_figures, render_guide)
 
 WALL = {"00_setup_and_data": 20.0, "01_label_masking": 130.0, "02_logged_training": 400.0,
-        "03_gguf_quantization": 150.0, "04_few_shot_vs_finetuned": 240.0, "05_practitioners_alternatives": 500.0}
+        "03_gguf_quantization": 150.0, "04_few_shot_vs_finetuned": 240.0, "05_practitioners_alternatives": 500.0,
+        "06_distillation": 300.0}
 PEAK = {name: (i + 1) * 2 ** 30 for i, name in enumerate(WALL)}  # 1.00 GiB, 2.00 GiB, ...
 SOLVED = {"01_label_masking": 95.0}
 
@@ -72,8 +73,9 @@ def test_the_timetable_is_the_bench_files_figures_and_the_predicted_numbers_its_
         "02": ["400 s (6.7 min)", "3.00 GiB", "not measured yet"],
         "03": ["150 s (2.5 min)", "4.00 GiB", "not measured yet"],
         "04": ["240 s (4.0 min)", "5.00 GiB", "not measured yet"],
-        "05": ["500 s (8.3 min)", "6.00 GiB", "not measured yet"]}
-    assert "| all, in order (`make course`) | 24.0 min | 6.00 GiB" in text
+        "05": ["500 s (8.3 min)", "6.00 GiB", "not measured yet"],
+        "06": ["300 s (5.0 min)", "7.00 GiB", "not measured yet"]}
+    assert "| all, in order (`make course`) | 29.0 min | 6.00 GiB" in text
     for i, (name, chapter) in enumerate(CHAPTERS.items()):
         assert (f"Measured in `{figures['course_run']}/{name}/metrics.json` (`{key_name(chapter.measured)}`): "
                 f"**{chapter.fmt.format(i + 1)}**.") in text

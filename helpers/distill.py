@@ -1,0 +1,285 @@
+"""Distil the fine-tuned LLM into the small encoder (notebook 06): the LLM labels reviews it was never trained on, the
+encoder learns from its probabilities, and the numbers say whether you get the LLM's accuracy at the encoder's cost.
+
+- The teacher is notebook 02's fine-tuned LLM (its merged folder, with its decision rule), through the one predictor.
+  It labels the pool (`data.distillation_pool`) with `classify.classify_file`, so an interrupted pass resumes where it
+  stopped and a finished one is not run again.
+- The student is notebook 05's encoder (MiniLM), fine-tuned by `encoder.finetune_encoder` with the same recipe on the
+  gold rows plus the pool: KL divergence from the teacher's probabilities on the pool rows, plus
+  `cfg.distill_alpha` x cross-entropy on the gold rows (`encoder.distillation_loss`).
+- Beside it, on the same test reviews (and out of domain): the student on the teacher's hard labels (the ablation),
+  MiniLM on the gold rows only (notebook 05's encoder), the teacher, and MiniLM on the pool's gold labels (the upper
+  bound, where the pool's labels are known). Every comparison is called by the paired bootstrap (`evaluate.verdict`).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import encoder
+from helpers.alternatives import ENCODER, Comparison, add_kept_encoder_rows, kept_encoder_models, timed_fit
+from helpers.classify import classify_file
+from helpers.config import CourseConfig
+from helpers.data import UNLABELLED
+from helpers.evaluate import verdict
+from helpers.modelcard import write_model_card
+from helpers.predict import load_predictor
+from helpers.runs import DISTILLATION, TRAINING, RunError, layout, missing_input
+
+STUDENT, HARD, GOLD_ONLY = ("student: MiniLM on the teacher's probabilities", "student: MiniLM on the teacher's labels",
+                            ENCODER)
+TEACHER, UPPER = "teacher: fine-tuned LLM, HF fp32", "MiniLM on the pool's gold labels (upper bound)"
+
+
+def teacher_model(cfg: CourseConfig) -> Path:
+    """Notebook 02's merged fine-tuned LLM in this run, or a RunError that says which notebook makes it."""
+    merged = layout(cfg).merged
+    if not (merged / "config.json").is_file():
+        raise RunError(missing_input(cfg, "the fine-tuned LLM (02_logged_training/merged)", TRAINING))
+    return merged
+
+
+def teacher_probabilities(cfg: CourseConfig, pool: pd.DataFrame, out_dir: Path, progress: bool = True) -> np.ndarray:
+    """The teacher's label probabilities for every row of `pool` ((rows, labels), `cfg.labels` order; NaN for a row
+    the teacher could not label), by `classify_file` over `<out_dir>/pool.csv`: a pass that was interrupted resumes,
+    and one that finished is only read back. The file holds the texts alone: the teacher never sees a gold label."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source, labelled = out_dir / "pool.csv", out_dir / "pool.labelled.csv"
+    texts = pd.DataFrame({"text": pool["text"]})
+    if not source.exists() or not pd.read_csv(source, dtype=str, keep_default_na=False).equals(texts):
+        texts.to_csv(source, index=False)
+    classify_file(cfg, source, labelled, teacher_model(cfg), text_column="text", batch_size=cfg.scoring_batch_size,
+                  progress=progress)
+    out = np.full((len(pool), len(cfg.labels)), np.nan)
+    with labelled.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            out[int(row["row"]) - 1] = [float(row[f"p_{label}"]) for label in cfg.labels]
+    return out
+
+
+def pool_sentence(cfg: CourseConfig, pool: pd.DataFrame, n_train: int) -> str:
+    """Where the pool comes from, how big it is, and (where they are known) its hidden gold labels per class."""
+    if (pool["label"] == UNLABELLED).all():
+        return f"The pool: the {len(pool):,} rows of {cfg.dataset} whose label is empty."
+    counts = pool["label"].value_counts()
+    spread = ", ".join(f"{label} {int(counts.get(label, 0))}" for label in cfg.labels)
+    return (f"The pool: {len(pool):,} rows of the training side of {cfg.dataset} beyond the LLM's {n_train:,} training "
+            f"rows (their gold labels, hidden from the student: {spread}).")
+
+
+def teacher_sentence(cfg: CourseConfig, pool: pd.DataFrame, targets: np.ndarray) -> str:
+    """How many pool rows the teacher labelled, how sure it was, and how often it agrees with the hidden gold label."""
+    done = ~np.isnan(targets).any(1)
+    said = f"The teacher labelled {int(done.sum()):,} of {len(pool):,} rows"
+    if not done.any():
+        return said + "."
+    said += f" (mean top probability {np.nanmax(targets[done], 1).mean():.2f})"
+    known = done & (pool["label"] != UNLABELLED).to_numpy()
+    if not known.any():
+        return said + "."
+    agree = (np.array(cfg.labels)[targets[known].argmax(1)] == pool["label"].to_numpy()[known]).mean()
+    return said + f"; its label is the hidden gold label on {agree:.1%} of them."
+
+
+def hard_labels(probabilities: np.ndarray) -> np.ndarray:
+    """Each row's most probable label as a one-hot row (NaN rows stay NaN): the teacher's labels without its doubt."""
+    out = np.where(np.isnan(probabilities), np.nan, 0.0)
+    rows = ~np.isnan(probabilities).any(1)
+    out[np.flatnonzero(rows), np.nanargmax(np.nan_to_num(probabilities, nan=-1.0), 1)[rows]] = 1.0
+    return out
+
+
+def student_rows(gold: pd.DataFrame, pool: pd.DataFrame, targets: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """(gold rows + pool rows with their gold labels hidden, the targets: NaN for the gold rows, `targets` for the
+    pool). The student learns the gold rows' labels and the pool's targets; never the pool's gold labels."""
+    rows = pd.concat([gold[["text", "label"]], pool[["text"]].assign(label=UNLABELLED)], ignore_index=True)
+    return rows, np.vstack([np.full((len(gold), targets.shape[1]), np.nan), targets])
+
+
+def train_student(cfg: CourseConfig, gold: pd.DataFrame, pool: pd.DataFrame, targets: np.ndarray, out_dir: Path,
+                  progress: bool = False) -> dict:
+    """MiniLM fine-tuned by notebook 05's recipe on the gold rows and the pool's `targets` (`finetune_encoder`)."""
+    rows, all_targets = student_rows(gold, pool, targets)
+    return encoder.finetune_encoder(cfg, rows, out_dir, progress=progress, targets=all_targets)
+
+
+def add_student_row(comparison: Comparison, cfg: CourseConfig, method: str, gold, pool, targets, out_dir: Path,
+                    progress: bool = False) -> dict:
+    """A student trained (`train_student`) and scored on every domain; returns `finetune_encoder`'s result."""
+    student = train_student(cfg, gold, pool, targets, out_dir, progress)
+    comparison.add(method, "student", lambda: student["predict"], student["train_seconds"], student["size_mb"],
+                   len(gold) + len(pool))
+    return student
+
+
+def add_teacher_row(comparison: Comparison, cfg: CourseConfig, n_train: int) -> None:
+    """The teacher scored on every domain, with notebook 02's training seconds and its size on disk."""
+    trained = layout(cfg).metrics(TRAINING) or {}
+    predictor = load_predictor(cfg, teacher_model(cfg))
+    comparison.add(TEACHER, "fine-tuned LLM", lambda: predictor.probabilities, trained.get("train_seconds"),
+                   predictor.size_mb, n_train)
+
+
+def add_gold_only_row(comparison: Comparison, cfg: CourseConfig, gold: pd.DataFrame, out_dir: Path,
+                      progress: bool = False) -> None:
+    """MiniLM on the gold rows alone: notebook 05's fine-tuned encoder where the run keeps it, else trained here."""
+    if ENCODER in kept_encoder_models(cfg):
+        add_kept_encoder_rows(comparison, cfg, methods=(ENCODER,))
+    else:
+        tuned = encoder.finetune_encoder(cfg, gold, out_dir, progress=progress)
+        comparison.add(GOLD_ONLY, "encoder", lambda: tuned["predict"], tuned["train_seconds"], tuned["size_mb"],
+                       len(gold))
+
+
+def add_upper_bound_row(comparison: Comparison, cfg: CourseConfig, gold: pd.DataFrame, pool: pd.DataFrame,
+                        out_dir: Path, progress: bool = False) -> bool:
+    """MiniLM on the gold rows plus the pool with its own gold labels, where the pool has them (not for your
+    unlabelled rows): how far a perfect teacher would take the student. Returns whether the row was added."""
+    if (pool["label"] == UNLABELLED).any():
+        return False
+    rows = pd.concat([gold[["text", "label"]], pool[["text", "label"]]], ignore_index=True)
+    tuned = encoder.finetune_encoder(cfg, rows, out_dir, progress=progress)
+    comparison.add(UPPER, "encoder", lambda: tuned["predict"], tuned["train_seconds"], tuned["size_mb"], len(rows))
+    return True
+
+
+def add_distillation_rows(comparison: Comparison, cfg: CourseConfig, gold: pd.DataFrame, pool: pd.DataFrame,
+                          targets: np.ndarray, out_dir: Path, progress: bool = False) -> dict:
+    """The chapter's table: the teacher, MiniLM on the gold rows only, the student (kept in `<out_dir>/student`), the
+    student on the teacher's hard labels, and the upper bound where the pool's labels are known (those three are
+    caches, `rival_*`). Returns the student's `finetune_encoder` result."""
+    out_dir = Path(out_dir)
+    add_teacher_row(comparison, cfg, len(gold))
+    add_gold_only_row(comparison, cfg, gold, out_dir / "rival_gold_only", progress)
+    student = add_student_row(comparison, cfg, STUDENT, gold, pool, targets, out_dir / "student", progress)
+    add_student_row(comparison, cfg, HARD, gold, pool, hard_labels(targets), out_dir / "rival_hard", progress)
+    add_upper_bound_row(comparison, cfg, gold, pool, out_dir / "rival_upper_bound", progress)
+    return student
+
+
+def distillation_figures(cfg: CourseConfig, curve: list[dict], pool: pd.DataFrame, targets: np.ndarray) -> dict:
+    """What notebook 06 records beside its table and verdicts: the curve, the pool and the teacher's pass."""
+    return {"curve": [{"size": p["size"], "macro_f1": p["macro_f1"]} for p in curve], "pool_rows": len(pool),
+            "pool_unlabelled": bool((pool["label"] == UNLABELLED).all()), "alpha": cfg.distill_alpha,
+            "teacher_labelled": int((~np.isnan(targets).any(1)).sum())}
+
+
+def pool_curve(cfg: CourseConfig, comparison: Comparison, gold, pool, targets, out_dir: Path,
+               progress: bool = False) -> list[dict]:
+    """The student's macro-F1 on the test split against the pool rows it learned from: 0 (MiniLM on the gold rows
+    only), each of `cfg.distill_curve_sizes` below the pool's size (the pool's first rows, trained here), and the whole
+    pool (the student's row of `comparison`)."""
+    rows = {r["method"]: r for r in comparison.rows["test"]}
+    points = [{"size": 0, "macro_f1": rows[GOLD_ONLY]["macro_f1"], "predictions": rows[GOLD_ONLY]["predictions"]}]
+    test = comparison.domains["test"]
+    for size in sorted(s for s in cfg.distill_curve_sizes if 0 < s < len(pool)):
+        student, _ = timed_fit(train_student, cfg, gold, pool.head(size), targets[:size],
+                               Path(out_dir) / f"curve_student_{size}", progress)
+        scored = Comparison({"test": test}, cfg.labels)
+        scored.add(f"student at {size}", "student", lambda: student["predict"])
+        points.append({"size": size, "macro_f1": scored.rows["test"][0]["macro_f1"],
+                       "predictions": scored.rows["test"][0]["predictions"]})
+    points.append({"size": len(pool), "macro_f1": rows[STUDENT]["macro_f1"], "predictions": rows[STUDENT]["predictions"]})
+    return points
+
+
+def distillation_verdict(comparison: Comparison, seed: int) -> dict[str, str]:
+    """The chapter's conclusions, each from the paired bootstrap on the same test reviews: the student against the
+    teacher, against MiniLM on the gold rows only, soft against hard targets; its speed and size against the teacher's;
+    and the closing sentence: when distillation pays, and by how much."""
+    gold = list(comparison.domains["test"]["label"])
+    rows = {r["method"]: r for r in comparison.rows["test"]}
+    student, teacher, alone, hard = (rows[m] for m in (STUDENT, TEACHER, GOLD_ONLY, HARD))
+    labels = comparison.labels
+    vs_teacher, vs_alone, vs_hard = (verdict(gold, student, other, labels, seed) for other in (teacher, alone, hard))
+    speed = student["reviews_per_second"] / teacher["reviews_per_second"]
+    size = teacher["size_mb"] / student["size_mb"] if student["size_mb"] and teacher["size_mb"] else None
+    out = {"vs_teacher": vs_teacher["sentence"], "vs_gold_only": vs_alone["sentence"],
+           "soft_vs_hard": vs_hard["sentence"],
+           "cost": (f"The student labels {student['reviews_per_second']:.0f} reviews/s against the teacher's "
+                    f"{teacher['reviews_per_second']:.0f} ({speed:.1f}x)" +
+                    (f", from {student['size_mb']:.0f} MB against {teacher['size_mb']:.0f} MB ({size:.1f}x less)."
+                     if size else "."))}
+    if UPPER in rows:
+        out["upper_bound"] = verdict(gold, student, rows[UPPER], labels, seed)["sentence"]
+    out["closing"] = closing_sentence(vs_teacher, vs_alone, student, teacher, alone, speed)
+    return out
+
+
+def closing_sentence(vs_teacher: dict, vs_alone: dict, student: dict, teacher: dict, alone: dict, speed: float) -> str:
+    """When distillation pays, from the two verdicts: it pays when the student beats MiniLM on the gold rows beyond
+    the noise; it pays in full when it also ties (or beats) the teacher."""
+    gain = student["macro_f1"] - alone["macro_f1"]
+    gap = teacher["macro_f1"] - student["macro_f1"]
+    beats_alone = vs_alone["outcome"] == "ahead"
+    keeps_up = vs_teacher["outcome"] != "behind"
+    figures = (f"student {student['macro_f1']:.3f}, teacher {teacher['macro_f1']:.3f}, MiniLM on the gold rows only "
+               f"{alone['macro_f1']:.3f} macro-F1; the student is {speed:.1f}x the teacher's speed")
+    if beats_alone and keeps_up:
+        return (f"Distillation pays in full here: the student gains {gain:+.3f} over MiniLM on the gold rows and is "
+                f"tied with its teacher within the test set's noise ({figures}).")
+    if beats_alone:
+        return (f"Distillation pays in part here: the student gains {gain:+.3f} over MiniLM on the gold rows beyond "
+                f"the noise, but stays {gap:.3f} behind its teacher ({figures}).")
+    return (f"Distillation does not pay here: the student is not above MiniLM on the gold rows beyond the test set's "
+            f"noise ({gain:+.3f}; {figures}). More unlabelled rows, or a stronger teacher, would be the next thing "
+            f"to try.")
+
+
+def write_student_card(cfg: CourseConfig, comparison: Comparison, pool: pd.DataFrame, n_gold: int, folder: Path,
+                       said: dict) -> Path:
+    """The student's model card (README.md in its folder): its teacher, the pool it learned from, its test results
+    and the chapter's verdict against the teacher."""
+    row = next(r for r in comparison.rows["test"] if r["method"] == STUDENT)
+    source = ("the rows of your file whose label is empty" if (pool["label"] == UNLABELLED).all() else
+              f"training-side rows of {cfg.dataset} beyond the LLM's own training rows")
+    return write_model_card(cfg, folder, "student", {**row, "teacher": str(teacher_model(cfg)),
+                                                     "pool": f"{len(pool):,} unlabelled rows ({source})",
+                                                     "gold_rows": n_gold, "verdict": said["vs_teacher"]})
+
+
+# --- the worked solutions of the chapter's exercises (notebooks/solutions/06_distillation.ipynb) -------------------
+
+def alpha_sentence(gold, rows: list[dict], method: str, alpha: float, labels, seed: int) -> dict:
+    """Exercise 1: the student trained with `distill_alpha=alpha` (its row named `method`) against MiniLM on the gold
+    rows only and against the chapter's student, each by the paired bootstrap."""
+    by = {r["method"]: r for r in rows}
+    against = {name: verdict(gold, by[method], by[name], labels, seed) for name in (GOLD_ONLY, STUDENT)}
+    still = {"ahead": "still beats", "tied": "is tied with", "behind": "falls behind"}[against[GOLD_ONLY]["outcome"]]
+    sentence = (f"With distill_alpha={alpha:g} the student {still} MiniLM on the gold rows only "
+                f"({against[GOLD_ONLY]['interval']}); against the chapter's student "
+                f"(distill_alpha from the run) it is {against[STUDENT]['outcome']} ({against[STUDENT]['interval']}).")
+    return {"sentence": sentence, "figures": {name: {"macro_f1": by[name]["macro_f1"], "outcome": v["outcome"],
+                                                    "interval": v["interval"]} for name, v in against.items()}
+            | {method: {"macro_f1": by[method]["macro_f1"]}}}
+
+
+def levels_off_sentence(curve: list[dict], gold, labels, seed: int) -> dict:
+    """Exercise 2: the smallest pool size on the curve whose student is tied with (or ahead of) the student on the
+    whole pool by the paired bootstrap: where more unlabelled rows stop paying on this test set."""
+    points = sorted(curve, key=lambda p: p["size"])
+    whole = points[-1]
+    named = [{**p, "method": f"student on {p['size']} rows"} for p in points]
+    tied = [p for p in named[:-1] if verdict(gold, p, {**whole, "method": "whole pool"}, labels, seed)["outcome"] != "behind"]
+    figures = {p["size"]: round(p["macro_f1"], 4) for p in points}
+    if not tied:
+        return {"sentence": (f"The gain has not levelled off within the pool: every smaller pool is behind the whole "
+                             f"pool's {whole['macro_f1']:.3f} beyond the noise, so more unlabelled rows would likely "
+                             f"still help."), "figures": figures, "levels_off_at": None}
+    first = tied[0]
+    return {"sentence": (f"The gain levels off by {first['size']:,} rows of the pool's {whole['size']:,}: from there "
+                         f"on the student ({first['macro_f1']:.3f}) is tied with the one on the whole pool "
+                         f"({whole['macro_f1']:.3f}) within the test set's noise."),
+            "figures": figures, "levels_off_at": first["size"]}
+
+
+def add_kept_student_row(comparison: Comparison, cfg: CourseConfig) -> None:
+    """The chapter's student as the run folder keeps it (`06_distillation/student`), scored on every domain."""
+    folder = layout(cfg).folder(DISTILLATION) / "student"
+    if not folder.is_dir():
+        raise RunError(missing_input(cfg, "the student (06_distillation/student)", DISTILLATION))
+    comparison.add(STUDENT, "student", lambda: load_predictor(cfg, folder).probabilities)

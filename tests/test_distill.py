@@ -1,0 +1,123 @@
+import dataclasses
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import distill
+from helpers.data import UNLABELLED, distillation_pool, prepare_splits
+from helpers.encoder import distillation_loss, encoder_probabilities, finetune_encoder
+from helpers.model import resolve_model
+from helpers.runs import layout
+
+# Every class has its own words (as in test_encoder.py).
+TEXTS = ["great great love", "love it great", "great value", "awful broke junk", "broke awful", "terrible junk",
+         "a box", "the box is blue", "it is a phone"] * 2
+GOLD = (["positive"] * 3 + ["negative"] * 3 + ["neutral"] * 3) * 2
+
+
+def test_the_loss_is_kl_from_the_targets_plus_alpha_times_ce_on_the_gold_rows():
+    import torch
+
+    torch.manual_seed(0)
+    logits, targets = torch.randn(5, 3), torch.softmax(torch.randn(5, 3), -1)
+    has_target, labels = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0]), torch.tensor([-100, 2, 0, -100, 1])
+    log_p = logits.log_softmax(-1)
+    kl = [(targets[i] * (targets[i].log() - log_p[i])).sum() for i in (0, 1, 3)]
+    ce = [-log_p[i, labels[i]] for i in (1, 2, 4)]
+    expected = sum(kl) / 3 + 0.5 * sum(ce) / 3
+    assert distillation_loss(logits, targets, has_target, labels, alpha=0.5).item() == pytest.approx(expected.item())
+    # a batch of gold rows only is plain cross-entropy; of target rows only, plain KL
+    gold = torch.tensor([0.0] * 5)
+    assert distillation_loss(logits, targets, gold, torch.tensor([0, 1, 2, 0, 1]), 1.0).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 0, 1])).item())
+
+
+def test_a_student_on_a_teacher_s_confident_probabilities_alone_learns_its_labels(cfg, tmp_path):
+    # No row has a gold label: whatever it learns came through the targets, which the Trainer must have kept.
+    fast = dataclasses.replace(cfg, encoder_learning_rate=1e-2, encoder_epochs=40, encoder_batch_size=len(TEXTS),
+                               logging_steps=1)
+    confident = np.full((len(TEXTS), 3), 0.01)
+    confident[np.arange(len(TEXTS)), [cfg.labels.index(g) for g in GOLD]] = 0.98
+    rows = pd.DataFrame({"text": TEXTS, "label": UNLABELLED})
+    run = finetune_encoder(fast, rows, tmp_path / "student", targets=confident)
+    losses = [r["loss"] for r in run["log_history"] if "loss" in r]
+    assert np.mean(losses[-3:]) < 0.5 * losses[0]
+    assert [cfg.labels[i] for i in encoder_probabilities(run["model"], TEXTS, cfg).argmax(1)] == GOLD
+
+
+def test_the_student_sees_the_gold_rows_labels_and_never_the_pool_s():
+    gold = pd.DataFrame({"text": ["a", "b"], "label": ["positive", "negative"]})
+    pool = pd.DataFrame({"text": ["c", "d", "e"], "label": ["neutral", "positive", "negative"]})
+    targets = np.eye(3)
+    rows, all_targets = distill.student_rows(gold, pool, targets)
+    assert list(rows["label"]) == ["positive", "negative", UNLABELLED, UNLABELLED, UNLABELLED]
+    assert np.isnan(all_targets[:2]).all() and np.array_equal(all_targets[2:], targets)
+
+
+def test_hard_labels_are_the_teacher_s_most_probable_label_one_hot():
+    probs = np.array([[0.2, 0.5, 0.3], [np.nan, np.nan, np.nan], [0.6, 0.3, 0.1]])
+    out = distill.hard_labels(probs)
+    assert np.array_equal(out[[0, 2]], [[0, 1, 0], [1, 0, 0]]) and np.isnan(out[1]).all()
+
+
+def test_the_pool_excludes_the_test_and_eval_sides_and_the_llm_s_training_rows(cfg):
+    splits = prepare_splits(cfg)
+    pool = distillation_pool(dataclasses.replace(cfg, distill_pool_size=0), splits)
+    assert len(pool) > 100 and pool["text"].is_unique
+    for held in (splits.test, splits.eval, splits.train):
+        assert not set(pool["text"]) & set(held["text"])
+    assert not set(pool["group"]) & (set(splits.test["group"]) | set(splits.eval["group"]))
+    assert set(pool["label"]) <= set(cfg.labels)  # known: the upper bound can be trained
+    assert len(distillation_pool(cfg, splits)) == cfg.distill_pool_size
+
+
+def test_rows_of_your_own_file_with_an_empty_label_are_the_pool_and_no_split_holds_them(cfg, write):
+    rows = [f"{t} {i},{g}" for i, (t, g) in enumerate(zip(TEXTS * 3, GOLD * 3))]
+    unlabelled = [f"new review number {i}," for i in range(7)]
+    path = write("mine.csv", "\n".join(["text,label", *rows, *unlabelled]) + "\n")
+    own = dataclasses.replace(cfg, dataset=str(path), train_size=18, test_size=9, eval_size=3, min_per_class=1)
+    splits = prepare_splits(own)
+    pool = distillation_pool(dataclasses.replace(own, distill_pool_size=0), splits)
+    assert sorted(pool["text"]) == sorted(f"new review number {i}" for i in range(7))
+    assert (pool["label"] == UNLABELLED).all()
+    assert all(not any(t.startswith("new review") for t in part["text"]) for part in (splits.train, splits.test))
+
+
+def teacher_run(cfg, folder):
+    """A run folder whose notebook 02 'trained' the tiny model: its folder stands in as the merged LLM."""
+    run = dataclasses.replace(cfg, run_dir=folder)
+    shutil.copytree(resolve_model(cfg), layout(run).merged)
+    return run
+
+
+def test_an_interrupted_teacher_pass_resumes_and_ends_as_an_uninterrupted_one(cfg, tmp_path, monkeypatch):
+    pool = pd.DataFrame({"text": [f"review {i}: {t}" for i, t in enumerate(TEXTS)]})
+    whole = distill.teacher_probabilities(teacher_run(cfg, tmp_path / "a"), pool, tmp_path / "a" / "06", False)
+    run = teacher_run(cfg, tmp_path / "b")
+    small = dataclasses.replace(run, scoring_batch_size=4)
+    calls = {"n": 0}
+    original = distill.load_predictor
+
+    def interrupting(cfg_, path):
+        predictor = original(cfg_, path)
+        score = predictor.probabilities
+
+        def once_then_stop(texts, progress=False):
+            calls["n"] += 1
+            if calls["n"] > 2:
+                raise KeyboardInterrupt
+            return score(texts, progress)
+        predictor.probabilities = once_then_stop
+        return predictor
+
+    monkeypatch.setattr("helpers.classify.load_predictor", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        distill.teacher_probabilities(small, pool, tmp_path / "b" / "06", False)
+    labelled = pd.read_csv(tmp_path / "b" / "06" / "pool.labelled.csv")
+    assert len(labelled) == 8  # two batches of 4 were written before the interruption
+    monkeypatch.undo()
+    resumed = distill.teacher_probabilities(small, pool, tmp_path / "b" / "06", False)
+    assert np.allclose(resumed, whole, atol=1e-4)
+    assert pd.read_csv(tmp_path / "b" / "06" / "pool.labelled.csv")["row"].tolist() == list(range(1, len(pool) + 1))
