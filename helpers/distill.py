@@ -14,6 +14,7 @@ encoder learns from its probabilities, and the numbers say whether you get the L
 from __future__ import annotations
 
 import csv
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from helpers import encoder
 from helpers.alternatives import ENCODER, Comparison, add_kept_encoder_rows, kept_encoder_models, timed_fit
 from helpers.classify import classify_file
 from helpers.config import CourseConfig
-from helpers.data import UNLABELLED
+from helpers.data import UNLABELLED, DataError
 from helpers.evaluate import verdict
 from helpers.modelcard import write_model_card
 from helpers.predict import load_predictor
@@ -42,16 +43,26 @@ def teacher_model(cfg: CourseConfig) -> Path:
     return merged
 
 
+def pool_file(pool: pd.DataFrame, out_dir: Path) -> Path:
+    """`<out_dir>/pool-<hash>.csv`: the pool's texts alone (the teacher never sees a gold label), named by their
+    content, so that another pool (another `distill_pool_size`, say) gets files of its own beside this one's."""
+    texts = pool[["text"]].to_csv(index=False)
+    path = Path(out_dir) / f"pool-{hashlib.sha256(texts.encode()).hexdigest()[:12]}.csv"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(texts, encoding="utf-8")
+    return path
+
+
 def teacher_probabilities(cfg: CourseConfig, pool: pd.DataFrame, out_dir: Path, progress: bool = True) -> np.ndarray:
     """The teacher's label probabilities for every row of `pool` ((rows, labels), `cfg.labels` order; NaN for a row
-    the teacher could not label), by `classify_file` over `<out_dir>/pool.csv`: a pass that was interrupted resumes,
-    and one that finished is only read back. The file holds the texts alone: the teacher never sees a gold label."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    source, labelled = out_dir / "pool.csv", out_dir / "pool.labelled.csv"
-    texts = pd.DataFrame({"text": pool["text"]})
-    if not source.exists() or not pd.read_csv(source, dtype=str, keep_default_na=False).equals(texts):
-        texts.to_csv(source, index=False)
+    the teacher could not label), by `classify_file` over `pool_file` into `<that file>.labelled.csv`: a pass that
+    was interrupted resumes, and one that finished is only read back."""
+    if pool.empty:
+        raise DataError(f"{cfg.dataset}: no row is left to distil from (every labelled row of the training side is "
+                        f"among the LLM's training rows). Give your file rows with an empty label, or lower train_size.")
+    source = pool_file(pool, out_dir)
+    labelled = source.with_name(f"{source.stem}.labelled.csv")
     classify_file(cfg, source, labelled, teacher_model(cfg), text_column="text", batch_size=cfg.scoring_batch_size,
                   progress=progress)
     out = np.full((len(pool), len(cfg.labels)), np.nan)

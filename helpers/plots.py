@@ -129,6 +129,15 @@ def _human_band(ax, human: dict | None, vertical: bool):
     line(mean, color="grey", linestyle="--", label=f"one human rater ({mean:.3f} ± {sd:.3f})")
 
 
+def _finished(fig, ax, **labels):
+    """A line chart's common ending: its labels and title, a light grid, a small legend bottom right."""
+    ax.set(**labels)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def plot_learning_curve(points: list[dict], human: dict | None = None):
     """Macro-F1 against the number of training examples (log scale), one line per method, with the human ceiling.
     `points` are {"method", "size", "macro_f1"} rows."""
@@ -142,11 +151,7 @@ def plot_learning_curve(points: list[dict], human: dict | None = None):
     ax.minorticks_off()
     sizes = sorted({p["size"] for p in points})
     ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.set(xlabel="training examples (balanced)", ylabel="macro-F1 (test)", title="Learning curve")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, xlabel="training examples (balanced)", ylabel="macro-F1 (test)", title="Learning curve")
 
 
 def plot_distillation_curve(points: list[dict], teacher: float, upper: list[dict] | None = None):
@@ -159,12 +164,8 @@ def plot_distillation_curve(points: list[dict], teacher: float, upper: list[dict
         ax.plot([p["size"] for p in upper], [p["macro_f1"] for p in upper], marker="s", linestyle=":",
                 label="MiniLM on the pool's gold labels")
     ax.axhline(teacher, color="grey", linestyle="--", label=f"teacher (fine-tuned LLM), {teacher:.3f}")
-    ax.set(xlabel="unlabelled rows labelled by the teacher (0: the gold rows only)", ylabel="macro-F1 (test)",
-           title="Distillation: what the pool is worth")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, xlabel="unlabelled rows labelled by the teacher (0: the gold rows only)",
+                     ylabel="macro-F1 (test)", title="Distillation: what the pool is worth")
 
 
 def plot_layer_grid(points: list[dict], chosen: dict | None = None):
@@ -182,12 +183,8 @@ def plot_layer_grid(points: list[dict], chosen: dict | None = None):
         if chosen and (p["layers"], p["rows"]) == (chosen["layers"], chosen["rows"]):
             ax.scatter([p["train_seconds"]], [p["eval_macro_f1"]], s=240, facecolors="none", edgecolors="k",
                        label="the workshop's setting")
-    ax.set(xlabel="training seconds (one epoch; rows next to each point)", ylabel="macro-F1 (eval split)",
-           title="LoRA on the top K blocks: speed against accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, xlabel="training seconds (one epoch; rows next to each point)",
+                     ylabel="macro-F1 (eval split)", title="LoRA on the top K blocks: speed against accuracy")
 
 
 KIND_COLOURS = {"fine-tuned LLM": "C3", "LLM": "C1", "encoder": "C0", "classic": "C2"}

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 import shutil
 
 import numpy as np
@@ -85,6 +86,11 @@ def test_rows_of_your_own_file_with_an_empty_label_are_the_pool_and_no_split_hol
     assert all(not any(t.startswith("new review") for t in part["text"]) for part in (splits.train, splits.test))
 
 
+def sources(folder):
+    """The pool files the teacher read in `folder` (not its outputs)."""
+    return [p for p in folder.glob("pool-*.csv") if re.fullmatch(r"pool-[0-9a-f]{12}\.csv", p.name)]
+
+
 def teacher_run(cfg, folder):
     """A run folder whose notebook 02 'trained' the tiny model: its folder stands in as the merged LLM."""
     run = dataclasses.replace(cfg, run_dir=folder)
@@ -115,9 +121,12 @@ def test_an_interrupted_teacher_pass_resumes_and_ends_as_an_uninterrupted_one(cf
     monkeypatch.setattr("helpers.classify.load_predictor", interrupting)
     with pytest.raises(KeyboardInterrupt):
         distill.teacher_probabilities(small, pool, tmp_path / "b" / "06", False)
-    labelled = pd.read_csv(tmp_path / "b" / "06" / "pool.labelled.csv")
+    labelled = pd.read_csv(next((tmp_path / "b" / "06").glob("pool-*.labelled.csv")))
     assert len(labelled) == 8  # two batches of 4 were written before the interruption
     monkeypatch.undo()
     resumed = distill.teacher_probabilities(small, pool, tmp_path / "b" / "06", False)
     assert np.allclose(resumed, whole, atol=1e-4)
-    assert pd.read_csv(tmp_path / "b" / "06" / "pool.labelled.csv")["row"].tolist() == list(range(1, len(pool) + 1))
+    assert pd.read_csv(next((tmp_path / "b" / "06").glob("pool-*.labelled.csv")))["row"].tolist() == \
+        list(range(1, len(pool) + 1))
+    other = distill.teacher_probabilities(small, pool.head(5), tmp_path / "b" / "06", False)  # another pool: its own
+    assert np.allclose(other, whole[:5], atol=1e-4) and len(sources(tmp_path / "b" / "06")) == 2
