@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import encoder
-from helpers.alternatives import ENCODER, Comparison, add_kept_encoder_rows, kept_encoder_models, timed_fit
+from helpers.alternatives import ENCODER, Comparison, add_kept_encoder_rows, kept_encoder_models, score
 from helpers.classify import classify_file
 from helpers.config import CourseConfig
 from helpers.data import UNLABELLED, DataError
@@ -98,9 +98,8 @@ def teacher_sentence(cfg: CourseConfig, pool: pd.DataFrame, targets: np.ndarray)
 
 def hard_labels(probabilities: np.ndarray) -> np.ndarray:
     """Each row's most probable label as a one-hot row (NaN rows stay NaN): the teacher's labels without its doubt."""
-    out = np.where(np.isnan(probabilities), np.nan, 0.0)
-    rows = ~np.isnan(probabilities).any(1)
-    out[np.flatnonzero(rows), np.nanargmax(np.nan_to_num(probabilities, nan=-1.0), 1)[rows]] = 1.0
+    out = np.eye(probabilities.shape[1])[np.nan_to_num(probabilities, nan=0.0).argmax(1)]
+    out[np.isnan(probabilities).any(1)] = np.nan
     return out
 
 
@@ -188,12 +187,10 @@ def pool_curve(cfg: CourseConfig, comparison: Comparison, gold, pool, targets, o
     points = [{"size": 0, "macro_f1": rows[GOLD_ONLY]["macro_f1"], "predictions": rows[GOLD_ONLY]["predictions"]}]
     test = comparison.domains["test"]
     for size in sorted(s for s in cfg.distill_curve_sizes if 0 < s < len(pool)):
-        student, _ = timed_fit(train_student, cfg, gold, pool.head(size), targets[:size],
-                               Path(out_dir) / f"curve_student_{size}", progress)
-        scored = Comparison({"test": test}, cfg.labels)
-        scored.add(f"student at {size}", "student", lambda: student["predict"])
-        points.append({"size": size, "macro_f1": scored.rows["test"][0]["macro_f1"],
-                       "predictions": scored.rows["test"][0]["predictions"]})
+        student = train_student(cfg, gold, pool.head(size), targets[:size], Path(out_dir) / f"curve_student_{size}",
+                                progress)
+        scored = score(student["predict"], test, cfg.labels)
+        points.append({"size": size, "macro_f1": scored["macro_f1"], "predictions": scored["predictions"]})
     points.append({"size": len(pool), "macro_f1": rows[STUDENT]["macro_f1"], "predictions": rows[STUDENT]["predictions"]})
     return points
 
