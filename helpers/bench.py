@@ -43,13 +43,14 @@ from helpers.alternatives import ENCODER, LLM, LLM_Q4
 from helpers.config import ROOT, CourseConfig, make_config
 from helpers.data import load_amazon, load_hutto, prepare_splits, short_classes, to_chat_records
 from helpers.diagnostics import layer_grid
+from helpers.distill import GOLD_ONLY, RECORDED_COMMAND, STUDENT, TEACHER
 from helpers.encoder import finetune_encoder
 from helpers.evaluate import classification_metrics, verdict
 from helpers.formats import compare_formats
 from helpers.gguf import q4_k_m_file
 from helpers.model import free_memory, load_model, resolve_model, training_precision
 from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
-from helpers.runs import (ALTERNATIVES, RunLayout, _json_safe, course_notebooks, course_runs, layout, load_metrics,
+from helpers.runs import (ALTERNATIVES, DISTILLATION, RunLayout, _json_safe, course_notebooks, course_runs, layout, load_metrics,
                           new_run_dir)
 from helpers.training import fresh_trainer, make_trainer, save_adapter_and_merged, train, trained_layers
 
@@ -426,6 +427,11 @@ def ratios(results: dict) -> dict:
         out["test_suite_minutes"] = suite["test"]["wall_seconds"] / 60
     if "test-fast" in suite:
         out["test_fast_seconds"] = suite["test-fast"]["wall_seconds"]
+    gaps = results.get("distill", {}).get("gaps")
+    if gaps:
+        out["distill_teacher_minus_student"] = gaps["teacher_minus_student"]["mean"]
+        out["distill_student_minus_gold_only"] = gaps["student_minus_gold_only"]["mean"]
+        out["distill_speed_vs_teacher"] = gaps["speed_vs_teacher"]["mean"]
     contention = results.get("contention")
     if contention and contention["under_load_seconds"] and contention["alone_seconds"]:
         out["contention_slowdown"] = contention["under_load_seconds"] / contention["alone_seconds"]
@@ -440,7 +446,9 @@ TARGETS = {"training_utilisation_strict": (">=", 0.70), "training_utilisation_st
            "workshop_margin_over_encoder": (">=", 0.05), "deep_macro_f1_hf": (">=", 0.82),
            "deep_margin_over_encoder": (">=", 0.05), "deep_training_minutes": ("<=", 15.0),
            "gguf_q4_k_m_vs_hf_fp32": (">=", 3.0), "scoring_vs_generation": (">=", 2.0), "contention_slowdown": ("<=", 2.5),
-           "test_suite_minutes": ("<=", 8.0), "test_fast_seconds": ("<=", 60.0)}
+           "test_suite_minutes": ("<=", 8.0), "test_fast_seconds": ("<=", 60.0),
+           "distill_teacher_minus_student": ("<=", 0.02), "distill_student_minus_gold_only": (">=", 0.03),
+           "distill_speed_vs_teacher": (">=", 5.0)}
 NAMED_COUNT = ("the strict count is (2 · frozen parameters below the lowest trainable block + 4 · frozen from it upward + "
                "6 · LoRA) · tokens (backward stops at the lowest trainable block; frozen weights get no weight "
                "gradient), six_n is 6 · all parameters on the path · tokens")
@@ -562,7 +570,18 @@ def tests_lines(runs: dict) -> list[str]:
     return lines + ["  slowest: " + "; ".join(f"{s['test'].rsplit('.', 1)[-1]} {s['seconds']:.0f} s" for s in slowest)]
 
 
-PART_LINES = {"long": long_lines, "rare": rare_lines, "tests": tests_lines}  # the lines of a part whose figures are its own
+def distill_lines(d: dict) -> list[str]:
+    lines = [f"distillation ({d.get('profile')} profile, seeds {', '.join(str(r['seed']) for r in d['runs'])}), "
+             f"test macro-F1 mean ± sd (min-max):"]
+    for method, f1 in d.get("macro_f1", {}).get("test", {}).items():
+        lines.append(f"  {method:<48} {f1['mean']:.3f} ± {f1['sd']:.3f} ({f1['min']:.3f}-{f1['max']:.3f})")
+    for run in d["runs"]:
+        lines.append(f"  seed {run['seed']}: pool {run['pool_rows']} rows, {run['course_wall_seconds'] / 60:.1f} min "
+                     f"(notebook 06 {run['wall_seconds'] / 60:.1f} min); {run['verdict']['closing']}")
+    return lines
+
+
+PART_LINES = {"long": long_lines, "rare": rare_lines, "tests": tests_lines, "distill": distill_lines}  # the lines of a part whose figures are its own
 
 
 def format_shapes(shapes: dict, peak: float | None) -> list[str]:
@@ -667,6 +686,8 @@ class Bench:
     seeds: tuple = (42, 43, 44)
     progress: bool = True
     overrides: dict | None = None
+    save: object = None  # save(results): called by a long part between its own steps too
+    recorded: Path | None = None  # where the distill part writes the figures the workshop's notebook 06 shows
 
 
 def part_course(bench: Bench) -> None:
@@ -744,6 +765,60 @@ def part_contention(bench: Bench, competitor: list[str] = COMPETITOR) -> bool:
     bench.results["contention"] = {**loaded, "alone_seconds": alone.get("wall_seconds"),
                                    "alone_run": str(bench.run_dir) if bench.run_dir is not None else None}
     return loaded["finished"]
+
+
+# Notebook 06 needs its data (00) and its teacher (02); without 05's encoder it trains MiniLM on the gold rows itself.
+DISTILL_NOTEBOOKS = ("00", "02", "06")
+
+
+def distill_over_seeds(runs: list[dict]) -> dict:
+    """Notebook 06's figures over the seeds of `runs` (each its metrics file with its seed): every method's macro-F1
+    per domain, and the three gaps the targets are about (teacher - student, student - MiniLM on the gold rows only,
+    the student's reviews/s over the teacher's), each a `spread`."""
+    def rows(run, domain):
+        return {r["method"]: r for r in run["results"].get(domain, [])}
+    domains = [d for d in ("test", "ood") if all(d in run["results"] for run in runs)]
+    f1 = {d: {m: spread(rows(run, d)[m]["macro_f1"] for run in runs) for m in rows(runs[0], d)
+              if all(m in rows(run, d) for run in runs)} for d in domains}
+    test = [rows(run, "test") for run in runs]
+    gaps = {"teacher_minus_student": spread(r[TEACHER]["macro_f1"] - r[STUDENT]["macro_f1"] for r in test),
+            "student_minus_gold_only": spread(r[STUDENT]["macro_f1"] - r[GOLD_ONLY]["macro_f1"] for r in test),
+            "speed_vs_teacher": spread(r[STUDENT]["reviews_per_second"] / r[TEACHER]["reviews_per_second"]
+                                       for r in test)}
+    return {"macro_f1": f1, "gaps": gaps}
+
+
+def part_distill(bench: Bench) -> bool:
+    """Notebook 06 live as the course runs it (`DISTILL_NOTEBOOKS`, in a run folder per seed), once for each seed on
+    the split of the profile's own seed; its figures over the seeds (`distill_over_seeds`), written also to
+    `bench.recorded` when given: the file the workshop's notebook 06 shows in place of its own run. A seed that
+    finished is kept in the results (and saved) before the next starts, so RESUME= goes on from the next one."""
+    base = make_config(bench.cfg.profile, **(bench.overrides or {}))
+    out = bench.results.setdefault("distill", {"runs": []})
+    for seed in bench.seeds:
+        if any(run["seed"] == seed for run in out["runs"]):
+            continue
+        knobs = {**(bench.overrides or {}), "seed": seed, "split_seed": base.split_seed, "distillation": "live"}
+        course = course_with_memory(bench.cfg.profile, knobs, Path(bench.cfg.run_dir) / "distill",
+                                    only=list(DISTILL_NOTEBOOKS))
+        if not course["finished"]:
+            out["failed"] = course["run_dir"]
+            return False
+        metrics = load_metrics(course["run_dir"])[DISTILLATION]
+        out["runs"].append({**{k: v for k, v in metrics.items() if k not in ("config", "versions")}, "seed": seed,
+                            "run_dir": course["run_dir"], "peak_rss_bytes": course["peak_rss_bytes"],
+                            "course_wall_seconds": course["wall_seconds"]})
+        if bench.save:
+            bench.save(bench.results)
+    out.pop("failed", None)
+    out.update(distill_over_seeds(out["runs"]), profile=bench.cfg.profile)
+    if bench.recorded:
+        recorded = {"command": RECORDED_COMMAND if bench.cfg.profile == "deep" else
+                    f"make bench PARTS=distill PROFILE={bench.cfg.profile}", "date": bench.results["date"],
+                    "cpus": bench.results["cpus"], "threads": bench.results["threads"], **out}
+        Path(bench.recorded).parent.mkdir(parents=True, exist_ok=True)
+        Path(bench.recorded).write_text(json.dumps(_json_safe(recorded), indent=1) + "\n", encoding="utf-8")
+    return True
 
 
 # The course on reviews that all fill `max_length`: ~1,600 characters (~350 tokens) each, past the 230 tokens a review
@@ -873,17 +948,19 @@ def part_tests(bench: Bench) -> bool:
 PARTS = {"course": part_course, "matmul": part_matmul, "training": part_training, "shapes": part_shapes,
          "inference": part_inference, "notebooks": part_notebooks, "seeds": part_seeds, "deep": part_deep,
          "contention": part_contention, "grid": part_grid, "long": part_long, "rare": part_rare,
-         "tests": part_tests}
+         "distill": part_distill, "tests": part_tests}
 BENCH_PARTS = tuple(PARTS)  # in run order: the course first (the others read it), training before shapes
 
 
 def run_bench(cfg: CourseConfig, run_dir: Path | None = None, steps: int = 8, parts=BENCH_PARTS, seeds=(42, 43, 44),
-              progress: bool = True, overrides: dict | None = None, earlier: dict | None = None, save=None) -> dict:
+              progress: bool = True, overrides: dict | None = None, earlier: dict | None = None, save=None,
+              recorded: Path | None = None) -> dict:
     """Every figure of the selected `parts` (see `PARTS`) in one run on this machine, in `BENCH_PARTS` order whatever
     the order asked. The parts read the course run of the "course" part (in `cfg.profile`, with `overrides`),
     otherwise `run_dir`, default: the latest finished run of the profile. "seeds" and "deep" train with every one of
     `seeds` on one split. `save(results)` is called after each part, so a stopped benchmark loses only the part it
-    was in; `earlier` (its saved figures) goes on from there: the parts it finished are not measured again."""
+    was in; `earlier` (its saved figures) goes on from there: the parts it finished are not measured again. The
+    "distill" part also writes its figures to `recorded`, where given."""
     import torch
 
     unknown = [name for name in parts if name not in PARTS]
@@ -897,7 +974,8 @@ def run_bench(cfg: CourseConfig, run_dir: Path | None = None, steps: int = 8, pa
         results.setdefault("resumed", []).append(datetime.now().isoformat(timespec="seconds"))
     course = results.get("course", {}).get("run_dir") or results.get("course_run")
     bench = Bench(cfg, results, run_dir=Path(run_dir or course) if run_dir or course else latest_run(cfg.profile),
-                  steps=steps, seeds=tuple(seeds), progress=progress, overrides=overrides)
+                  steps=steps, seeds=tuple(seeds), progress=progress, overrides=overrides, save=save,
+                  recorded=recorded)
     for name, part in PARTS.items():
         if name in parts and name not in done:
             if part(bench) is not False:  # a part whose run did not finish says False: RESUME= runs it again

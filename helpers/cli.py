@@ -30,8 +30,9 @@ from helpers.data import (DataError, class_balance, distillation_pool, label_con
                           load_tweets, prepare_splits, short_classes, split_report, split_sentence, split_tokens,
                           to_chat_records)
 from helpers.demo import DemoError, open_demo
-from helpers.distill import (add_distillation_rows, distillation_figures, distillation_verdict, pool_curve,
-                             pool_sentence, teacher_probabilities, teacher_sentence, write_student_card)
+from helpers.distill import (RECORDED, add_distillation_rows, distillation_figures, distillation_verdict, pool_curve,
+                             pool_sentence, recorded_distillation, recorded_metrics, recorded_sentence, recorded_table,
+                             recorded_verdict, teacher_probabilities, teacher_sentence, write_student_card)
 from helpers.evaluate import classification_metrics, metrics_summary
 from helpers.fewshot import (FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots,
                              run_local_models, training_rows)
@@ -315,6 +316,10 @@ def cmd_distill(args):
     run = args.run_dir or latest_run(RELATIVE.metrics_file(ALTERNATIVES), args.profile) or fresh_run_dir(args)
     cfg = config_from(args, run)
     out_dir = notebook_dir(cfg, DISTILLATION)
+    if recorded := recorded_distillation(cfg):
+        record_metrics(cfg, DISTILLATION, **recorded_metrics(recorded))
+        return cfg, (f"{recorded_sentence(cfg, recorded)}\n\n{recorded_table(recorded).round(3).to_string()}\n\n" +
+                     "\n\n".join(recorded_verdict(recorded).values()))
     splits, ood = prepare_splits(cfg), out_of_domain_set(cfg)
     comparison = Comparison({"test": splits.test} if ood is None else {"test": splits.test, "ood": ood}, cfg.labels)
     pool = distillation_pool(cfg, splits)
@@ -324,7 +329,7 @@ def cmd_distill(args):
     verdict = distillation_verdict(comparison, cfg.seed)
     write_student_card(cfg, comparison, pool, len(splits.train), student["model_dir"], verdict)
     record_metrics(cfg, DISTILLATION, results=comparison.summary(), verdict=verdict,
-                   **distillation_figures(cfg, curve, pool, targets))
+                   **distillation_figures(cfg, curve, pool, targets, len(splits.train)))
     return cfg, (f"{pool_sentence(cfg, pool, len(splits.train))}\n{teacher_sentence(cfg, pool, targets)}\n\n"
                  f"{comparison.table('test').round(3).to_string()}\n\n" + "\n\n".join(verdict.values()))
 
@@ -405,7 +410,8 @@ def cmd_bench(args):
     path = Path(args.resume) if args.resume else save_results({"parts_done": []})  # written after every part
     print(f"Figures: {path} (after each part; make bench RESUME={path} goes on from a stopped run)")
     results = run_bench(cfg, run_dir=args.run_dir, steps=args.steps, parts=args.parts, seeds=args.seeds,
-                        overrides=knob_overrides(args), earlier=earlier, save=lambda r: save_results(r, path))
+                        overrides=knob_overrides(args), earlier=earlier, save=lambda r: save_results(r, path),
+                        recorded=None if args.profile == "smoke" else RECORDED)
     return cfg, f"{format_results(results)}\nsaved: {path}"
 
 

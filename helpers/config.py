@@ -183,6 +183,12 @@ class CourseConfig:
     distill_alpha: float = 1.0
     distill_pool_size: int = 0
     distill_curve_sizes: tuple = (250, 500)
+    # "live" runs the chapter; "recorded" shows the figures `make bench PARTS=distill PROFILE=deep` recorded over 3 seeds
+    # (distill_recorded: a JSON file; "": docs/distillation-bench.json) instead; "auto" is recorded in the workshop
+    # profile on the course's own data and model, live anywhere else. In the workshop notebook 06 took 2,034 s live
+    # (five MiniLM trainings on 1,440 gold rows plus the 1,049-row pool), more than the rest of the course together.
+    distillation: str = "auto"
+    distill_recorded: str = ""
     # The demo page (make demo): the models' disagreements shown as examples are looked for in the first this many
     # reviews of the test split, every model scoring each of them once when the page starts.
     demo_scan_rows: int = 80
@@ -246,6 +252,7 @@ PROFILES = {
 
 
 DECISION_RULES = ("auto", "offsets", "argmax")
+DISTILLATION_MODES = ("auto", "live", "recorded")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -259,6 +266,8 @@ def make_config(profile: str = "workshop", **overrides) -> CourseConfig:
         raise ValueError(f"Unknown setting(s) {', '.join(unknown)}. Valid names: {', '.join(sorted(names))}.")
     if overrides.get("decision_rule", "auto") not in DECISION_RULES:
         raise ValueError(f"decision_rule must be one of {', '.join(DECISION_RULES)}, not {overrides['decision_rule']!r}.")
+    if overrides.get("distillation", "auto") not in DISTILLATION_MODES:
+        raise ValueError(f"distillation must be one of {', '.join(DISTILLATION_MODES)}, not {overrides['distillation']!r}.")
     for knob in ("precision", "ablation_precision"):
         if overrides.get(knob, "auto") not in PRECISIONS:
             raise ValueError(f"{knob} must be one of {', '.join(PRECISIONS)}, not {overrides[knob]!r}.")

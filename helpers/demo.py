@@ -91,7 +91,7 @@ def find_models(cfg: CourseConfig) -> DemoModels:
     if student.is_dir():
         found.paths[STUDENT] = student
     else:
-        found.missing.append(f"{STUDENT}: not in this run ({DISTILLATION} makes it)")
+        found.missing.append(f"{STUDENT}: not in this run ({DISTILLATION} makes it when it runs live: distillation='live')")
     if not found.paths:
         raise DemoError(f"{cfg.run_dir} holds no trained model (no {RELATIVE.gguf('Q4_K_M')}, no encoder of "
                         f"{ALTERNATIVES}): finish `make course` first, or pass RUN=<a finished run folder>.")

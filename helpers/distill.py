@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import pandas as pd
 from helpers import encoder
 from helpers.alternatives import ENCODER, Comparison, add_kept_encoder_rows, kept_encoder_models, score
 from helpers.classify import classify_file
-from helpers.config import CourseConfig
+from helpers.config import ROOT, CourseConfig
 from helpers.data import UNLABELLED, DataError
 from helpers.evaluate import verdict
 from helpers.modelcard import write_model_card
@@ -33,6 +34,9 @@ from helpers.runs import DISTILLATION, TRAINING, RunError, layout, missing_input
 STUDENT, HARD, GOLD_ONLY = ("student: MiniLM on the teacher's probabilities", "student: MiniLM on the teacher's labels",
                             ENCODER)
 TEACHER, UPPER = "teacher: fine-tuned LLM, HF fp32", "MiniLM on the pool's gold labels (upper bound)"
+# What the workshop shows in place of its own run (`distillation`): `make bench PARTS=distill` writes it.
+RECORDED = ROOT / "docs" / "distillation-bench.json"
+RECORDED_COMMAND = "make bench PARTS=distill PROFILE=deep"
 
 
 def teacher_model(cfg: CourseConfig) -> Path:
@@ -171,11 +175,13 @@ def add_distillation_rows(comparison: Comparison, cfg: CourseConfig, gold: pd.Da
     return student
 
 
-def distillation_figures(cfg: CourseConfig, curve: list[dict], pool: pd.DataFrame, targets: np.ndarray) -> dict:
+def distillation_figures(cfg: CourseConfig, curve: list[dict], pool: pd.DataFrame, targets: np.ndarray,
+                         n_train: int) -> dict:
     """What notebook 06 records beside its table and verdicts: the curve, the pool and the teacher's pass."""
     return {"curve": [{"size": p["size"], "macro_f1": p["macro_f1"]} for p in curve], "pool_rows": len(pool),
             "pool_unlabelled": bool((pool["label"] == UNLABELLED).all()), "alpha": cfg.distill_alpha,
-            "teacher_labelled": int((~np.isnan(targets).any(1)).sum())}
+            "teacher_labelled": int((~np.isnan(targets).any(1)).sum()),
+            "pool_sentence": pool_sentence(cfg, pool, n_train), "teacher_sentence": teacher_sentence(cfg, pool, targets)}
 
 
 def pool_curve(cfg: CourseConfig, comparison: Comparison, gold, pool, targets, out_dir: Path,
@@ -214,6 +220,11 @@ def distillation_verdict(comparison: Comparison, seed: int) -> dict[str, str]:
                      if size else "."))}
     if UPPER in rows:
         out["upper_bound"] = verdict(gold, student, rows[UPPER], labels, seed)["sentence"]
+    if "ood" in comparison.rows:  # out of domain the teacher's pre-training may travel into the student
+        far = {r["method"]: r for r in comparison.rows["ood"]}
+        out["ood_vs_gold_only"] = "Out of domain: " + verdict(list(comparison.domains["ood"]["label"]), far[STUDENT],
+                                                              far[GOLD_ONLY], labels, seed,
+                                                              where="the out-of-domain set")["sentence"]
     out["closing"] = closing_sentence(vs_teacher, vs_alone, student, teacher, alone, speed)
     return out
 
@@ -285,9 +296,99 @@ def levels_off_sentence(curve: list[dict], gold, labels, seed: int) -> dict:
             "figures": figures, "levels_off_at": first["size"]}
 
 
+def chapter_student(cfg: CourseConfig, gold: pd.DataFrame, pool: pd.DataFrame, targets: np.ndarray,
+                    progress: bool = False) -> Path:
+    """The chapter's student (`06_distillation/student`), trained there first (`train_student`) where the chapter
+    showed recorded figures instead of training it (the workshop's `distillation`)."""
+    folder = layout(cfg).folder(DISTILLATION) / "student"
+    if not (folder / "config.json").is_file():
+        train_student(cfg, gold, pool, targets, folder, progress)
+    return folder
+
+
 def add_kept_student_row(comparison: Comparison, cfg: CourseConfig) -> None:
     """The chapter's student as the run folder keeps it (`06_distillation/student`), scored on every domain."""
     folder = layout(cfg).folder(DISTILLATION) / "student"
     if not folder.is_dir():
         raise RunError(missing_input(cfg, "the student (06_distillation/student)", DISTILLATION))
     comparison.add(STUDENT, "student", lambda: load_predictor(cfg, folder).probabilities)
+
+
+# --- the recorded chapter: what the workshop shows in place of a 34-minute run ---------------------------------------
+
+def recorded_distillation(cfg: CourseConfig) -> dict | None:
+    """None where notebook 06 runs live (`cfg.distillation`: "live", or "auto" anywhere but the workshop profile on
+    the course's own data and model, or where no recorded file exists); else the figures `make bench PARTS=distill`
+    recorded (`bench.part_distill`), read from `cfg.distill_recorded` (default `RECORDED`)."""
+    path = Path(cfg.distill_recorded) if cfg.distill_recorded else RECORDED
+    course_default = (cfg.profile, cfg.dataset, cfg.model) == ("workshop", "amazon", "embedded:smollm2")
+    if cfg.distillation == "live" or (cfg.distillation == "auto" and not (course_default and path.is_file())):
+        return None
+    if not path.is_file():
+        raise RunError(f"No recorded distillation figures at {path}: {RECORDED_COMMAND} writes them, or set "
+                       f"distillation='live' to run the chapter here.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def recorded_sentence(cfg: CourseConfig, recorded: dict) -> str:
+    """Where the figures come from and how to make them yourself: the first thing the recorded chapter says."""
+    runs = recorded["runs"]
+    minutes, chapter = (sum(r[key] for r in runs) / len(runs) / 60 for key in ("course_wall_seconds", "wall_seconds"))
+    return (f"Recorded, not run here: in the {cfg.profile} profile this chapter takes longer than the "
+            f"workshop's budget, so it shows notebook 06 as `{recorded['command']}` measured it on "
+            f"{recorded['date'][:10]} ({recorded['cpus']} cores, the {recorded['profile']} profile, seeds "
+            f"{', '.join(str(r['seed']) for r in runs)} on one split; notebooks 00, 02 and 06 took {minutes:.0f} min "
+            f"per seed, notebook 06 alone {chapter:.0f}). Run it yourself with `make course PROFILE={recorded['profile']}`, or here with "
+            f"overrides={{'distillation': 'live'}}.")
+
+
+def recorded_teacher(recorded: dict) -> str:
+    """Each recorded seed's pool and teacher sentences, as its run printed them."""
+    return "\n".join(f"Seed {run['seed']}: {run['pool_sentence']} {run['teacher_sentence']}" for run in recorded["runs"])
+
+
+def recorded_table(recorded: dict, domain: str = "test") -> pd.DataFrame:
+    """One row per method: macro-F1 over the seeds (mean, sample sd, min, max), reviews/s, MB and training seconds."""
+    rows = []
+    for method, f1 in recorded["macro_f1"].get(domain, {}).items():
+        kept = [r for run in recorded["runs"] for r in run["results"][domain] if r["method"] == method]
+        mean = lambda key: float(np.mean([r[key] for r in kept])) if all(r.get(key) is not None for r in kept) else None
+        rows.append({"method": method, "macro_f1": f1["mean"], "sd": f1["sd"], "min": f1["min"], "max": f1["max"],
+                     "reviews_per_second": mean("reviews_per_second"), "size_mb": mean("size_mb"),
+                     "train_seconds": mean("train_seconds")})
+    return pd.DataFrame(rows).set_index("method").sort_values("macro_f1", ascending=False)
+
+
+def recorded_curve(recorded: dict) -> tuple[list[dict], float, list[dict] | None]:
+    """(the student's curve, its macro-F1 at each pool size averaged over the seeds; the teacher's mean; the upper
+    bound's mean at the whole pool, or None), for `plots.plot_distillation_curve`."""
+    runs = recorded["runs"]
+    sizes = sorted({p["size"] for run in runs for p in run["curve"]})
+    curve = [{"size": size, "macro_f1": float(np.mean([p["macro_f1"] for run in runs for p in run["curve"]
+                                                       if p["size"] == size]))} for size in sizes]
+    test = recorded["macro_f1"]["test"]
+    upper = [{"size": sizes[-1], "macro_f1": test[UPPER]["mean"]}] if UPPER in test else None
+    return curve, test[TEACHER]["mean"], upper
+
+
+def recorded_verdict(recorded: dict) -> dict[str, str]:
+    """The gaps over the seeds (mean ± sample sd), then each seed's closing sentence, as its run computed it."""
+    gaps, far = recorded["gaps"], recorded["macro_f1"].get("ood", {})
+    over = (f"Over {len(recorded['runs'])} seeds the student is {gaps['teacher_minus_student']['mean']:.3f} ± "
+            f"{gaps['teacher_minus_student']['sd']:.3f} macro-F1 behind its teacher, "
+            f"{gaps['student_minus_gold_only']['mean']:+.3f} ± {gaps['student_minus_gold_only']['sd']:.3f} against "
+            f"MiniLM on the gold rows only, at {gaps['speed_vs_teacher']['mean']:.1f}x the teacher's reviews/s" +
+            (f"; out of domain {far[STUDENT]['mean'] - far[GOLD_ONLY]['mean']:+.3f} against MiniLM on the gold rows "
+             f"(means over the seeds)." if STUDENT in far and GOLD_ONLY in far else "."))
+    return {"over_seeds": over, **{f"seed_{run['seed']}": f"Seed {run['seed']}: {run['verdict']['closing']}"
+                                   for run in recorded["runs"]}}
+
+
+def recorded_metrics(recorded: dict) -> dict:
+    """What the recorded chapter puts in its metrics file: its first seed's figures in the live chapter's form (the
+    report and the teacher's guide read them as they read a live run's), and where they come from."""
+    first = recorded["runs"][0]
+    keep = ("results", "verdict", "curve", "pool_rows", "pool_unlabelled", "alpha", "teacher_labelled")
+    return {**{key: first[key] for key in keep if key in first},
+            "recorded": {key: recorded[key] for key in ("command", "date", "profile", "cpus", "gaps")}
+            | {"seeds": [r["seed"] for r in recorded["runs"]]}}

@@ -131,8 +131,12 @@ def _distillation_section(m: dict) -> dict:
     teacher = next(r for r in rows.values() if r["kind"] == "fine-tuned LLM")
     upper = [{"size": m["pool_rows"], "macro_f1": r["macro_f1"]} for r in rows.values() if "upper bound" in r["method"]]
     domains = [d for d in ("test", "ood") if d in m["results"]]
+    recorded = m.get("recorded")
+    source = ([f"Recorded, not run in this run: the figures of `{recorded['command']}` ({recorded['date'][:10]}, the "
+               f"{recorded['profile']} profile, seeds {', '.join(map(str, recorded['seeds']))}); the tables are seed "
+               f"{recorded['seeds'][0]}'s."] if recorded else [])
     return {"title": NOTEBOOK_TITLES[DISTILLATION],
-            "text": list(m["verdict"].values()) + [f"Pool: {m['pool_rows']} rows, {m['teacher_labelled']} labelled by "
+            "text": source + list(m["verdict"].values()) + [f"Pool: {m['pool_rows']} rows, {m['teacher_labelled']} labelled by "
                                                    f"the teacher; distill_alpha {m['alpha']}. Tables: in domain"
                                                    + (", out of domain" if "ood" in domains else "") +
                                                    ", then the student's macro-F1 by pool size."],

@@ -118,7 +118,10 @@ CHAPTERS = {
         10),
     DISTILLATION: Chapter(
         "Distillation",
-        "Start the notebook before you talk: the students train for most of its time. Show the teacher's sentence "
+        "In the workshop profile the chapter shows what the bench recorded (deep profile, over seeds) in place of "
+        "its own run (this guide's time for it is a live run's until `make bench PARTS=course` measures it again). "
+        "Live (deep, full, your own data), start it before you talk: the students train for most of its time. "
+        "Show the teacher's sentence "
         "(how often its label is the pool's hidden gold label), then the table with the student between MiniLM on "
         "the gold rows and its teacher, the curve over the pool's size, and the closing sentence.",
         "The student learns from the teacher's probabilities on the pool: what test macro-F1 will it reach, beside "

@@ -409,3 +409,50 @@ def test_the_suite_part_times_a_pytest_run_counts_its_outcomes_and_names_its_slo
     assert "test_fast_seconds: 75.000 (target <= 60: missed)" in text
     with pytest.raises(RuntimeError, match="wrote no test report"):
         bench.suite_run([sys.executable, "-c", "pass"], tmp_path / "none.xml")
+
+
+def test_the_distill_part_runs_notebook_06_live_per_seed_and_writes_what_the_workshop_shows(cfg, tmp_path):
+    """One seed of the part (notebooks 00, 02 and 06 as the course runs them), its file, then notebook 06 showing
+    that file in place of its own run, and a second call that finds the seed done."""
+    from helpers.distill import STUDENT, TEACHER
+    from helpers.report import build_report
+    from helpers.runs import DISTILLATION, course_notebooks, execute_notebook
+
+    results, recorded = {"date": "2026-12-02T12:00:00", "cpus": 2, "threads": 2}, tmp_path / "recorded.json"
+    part = bench.Bench(cfg, results, seeds=(7,), recorded=recorded, save=lambda r: None)
+    assert bench.part_distill(part) is True
+    d = results["distill"]
+    run = d["runs"][0]
+    assert run["seed"] == 7 and Path(run["run_dir"]).parent == Path(cfg.run_dir) / "distill"
+    assert sorted(p.name for p in Path(run["run_dir"]).iterdir() if p.is_dir()) == [
+        "00_setup_and_data", "02_logged_training", "06_distillation"]  # the chapter and what it needs, nothing else
+    f1 = {m: r["macro_f1"] for m, r in ((r["method"], r) for r in run["results"]["test"])}
+    assert d["macro_f1"]["test"][STUDENT] == {"n": 1, "mean": f1[STUDENT], "sd": 0.0, "min": f1[STUDENT],
+                                              "max": f1[STUDENT], "values": [f1[STUDENT]]}
+    assert d["gaps"]["teacher_minus_student"]["mean"] == pytest.approx(f1[TEACHER] - f1[STUDENT])
+    assert bench.ratios(results)["distill_teacher_minus_student"] == d["gaps"]["teacher_minus_student"]["mean"]
+    assert json.loads(recorded.read_text())["runs"][0]["results"] == run["results"]
+    assert bench.distill_lines(d)[0] == "distillation (smoke profile, seeds 7), test macro-F1 mean ± sd (min-max):"
+    assert bench.part_distill(part) is True and len(list((Path(cfg.run_dir) / "distill").iterdir())) == 1  # kept
+
+    shown = tmp_path / "shown"
+    notebook = next(nb for nb in course_notebooks() if nb.stem == DISTILLATION)
+    execute_notebook(notebook, shown / DISTILLATION / notebook.name, {
+        "profile": "smoke", "run_dir": str(shown),
+        "overrides": {"distillation": "recorded", "distill_recorded": str(recorded)}})
+    text = (shown / DISTILLATION / notebook.name).read_text()
+    assert "Recorded, not run here" in text and "seeds 7 on one split" in text and "Seed 7: " in text
+    metrics = json.loads((shown / DISTILLATION / "metrics.json").read_text())
+    assert metrics["results"] == run["results"] and metrics["recorded"]["seeds"] == [7]
+    assert not (shown / DISTILLATION / "student").exists()  # nothing trained
+    assert "Recorded, not run in this run" in build_report(shown)[0].read_text()
+
+    knobs = tmp_path / "knobs.json"  # the command twin shows the same file and records the same figures
+    knobs.write_text(json.dumps({"distillation": "recorded", "distill_recorded": str(recorded)}))
+    twin = tmp_path / "twin"
+    out = subprocess.run([sys.executable, "-m", "helpers", "distill", "--profile", "smoke", "--run-dir", str(twin),
+                          "--config", str(knobs)], capture_output=True, text=True, check=True).stdout
+    assert "Recorded, not run here" in out and "Seed 7: " in out
+    again = json.loads((twin / DISTILLATION / "metrics.json").read_text())
+    assert {k: again[k] for k in ("results", "verdict", "curve", "recorded")} == {
+        k: metrics[k] for k in ("results", "verdict", "curve", "recorded")}

@@ -176,7 +176,7 @@ def test_a_run_without_one_kind_of_model_says_what_is_missing(course_run, tmp_pa
     found = demo.find_models(demo.demo_config(run))
     assert demo.FINE_TUNED not in found.paths and found.paths
     assert found.missing == [f"{demo.FINE_TUNED}: not in this run ({EXPORT} makes it)",
-                             f"{STUDENT}: not in this run ({DISTILLATION} makes it)"]
+                             f"{STUDENT}: not in this run ({DISTILLATION} makes it when it runs live: distillation='live')"]
 
 
 def test_the_demo_command_refuses_a_folder_without_a_model_in_one_line(tmp_path, capsys):

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import re
 import shutil
 
@@ -7,10 +8,11 @@ import pandas as pd
 import pytest
 
 from helpers import distill
+from helpers.config import make_config
 from helpers.data import UNLABELLED, distillation_pool, prepare_splits
 from helpers.encoder import distillation_loss, encoder_probabilities, finetune_encoder
 from helpers.model import resolve_model
-from helpers.runs import layout
+from helpers.runs import DISTILLATION, RunError, layout
 
 # Every class has its own words (as in test_encoder.py).
 TEXTS = ["great great love", "love it great", "great value", "awful broke junk", "broke awful", "terrible junk",
@@ -130,3 +132,40 @@ def test_an_interrupted_teacher_pass_resumes_and_ends_as_an_uninterrupted_one(cf
         list(range(1, len(pool) + 1))
     other = distill.teacher_probabilities(small, pool.head(5), tmp_path / "b" / "06", False)  # another pool: its own
     assert np.allclose(other, whole[:5], atol=1e-4) and len(sources(tmp_path / "b" / "06")) == 2
+
+
+def test_the_workshop_on_the_course_s_data_shows_the_recorded_chapter_and_anything_else_runs_it(cfg, tmp_path):
+    recorded = tmp_path / "recorded.json"
+    recorded.write_text('{"runs": []}')
+    workshop = make_config("workshop", run_dir=tmp_path / "w", distill_recorded=str(recorded))
+    assert distill.recorded_distillation(workshop) == {"runs": []}
+    for live in (dataclasses.replace(workshop, distillation="live"), dataclasses.replace(workshop, dataset="own.csv"),
+                 make_config("deep", run_dir=tmp_path / "d", distill_recorded=str(recorded)),
+                 dataclasses.replace(workshop, distill_recorded=str(tmp_path / "missing.json"))):  # auto, no file: live
+        assert distill.recorded_distillation(live) is None
+    assert distill.recorded_distillation(dataclasses.replace(cfg, distillation="recorded", distill_recorded=str(
+        recorded))) == {"runs": []}  # asked for: any profile
+    with pytest.raises(RunError, match="make bench PARTS=distill PROFILE=deep writes them, or set distillation='live'"):
+        distill.recorded_distillation(dataclasses.replace(cfg, distillation="recorded",
+                                                          distill_recorded=str(tmp_path / "missing.json")))
+    with pytest.raises(ValueError, match="distillation must be one of auto, live, recorded"):
+        make_config("smoke", distillation="sometimes")
+
+
+def test_a_solution_trains_the_chapter_s_student_where_the_chapter_was_recorded(cfg):
+    gold = pd.DataFrame({"text": TEXTS, "label": GOLD})
+    pool = pd.DataFrame({"text": TEXTS[:6], "label": UNLABELLED})
+    targets = np.eye(3)[[0, 0, 1, 1, 2, 2]]
+    folder = distill.chapter_student(cfg, gold, pool, targets)
+    assert folder == layout(cfg).folder("06_distillation") / "student" and (folder / "config.json").is_file()
+    made = (folder / "config.json").stat().st_mtime_ns
+    assert distill.chapter_student(cfg, gold, pool, targets) == folder  # kept: not trained again
+    assert (folder / "config.json").stat().st_mtime_ns == made
+
+
+def test_the_live_chapter_records_its_verdicts_in_and_out_of_domain_and_its_sentences(course_run):
+    m = json.loads((course_run.through(DISTILLATION) / DISTILLATION / "metrics.json").read_text())
+    assert list(m["verdict"]) == ["vs_teacher", "vs_gold_only", "soft_vs_hard", "cost", "upper_bound",
+                                  "ood_vs_gold_only", "closing"]
+    assert m["verdict"]["ood_vs_gold_only"].startswith("Out of domain: ") and "recorded" not in m
+    assert m["pool_sentence"].startswith("The pool: ") and m["teacher_sentence"].startswith("The teacher labelled ")
