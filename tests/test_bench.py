@@ -46,7 +46,7 @@ def test_allocator_reads_ld_preload(monkeypatch):
 def test_every_part_is_one_function_of_one_table_and_an_unknown_part_is_refused_before_any_runs(cfg, monkeypatch):
     assert bench.BENCH_PARTS == tuple(bench.PARTS) == ("course", "matmul", "training", "shapes", "inference",
                                                        "notebooks", "seeds", "deep", "contention", "grid", "long",
-                                                       "rare", "tests")
+                                                       "rare", "distill", "tests")
     assert all(callable(bench.PARTS[name]) for name in bench.BENCH_PARTS)
     ran = []
     monkeypatch.setattr(bench, "PARTS", {name: (lambda b, name=name: ran.append(name)) for name in bench.BENCH_PARTS})
@@ -424,7 +424,7 @@ def test_the_distill_part_runs_notebook_06_live_per_seed_and_writes_what_the_wor
     d = results["distill"]
     run = d["runs"][0]
     assert run["seed"] == 7 and Path(run["run_dir"]).parent == Path(cfg.run_dir) / "distill"
-    assert sorted(p.name for p in Path(run["run_dir"]).iterdir() if p.is_dir()) == [
+    assert sorted(p.name for p in Path(run["run_dir"]).glob("[0-9][0-9]_*") if p.is_dir()) == [
         "00_setup_and_data", "02_logged_training", "06_distillation"]  # the chapter and what it needs, nothing else
     f1 = {m: r["macro_f1"] for m, r in ((r["method"], r) for r in run["results"]["test"])}
     assert d["macro_f1"]["test"][STUDENT] == {"n": 1, "mean": f1[STUDENT], "sd": 0.0, "min": f1[STUDENT],
