@@ -43,7 +43,7 @@ from helpers.alternatives import ENCODER, LLM, LLM_Q4
 from helpers.config import ROOT, CourseConfig, make_config
 from helpers.data import load_amazon, load_hutto, prepare_splits, short_classes, to_chat_records
 from helpers.diagnostics import layer_grid
-from helpers.distill import GOLD_ONLY, RECORDED_COMMAND, STUDENT, TEACHER
+from helpers.distill import GOLD_ONLY, STUDENT, TEACHER
 from helpers.encoder import finetune_encoder
 from helpers.evaluate import classification_metrics, verdict
 from helpers.formats import compare_formats
@@ -813,8 +813,7 @@ def part_distill(bench: Bench) -> bool:
     out.pop("failed", None)
     out.update(distill_over_seeds(out["runs"]), profile=bench.cfg.profile)
     if bench.recorded:
-        recorded = {"command": RECORDED_COMMAND if bench.cfg.profile == "deep" else
-                    f"make bench PARTS=distill PROFILE={bench.cfg.profile}", "date": bench.results["date"],
+        recorded = {"command": f"make bench PARTS=distill PROFILE={bench.cfg.profile}", "date": bench.results["date"],
                     "cpus": bench.results["cpus"], "threads": bench.results["threads"], **out}
         Path(bench.recorded).parent.mkdir(parents=True, exist_ok=True)
         Path(bench.recorded).write_text(json.dumps(_json_safe(recorded), indent=1) + "\n", encoding="utf-8")

@@ -253,8 +253,10 @@ PROFILES = {
 
 
 DECISION_RULES = ("auto", "offsets", "argmax")
-DISTILLATION_MODES = ("auto", "live", "recorded")
 PRECISIONS = ("auto", "bf16", "fp32")
+DISTILLATION_MODES = ("auto", "live", "recorded")
+CHOICES = {"decision_rule": DECISION_RULES, "distillation": DISTILLATION_MODES, "precision": PRECISIONS,
+           "ablation_precision": PRECISIONS}  # the knobs that take one of a few words
 
 
 def make_config(profile: str = "workshop", **overrides) -> CourseConfig:
@@ -265,11 +267,7 @@ def make_config(profile: str = "workshop", **overrides) -> CourseConfig:
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"Unknown setting(s) {', '.join(unknown)}. Valid names: {', '.join(sorted(names))}.")
-    if overrides.get("decision_rule", "auto") not in DECISION_RULES:
-        raise ValueError(f"decision_rule must be one of {', '.join(DECISION_RULES)}, not {overrides['decision_rule']!r}.")
-    if overrides.get("distillation", "auto") not in DISTILLATION_MODES:
-        raise ValueError(f"distillation must be one of {', '.join(DISTILLATION_MODES)}, not {overrides['distillation']!r}.")
-    for knob in ("precision", "ablation_precision"):
-        if overrides.get(knob, "auto") not in PRECISIONS:
-            raise ValueError(f"{knob} must be one of {', '.join(PRECISIONS)}, not {overrides[knob]!r}.")
+    for knob, allowed in CHOICES.items():  # every default is "auto"
+        if overrides.get(knob, "auto") not in allowed:
+            raise ValueError(f"{knob} must be one of {', '.join(allowed)}, not {overrides[knob]!r}.")
     return CourseConfig(**{**PROFILES[profile], **overrides, "profile": profile})

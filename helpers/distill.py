@@ -338,8 +338,8 @@ def recorded_sentence(cfg: CourseConfig, recorded: dict) -> str:
             f"workshop's budget, so it shows notebook 06 as `{recorded['command']}` measured it on "
             f"{recorded['date'][:10]} ({recorded['cpus']} cores, the {recorded['profile']} profile, seeds "
             f"{', '.join(str(r['seed']) for r in runs)} on one split; notebooks 00, 02 and 06 took {minutes:.0f} min "
-            f"per seed, notebook 06 alone {chapter:.0f}). Run it yourself with `make course PROFILE={recorded['profile']}`, or here with "
-            f"overrides={{'distillation': 'live'}}.")
+            f"per seed, notebook 06 alone {chapter:.0f}). Run it yourself with "
+            f"`make course PROFILE={recorded['profile']}`, or here with overrides={{'distillation': 'live'}}.")
 
 
 def recorded_teacher(recorded: dict) -> str:
