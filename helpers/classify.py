@@ -20,6 +20,7 @@ import re
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,49 +63,84 @@ def load_classifier(cfg: CourseConfig, model_path: str | Path):
         raise ClassifyError(str(err)) from None
 
 
-def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | Path | None = None,
-                  model_path: str | Path | None = None, text_column: str | None = None, batch_size: int = 32,
-                  progress: bool = True) -> dict:
-    """Label every row of a CSV or JSONL file into `output_path` (default `<stem>.labelled.<suffix>` beside it), in
-    the input's format, `batch_size` rows at a time; an existing output is resumed (see the module docstring).
+@dataclass
+class Job:
+    """One file to label, checked: where it is read from and written to, and what the output was written for."""
+    input: Path
+    kind: str  # "csv" or "jsonl"
+    output: Path
+    errors: Path  # <output>.errors.csv
+    work: Path  # <output>.ray/: what `--engine ray` keeps until its output is whole
+    provenance_path: Path  # <output>.provenance.json
+    provenance: dict
+    text_column: str
+    columns: list[str]  # the output's: the input's header (CSV) + row, predicted_label, p_<label>...
+    model: Path
 
-    Returns a summary: input, output, errors, model, rows_labelled (this run), rows_skipped (done before),
-    bad_rows (reported by this run), load_seconds, seconds, reviews_per_second and label_counts (this run)."""
-    start = time.perf_counter()
+
+def plan_job(cfg: CourseConfig, input_path: str | Path, output_path: str | Path | None = None,
+             model_path: str | Path | None = None, text_column: str | None = None) -> Job:
+    """Every check a labelling run makes before it opens anything for writing: the input's type, rows and text
+    column, the output's path and suffix, the model, and that an existing output was written for this input and
+    model (see the module docstring). Raises ClassifyError with what to do."""
     input_path = Path(input_path)
     kind = _file_kind(input_path)
     output_path = Path(output_path or input_path.with_name(f"{input_path.stem}.labelled{input_path.suffix}"))
-    errors_path = output_path.with_name(output_path.name + ".errors.csv")
     text_column = text_column or cfg.text_column
     if output_path.resolve() == input_path.resolve():
         raise ClassifyError(f"{output_path}: the output would overwrite the input; choose another output path.")
     if FORMATS.get(output_path.suffix.lower()) != kind:
         raise ClassifyError(f"{output_path}: the output is written in the input's format; give it the suffix "
                             f"{input_path.suffix}.")
-    if batch_size < 1:
-        raise ClassifyError(f"batch_size must be at least 1, not {batch_size}.")
     added = ["row", "predicted_label"] + [f"p_{label}" for label in cfg.labels]
     header = _check_input(input_path, kind, text_column, added, cfg.encoding)
     model_path = Path(model_path) if model_path else find_model(cfg)
     if not model_path.exists():
         raise ClassifyError(f"{model_path}: no such file or folder. {MODEL_PATHS}")
-    provenance_path = output_path.with_name(output_path.name + ".provenance.json")
+    beside = {what: output_path.with_name(output_path.name + suffix)
+              for what, suffix in (("errors", ".errors.csv"), ("work", ".ray"), ("provenance", ".provenance.json"))}
     provenance = {"input": str(input_path.resolve()), "input_sha256": fingerprint(input_path),
                   "model": str(model_path.resolve()), "model_sha256": fingerprint(model_path),
                   "labels": list(cfg.labels), "text_column": text_column}
-    _check_provenance(provenance, provenance_path, output_path, errors_path)  # reads only
-    probabilities = load_classifier(cfg, model_path)
+    _check_provenance(provenance, beside["provenance"], output_path, beside["errors"], beside["work"])  # reads only
+    return Job(input_path, kind, output_path, beside["errors"], beside["work"], beside["provenance"], provenance,
+               text_column, header + added, model_path)
+
+
+def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | Path | None = None,
+                  model_path: str | Path | None = None, text_column: str | None = None, batch_size: int = 32,
+                  progress: bool = True, engine: str = "local", address: str | None = None,
+                  workers: int | None = None) -> dict:
+    """Label every row of a CSV or JSONL file into `output_path` (default `<stem>.labelled.<suffix>` beside it), in
+    the input's format, `batch_size` rows at a time; an existing output is resumed (see the module docstring).
+    `engine="ray"` labels it on Ray Data instead (`helpers.distributed`: `address` joins a cluster, `workers` model
+    copies), into the same files.
+
+    Returns a summary: input, output, errors, model, rows_labelled (this run), rows_skipped (done before),
+    bad_rows (reported by this run), load_seconds, seconds, reviews_per_second and label_counts (this run)."""
+    if engine not in ENGINES:
+        raise ClassifyError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}.")
+    if batch_size < 1:
+        raise ClassifyError(f"batch_size must be at least 1, not {batch_size}.")
+    if engine == "local" and (address or workers):
+        raise ClassifyError("--address and --workers are for --engine ray; leave them out, or add --engine ray.")
+    start = time.perf_counter()
+    job = plan_job(cfg, input_path, output_path, model_path, text_column)
+    if engine == "ray":
+        from helpers.distributed import label_on_ray
+
+        return label_on_ray(cfg, job, batch_size, progress, address, workers)
+    probabilities = load_classifier(cfg, job.model)
 
     # Resume: the rows an interrupted run already wrote or reported (a half-written last record is cut off first).
-    done = _rows_done(output_path, kind, header + added, cfg.encoding)
-    done |= _rows_done(errors_path, "csv", ERROR_COLUMNS, cfg.encoding)
-    provenance_path.write_text(json.dumps(provenance, indent=2))
+    done = rows_done(cfg, job)
+    job.provenance_path.write_text(json.dumps(job.provenance, indent=2))
     label_start = time.perf_counter()
-    output_path.parent.mkdir(parents=True, exist_ok=True)
+    job.output.parent.mkdir(parents=True, exist_ok=True)
     tally, counts, batch = Counter(), Counter(), []
-    total = max(_count_lines(input_path) - (kind == "csv") - len(done), 0)  # roughly: blank lines count too
-    with _Writer(output_path, kind, header + added, cfg.encoding) as out, \
-            _Writer(errors_path, "csv", ERROR_COLUMNS, cfg.encoding) as errors, \
+    total = max(_count_lines(job.input) - (job.kind == "csv") - len(done), 0)  # roughly: blank lines count too
+    with _Writer(job.output, job.kind, job.columns, cfg.encoding) as out, \
+            _Writer(job.errors, "csv", ERROR_COLUMNS, cfg.encoding) as errors, \
             tqdm(total=total, desc="labelling", unit="review", disable=not progress) as bar:
 
         def report(row, reason):
@@ -115,19 +151,18 @@ def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | 
         def label_batch():
             for (row, record, _), p in zip(batch, _probabilities_or_errors(probabilities, [t for _, _, t in batch])):
                 if isinstance(p, Exception):
-                    report(row, f"the model failed on this review alone ({p})")
+                    report(row, model_failure(p))
                     continue
-                predicted = cfg.labels[int(np.argmax(p))]
-                out.write({**record, "row": row, "predicted_label": predicted,
-                           **{f"p_{label}": round(float(x), 4) for label, x in zip(cfg.labels, p)}})
-                counts[predicted] += 1
+                labelled = output_record(cfg, row, record, p)
+                out.write(labelled)
+                counts[labelled["predicted_label"]] += 1
                 tally["labelled"] += 1
                 bar.update(1)
             out.flush()
             errors.flush()
             batch.clear()
 
-        for row, record, text, reason in _read_rows(input_path, kind, text_column, cfg.encoding):
+        for row, record, text, reason in read_rows(cfg, job):
             if row in done:
                 tally["skipped"] += 1
             elif reason:
@@ -139,15 +174,43 @@ def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | 
         if batch:
             label_batch()
     seconds = time.perf_counter() - label_start
-    return {"input": input_path, "output": output_path, "errors": errors_path, "model": model_path,
+    return {"input": job.input, "output": job.output, "errors": job.errors, "model": job.model,
             "rows_labelled": tally["labelled"], "rows_skipped": tally["skipped"], "bad_rows": tally["bad"],
             "load_seconds": label_start - start, "seconds": seconds,
             "reviews_per_second": tally["labelled"] / max(seconds, 1e-9), "label_counts": dict(counts)}
 
 
-def _check_provenance(provenance: dict, record: Path, output: Path, errors: Path) -> None:
-    """Refuse (touching nothing) an existing output or errors file that was not written for this input and model."""
-    existing = [p for p in (output, errors) if p.exists()]
+ENGINES = ("local", "ray")  # one process here, or Ray Data (helpers.distributed) here or on a cluster
+
+
+def read_rows(cfg: CourseConfig, job: Job):
+    """(row number, record, text, reason) for every data row of the job's input, in order; `reason` says why a row
+    cannot be labelled (then text is None). The row number is each row's stable id for both engines."""
+    return _read_rows(job.input, job.kind, job.text_column, cfg.encoding)
+
+
+def rows_done(cfg: CourseConfig, job: Job) -> set[int]:
+    """The rows an earlier run already wrote to the job's output or errors file (a half-written last record is cut
+    off first)."""
+    return _rows_done(job.output, job.kind, job.columns, cfg.encoding) | \
+        _rows_done(job.errors, "csv", ERROR_COLUMNS, cfg.encoding)
+
+
+def output_record(cfg: CourseConfig, row: int, record: dict, p) -> dict:
+    """An output row: the input record unchanged, its row number, the label and each label's probability (4 places)."""
+    return {**record, "row": row, "predicted_label": cfg.labels[int(np.argmax(p))],
+            **{f"p_{label}": round(float(x), 4) for label, x in zip(cfg.labels, p)}}
+
+
+def model_failure(err: Exception) -> str:
+    """The errors file's reason for a review the model fails on alone."""
+    return f"the model failed on this review alone ({err})"
+
+
+def _check_provenance(provenance: dict, record: Path, output: Path, errors: Path, work: Path) -> None:
+    """Refuse (touching nothing) an existing output, errors file or Ray work folder that was not written for this
+    input and model."""
+    existing = [p for p in (output, errors, work) if p.exists()]
     if not existing:
         return
     earlier = json.loads(record.read_text()) if record.exists() else None

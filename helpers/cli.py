@@ -24,7 +24,7 @@ from helpers.alternatives import (Comparison, add_classic_rows, add_encoder_row,
                                   out_of_domain_set, verdicts)
 from helpers.baselines import baseline_verdict, run_baselines
 from helpers.bench import BENCH_PARTS, BenchError, earlier_bench, format_results, run_bench, save_results
-from helpers.classify import ClassifyError, classify_file, find_model
+from helpers.classify import ENGINES, ClassifyError, classify_file, find_model
 from helpers.config import PROFILES, ROOT, CourseConfig, make_config
 from helpers.data import (DataError, class_balance, distillation_pool, label_consistency_report, load_dataset,
                           load_tweets, prepare_splits, short_classes, split_report, split_sentence, split_tokens,
@@ -346,8 +346,10 @@ def cmd_evaluate(args):
 def cmd_classify(args):
     """Label your own CSV/JSONL file: input columns + predicted_label + one probability per label."""
     cfg = config_from(args, args.run_dir)
-    summary = classify_file(cfg, args.file, args.output, args.trained, batch_size=args.batch)
-    return cfg, (f"{summary['rows_labelled']} rows labelled ({summary['reviews_per_second']:.1f} reviews/s), "
+    summary = classify_file(cfg, args.file, args.output, args.trained, batch_size=args.batch, engine=args.engine,
+                            address=args.address, workers=args.workers)
+    on = f" on Ray, {summary['workers']} workers" if args.engine == "ray" else ""
+    return cfg, (f"{summary['rows_labelled']} rows labelled ({summary['reviews_per_second']:.1f} reviews/s{on}), "
                  f"{summary['rows_skipped']} already done, {summary['bad_rows']} bad rows -> {summary['errors']}\n"
                  f"labels: {summary['label_counts']}\noutput: {summary['output']}\nmodel: {summary['model']}")
 
@@ -468,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--trained", help="the trained model: a .gguf file, a Hugging Face folder or a LoRA "
                                              "adapter (default: the Q4_K_M GGUF of the latest course run)")
             p.add_argument("--batch", type=int, default=32, help="rows labelled and written at a time (default: 32)")
+            p.add_argument("--engine", choices=ENGINES, default="local",
+                           help="local: this process (default); ray: Ray Data, here or on a cluster (the "
+                                "'distributed' extra), the same output")
+            p.add_argument("--address", help="with --engine ray: a running Ray cluster to join ('auto', or "
+                                             "ray://host:10001; default: start a local Ray)")
+            p.add_argument("--workers", type=int, help="with --engine ray: model copies (default: one per CPU)")
         if name in ("course", "solutions"):
             p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 02 (default: all)")
         if name == "bench":

@@ -1,0 +1,221 @@
+"""`classify --engine ray` on a local Ray (a capped object store, started by each run as a user's run starts it):
+the same files as one process, byte for byte; a killed worker and a killed driver lose nothing and repeat nothing."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from helpers import classify, distributed
+from helpers.classify import ClassifyError, classify_file, plan_job
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cfg(cfg):
+    """One thread per process, for one process and for each Ray worker alike: a float sum depends on how many threads
+    share it, and the 4-place probabilities would differ in a row or two per thousand."""
+    cfg.threads = 1
+    return cfg
+
+
+@pytest.fixture
+def hf_model(cfg):
+    from helpers.model import resolve_model
+
+    return Path(resolve_model(cfg))
+
+
+def reviews_csv(path: Path, n: int, bad: bool = True) -> Path:
+    """n rows of reviews with an id column; with `bad`, every 50th text is empty, one record has a field too many and
+    one review spans two lines."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["id", "text"])
+        for i in range(n):
+            if bad and i % 50 == 7:
+                out.writerow([i, ""])
+            elif bad and i == 11:
+                out.writerow([i, "one field", "too many"])
+            else:
+                what = "café ☕, fine" if i % 3 else "it broke after\na week"
+                out.writerow([i, f"Review {i}: {what}, {'great' if i % 2 else 'awful'} value"])
+    return path
+
+
+def same_files(one: dict, other: dict):
+    for key in ("output", "errors"):
+        assert Path(one[key]).read_bytes() == Path(other[key]).read_bytes(), key
+
+
+def single_process(cfg, source: Path, model: Path, tmp_path: Path) -> dict:
+    return classify_file(cfg, source, tmp_path / f"local{source.suffix}", model, progress=False)
+
+
+@pytest.mark.slow
+def test_ray_writes_the_same_files_as_one_process_byte_for_byte(cfg, hf_model, tiny_gguf, tmp_path):
+    source = reviews_csv(tmp_path / "reviews.csv", 300)
+    local = single_process(cfg, source, hf_model, tmp_path)
+    ray = classify_file(cfg, source, tmp_path / "ray.csv", hf_model, progress=False, engine="ray", workers=2)
+    same_files(local, ray)
+    assert ray["rows_labelled"] == local["rows_labelled"] == 293 and ray["bad_rows"] == local["bad_rows"] == 7
+    assert ray["label_counts"] == local["label_counts"] and ray["workers"] == 2
+    assert not (tmp_path / "ray.csv.ray").exists(), "the work folder is removed once the output is whole"
+    reasons = [r["reason"] for r in csv.DictReader(open(ray["errors"], encoding="utf-8"))]
+    assert reasons.count("empty text") == 6 and "3 fields but the header has 2" in reasons
+
+    lines = [json.dumps({"text": f"review {i}", "stars": i % 5}) for i in range(40)] + ["not json", "{}"]
+    jsonl = tmp_path / "reviews.jsonl"
+    jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    q4 = tiny_gguf[3]
+    local = single_process(cfg, jsonl, q4, tmp_path)
+    ray = classify_file(cfg, jsonl, tmp_path / "ray.jsonl", q4, progress=False, engine="ray", workers=1)
+    same_files(local, ray)
+    assert ray["rows_labelled"] == 40 and ray["bad_rows"] == 2
+
+
+def labeler_processes() -> list[psutil.Process]:
+    """This test's Ray actors that hold a copy of the model (their process title names the map)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "MapBatches(Labeler)" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def checkpointed(output: Path) -> int:
+    folder = output.with_name(output.name + ".ray") / "checkpoint"
+    return len(list(folder.iterdir())) if folder.is_dir() else 0
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_every_row_lands_once(cfg, hf_model, tmp_path):
+    source = reviews_csv(tmp_path / "reviews.csv", 6000)
+    output = tmp_path / "ray.csv"
+    result = {}
+    run = threading.Thread(target=lambda: result.update(classify_file(
+        cfg, source, output, hf_model, progress=False, engine="ray", workers=2)))
+    run.start()
+    killed = None
+    while run.is_alive() and killed is None:
+        workers = labeler_processes()
+        if workers and checkpointed(output) >= 1:
+            killed = workers[0].pid
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    run.join(timeout=600)
+    assert killed is not None and result, "the worker was killed mid-file and the run still finished"
+    assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
+    same_files(single_process(cfg, source, hf_model, tmp_path), result)
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_and_ends_as_an_uninterrupted_run(cfg, hf_model, tmp_path):
+    source = reviews_csv(tmp_path / "reviews.csv", 6000)
+    output = tmp_path / "ray.csv"
+    command = [sys.executable, "-m", "helpers", "classify", str(source), "--output", str(output), "--trained",
+               str(hf_model), "--engine", "ray", "--workers", "1", "--profile", "smoke"]
+    driver = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        while checkpointed(output) < 1 and driver.poll() is None:
+            time.sleep(0.05)
+        assert driver.poll() is None, "the driver was still labelling when it was killed"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:  # the local Ray it started goes with it, as with a machine that died
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not output.exists(), "a killed run leaves no half-written output"
+    resumed = classify_file(cfg, source, output, hf_model, progress=False, engine="ray", workers=2)
+    assert resumed["rows_skipped"] > 0 and resumed["rows_labelled"] + resumed["rows_skipped"] == 6000 - 121
+    same_files(single_process(cfg, source, hf_model, tmp_path), resumed)
+
+
+def test_the_labeler_reports_a_review_the_model_fails_on_alone(cfg, tmp_path, monkeypatch):
+    """Without Ray: the actor's class on a batch, then the merge that writes the files."""
+    import pandas as pd
+
+    def picky(cfg, path):
+        def probabilities(texts):
+            if any("poison" in t for t in texts):
+                raise ValueError("cannot take this one")
+            return np.tile([0.2, 0.3, 0.5], (len(texts), 1))
+        return probabilities
+
+    monkeypatch.setattr(distributed, "load_classifier", picky)
+    source = tmp_path / "reviews.csv"
+    source.write_text("text\ngood\npoison\nfine\n", encoding="utf-8")
+    job = plan_job(cfg, source, tmp_path / "out.csv", tmp_path)
+    batches = pd.DataFrame({"batch": [1, 3], "rows": [[1, 2], [3]], "texts": [["good", "poison"], ["fine"]]})
+    labelled = distributed.Labeler(cfg, str(tmp_path), threads=1)(batches)
+    assert list(labelled["errors"]) == [["", "the model failed on this review alone (cannot take this one)"], [""]]
+    (job.work / "parts").mkdir(parents=True)
+    labelled.to_parquet(job.work / "parts" / "a.parquet")
+    tally, counts = distributed._merge(cfg, job, job.work / "parts")
+    assert job.output.read_text().splitlines()[1:] == ["good,1,positive,0.2,0.3,0.5", "fine,3,positive,0.2,0.3,0.5"]
+    assert job.errors.read_text().splitlines() == ["row,reason", "2,the model failed on this review alone "
+                                                                 "(cannot take this one)"]
+    assert tally["bad"] == 1 and counts == {"positive": 2}
+
+
+def test_without_ray_one_line_says_how_to_install_it(cfg, write, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ClassifyError, match=r"pip install -e '\.\[distributed\]'"):
+        classify_file(cfg, write("r.csv", "text\nok\n"), model_path=tmp_path, engine="ray")
+
+
+def test_engine_options_are_checked_before_any_work(cfg, write, tmp_path):
+    source = write("r.csv", "text\nok\n")
+    with pytest.raises(ClassifyError, match="--engine ray"):
+        classify_file(cfg, source, model_path=tmp_path, workers=2)
+    with pytest.raises(ClassifyError, match="engine must be one of local, ray"):
+        classify_file(cfg, source, model_path=tmp_path, engine="spark")
+    with pytest.raises(ClassifyError, match="--workers must be at least 1"):
+        classify_file(cfg, source, model_path=tmp_path, engine="ray", workers=0)
+
+
+@pytest.mark.slow
+def test_a_finished_output_is_left_and_a_half_done_one_is_refused(cfg, hf_model, tmp_path, monkeypatch):
+    source = reviews_csv(tmp_path / "reviews.csv", 60)
+    output = tmp_path / "out.csv"
+    done = classify_file(cfg, source, output, hf_model, progress=False)
+    before = output.read_bytes()
+    monkeypatch.setattr(distributed, "start_ray", lambda *a: pytest.fail("a finished output starts no Ray"))
+    again = classify_file(cfg, source, output, hf_model, progress=False, engine="ray")
+    assert again["rows_skipped"] == done["rows_labelled"] + done["bad_rows"] and output.read_bytes() == before
+    output.unlink()
+    real = classify.load_classifier
+    monkeypatch.setattr(classify, "load_classifier", lambda cfg, path: broken_after(real(cfg, path), batches=2))
+    with pytest.raises(RuntimeError, match="the model broke"):
+        classify_file(cfg, source, output, hf_model, progress=False, batch_size=8)
+    half = output.read_bytes()
+    with pytest.raises(ClassifyError, match="without --engine ray: run that command again to finish it"):
+        classify_file(cfg, source, output, hf_model, progress=False, engine="ray")
+    assert output.read_bytes() == half, "nothing is lost"
+
+
+def broken_after(probabilities, batches: int):
+    """A model that breaks after `batches` batches, like a run that dies half-way."""
+    calls = []
+
+    def counted(texts):
+        if len(calls) == batches:
+            raise RuntimeError("the model broke")
+        calls.append(len(texts))
+        return probabilities(texts)
+    return counted
