@@ -360,12 +360,14 @@ def recorded_table(recorded: dict, domain: str = "test") -> pd.DataFrame:
 
 
 def recorded_curve(recorded: dict) -> tuple[list[dict], float, list[dict] | None]:
-    """(the student's curve, its macro-F1 at each pool size averaged over the seeds; the teacher's mean; the upper
-    bound's mean at the whole pool, or None), for `plots.plot_distillation_curve`."""
+    """(the student's curve, its macro-F1 at each pool size averaged over the seeds that measured that size, with
+    their count; the teacher's mean; the upper bound's mean at the whole pool, or None), for
+    `plots.plot_distillation_curve`."""
     runs = recorded["runs"]
-    sizes = sorted({p["size"] for run in runs for p in run["curve"]})
-    curve = [{"size": size, "macro_f1": float(np.mean([p["macro_f1"] for run in runs for p in run["curve"]
-                                                       if p["size"] == size]))} for size in sizes]
+    at = {size: [p["macro_f1"] for run in runs for p in run["curve"] if p["size"] == size]
+          for size in sorted({p["size"] for run in runs for p in run["curve"]})}
+    curve = [{"size": size, "macro_f1": float(np.mean(f1)), "seeds": len(f1)} for size, f1 in at.items()]
+    sizes = list(at)
     test = recorded["macro_f1"]["test"]
     upper = [{"size": sizes[-1], "macro_f1": test[UPPER]["mean"]}] if UPPER in test else None
     return curve, test[TEACHER]["mean"], upper
