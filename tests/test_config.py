@@ -74,6 +74,17 @@ def _pins(lines):
             if (m := re.match(r"\s*-?\s*([A-Za-z0-9_.\-]+(?:\[[a-z,]+\])?)==([^\s#]+)", line))}
 
 
+def test_the_distributed_extra_is_pinned_in_its_file_and_read_from_there():
+    import tomllib
+
+    extra = _pins((ROOT / "requirements-distributed.txt").read_text().splitlines())
+    assert set(extra) == {"ray[data]"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["dynamic"]["optional-dependencies"]["distributed"] == {
+        "file": ["requirements-distributed.txt"]}
+    assert not set(extra) & set(_pins((ROOT / "requirements.txt").read_text().splitlines())), "pinned in one place"
+
+
 def test_environment_yml_pins_exactly_what_requirements_txt_pins():
     req = _pins((ROOT / "requirements.txt").read_text().splitlines())
     env = yaml.safe_load((ROOT / "environment.yml").read_text())

@@ -3,9 +3,11 @@ the same files as one process, byte for byte; a killed worker and a killed drive
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def cfg(cfg):
-    """One thread per process, for one process and for each Ray worker alike: a float sum depends on how many threads
-    share it, and the 4-place probabilities would differ in a row or two per thousand."""
+    """One thread for the one process and for each Ray worker alike: these tests share the machine, and the same
+    threads leave no room for a float sum to come out otherwise."""
     cfg.threads = 1
     return cfg
 
@@ -219,3 +221,33 @@ def broken_after(probabilities, batches: int):
         calls.append(len(texts))
         return probabilities(texts)
     return counted
+
+
+@pytest.mark.slow
+def test_address_joins_a_running_cluster_as_the_readme_starts_one(cfg, hf_model, tmp_path, monkeypatch):
+    """`ray start --head` as the README starts it (its own port and folder here, token authentication on as Ray 2.60
+    starts it), then classify with --address and RAY_AUTH_MODE=token: the job runs on that cluster, with this
+    checkout's helpers shipped to its workers, and the cluster outlives it."""
+    port, log = 6400 + os.getpid() % 500, tmp_path / "head.log"
+    folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port",
+                             str(port), "--num-cpus", "4", "--object-store-memory",
+                             str(distributed.OBJECT_STORE_BYTES), "--include-dashboard", "false",
+                             "--disable-usage-stats", "--temp-dir", folder],
+                            start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        for _ in range(240):
+            if "Ray runtime started" in log.read_text() or head.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert head.poll() is None, log.read_text()[-2000:]
+        source = reviews_csv(tmp_path / "reviews.csv", 120)
+        local = single_process(cfg, source, hf_model, tmp_path)
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        joined = classify_file(cfg, source, tmp_path / "ray.csv", hf_model, progress=False, engine="ray",
+                               address=f"127.0.0.1:{port}", workers=1)
+        same_files(local, joined)
+        assert joined["workers"] == 1 and head.poll() is None, "the cluster outlives the job"
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
