@@ -40,10 +40,12 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.alternatives import ENCODER, LLM, LLM_Q4
+from helpers.classify import classify_file
 from helpers.config import ROOT, CourseConfig, make_config
 from helpers.data import load_amazon, load_hutto, prepare_splits, short_classes, to_chat_records
 from helpers.diagnostics import layer_grid
 from helpers.distill import GOLD_ONLY, STUDENT, TEACHER
+from helpers.distributed import classify_on_ray
 from helpers.encoder import finetune_encoder
 from helpers.evaluate import classification_metrics, verdict
 from helpers.formats import compare_formats
@@ -963,6 +965,7 @@ def part_tests(bench: Bench) -> bool:
 # (each worker a copy of the model with its share of the threads), for the encoder and the GGUF Q4_K_M.
 SCALE_ROWS = {"smoke": 96}  # rows of the file per profile; any other profile: SCALE_ROWS_DEFAULT
 SCALE_ROWS_DEFAULT = 1000
+SCALE_WORKERS = {"smoke": (1,)}  # Ray's worker counts per profile (the test suite's); any other: 1 .. the cores
 
 
 def scale_file(cfg: CourseConfig, path: Path, rows: int) -> Path:
@@ -989,8 +992,6 @@ def scale_models(bench: Bench, folder: Path) -> dict[str, Path]:
 def part_classify_scale(bench: Bench) -> None:
     """Reviews/s of `classify` on one file: one process, then Ray with each number of workers up to the cores, for
     each of `scale_models`; with Ray's start-up seconds and the output lines that differ from the one process's."""
-    from helpers.classify import classify_file
-
     cfg, folder = bench.cfg, Path(bench.cfg.run_dir) / "classify-scale"
     rows = SCALE_ROWS.get(cfg.profile, SCALE_ROWS_DEFAULT)
     source = scale_file(cfg, folder / "reviews.csv", rows)
@@ -999,9 +1000,9 @@ def part_classify_scale(bench: Bench) -> None:
     for kind, model in scale_models(bench, folder).items():
         single = classify_file(cfg, source, folder / f"{kind}-local.csv", model, progress=False)
         runs = {}
-        for workers in range(1, (os.cpu_count() or 1) + 1):
-            ray = classify_file(cfg, source, folder / f"{kind}-ray-{workers}.csv", model, progress=False,
-                                engine="ray", workers=workers)
+        for workers in SCALE_WORKERS.get(cfg.profile, range(1, (os.cpu_count() or 1) + 1)):
+            ray = classify_on_ray(cfg, source, folder / f"{kind}-ray-{workers}.csv", model, progress=False,
+                                  workers=workers)
             runs[workers] = {"reviews_per_second": ray["reviews_per_second"], "seconds": ray["seconds"],
                              "ray_start_seconds": ray["ray_start_seconds"],
                              "lines_differing": lines_differing(single["output"], ray["output"])}

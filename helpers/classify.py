@@ -79,10 +79,12 @@ class Job:
 
 
 def plan_job(cfg: CourseConfig, input_path: str | Path, output_path: str | Path | None = None,
-             model_path: str | Path | None = None, text_column: str | None = None) -> Job:
+             model_path: str | Path | None = None, text_column: str | None = None, batch_size: int = 32) -> Job:
     """Every check a labelling run makes before it opens anything for writing: the input's type, rows and text
     column, the output's path and suffix, the model, and that an existing output was written for this input and
     model (see the module docstring). Raises ClassifyError with what to do."""
+    if batch_size < 1:
+        raise ClassifyError(f"batch_size must be at least 1, not {batch_size}.")
     input_path = Path(input_path)
     kind = _file_kind(input_path)
     output_path = Path(output_path or input_path.with_name(f"{input_path.stem}.labelled{input_path.suffix}"))
@@ -109,27 +111,15 @@ def plan_job(cfg: CourseConfig, input_path: str | Path, output_path: str | Path 
 
 def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | Path | None = None,
                   model_path: str | Path | None = None, text_column: str | None = None, batch_size: int = 32,
-                  progress: bool = True, engine: str = "local", address: str | None = None,
-                  workers: int | None = None) -> dict:
+                  progress: bool = True) -> dict:
     """Label every row of a CSV or JSONL file into `output_path` (default `<stem>.labelled.<suffix>` beside it), in
     the input's format, `batch_size` rows at a time; an existing output is resumed (see the module docstring).
-    `engine="ray"` labels it on Ray Data instead (`helpers.distributed`: `address` joins a cluster, `workers` model
-    copies), into the same files.
+    `helpers.distributed.classify_on_ray` writes the same files from Ray Data.
 
     Returns a summary: input, output, errors, model, rows_labelled (this run), rows_skipped (done before),
     bad_rows (reported by this run), load_seconds, seconds, reviews_per_second and label_counts (this run)."""
-    if engine not in ENGINES:
-        raise ClassifyError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}.")
-    if batch_size < 1:
-        raise ClassifyError(f"batch_size must be at least 1, not {batch_size}.")
-    if engine == "local" and (address or workers):
-        raise ClassifyError("--address and --workers are for --engine ray; leave them out, or add --engine ray.")
     start = time.perf_counter()
-    job = plan_job(cfg, input_path, output_path, model_path, text_column)
-    if engine == "ray":
-        from helpers.distributed import label_on_ray
-
-        return label_on_ray(cfg, job, batch_size, progress, address, workers)
+    job = plan_job(cfg, input_path, output_path, model_path, text_column, batch_size)
     probabilities = load_classifier(cfg, job.model)
 
     # Resume: the rows an interrupted run already wrote or reported (a half-written last record is cut off first).
@@ -178,9 +168,6 @@ def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | 
             "rows_labelled": tally["labelled"], "rows_skipped": tally["skipped"], "bad_rows": tally["bad"],
             "load_seconds": label_start - start, "seconds": seconds,
             "reviews_per_second": tally["labelled"] / max(seconds, 1e-9), "label_counts": dict(counts)}
-
-
-ENGINES = ("local", "ray")  # one process here, or Ray Data (helpers.distributed) here or on a cluster
 
 
 def read_rows(cfg: CourseConfig, job: Job):

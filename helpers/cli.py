@@ -24,12 +24,13 @@ from helpers.alternatives import (Comparison, add_classic_rows, add_encoder_row,
                                   out_of_domain_set, verdicts)
 from helpers.baselines import baseline_verdict, run_baselines
 from helpers.bench import BENCH_PARTS, BenchError, earlier_bench, format_results, run_bench, save_results
-from helpers.classify import ENGINES, ClassifyError, classify_file, find_model
+from helpers.classify import ClassifyError, classify_file, find_model
 from helpers.config import PROFILES, ROOT, CourseConfig, make_config
 from helpers.data import (DataError, class_balance, distillation_pool, label_consistency_report, load_dataset,
                           load_tweets, prepare_splits, short_classes, split_report, split_sentence, split_tokens,
                           to_chat_records)
 from helpers.demo import DemoError, open_demo
+from helpers.distributed import classify_on_ray
 from helpers.distill import (RECORDED, add_distillation_rows, distillation_figures, distillation_verdict, pool_curve,
                              pool_sentence, recorded_distillation, recorded_metrics, recorded_sentence, recorded_table,
                              recorded_verdict, teacher_probabilities, teacher_sentence, write_student_card)
@@ -343,11 +344,16 @@ def cmd_evaluate(args):
     return cfg, json.dumps({k: metrics[k] for k in ("n", "accuracy", "macro_f1", "confusion")})
 
 
+ENGINES = {"local": classify_file, "ray": classify_on_ray}  # one process here, or Ray Data here or on a cluster
+
+
 def cmd_classify(args):
     """Label your own CSV/JSONL file: input columns + predicted_label + one probability per label."""
     cfg = config_from(args, args.run_dir)
-    summary = classify_file(cfg, args.file, args.output, args.trained, batch_size=args.batch, engine=args.engine,
-                            address=args.address, workers=args.workers)
+    if args.engine == "local" and (args.address or args.workers):
+        raise ClassifyError("--address and --workers are for --engine ray; leave them out, or add --engine ray.")
+    ray = {"address": args.address, "workers": args.workers} if args.engine == "ray" else {}
+    summary = ENGINES[args.engine](cfg, args.file, args.output, args.trained, batch_size=args.batch, **ray)
     on = f" on Ray, {summary['workers']} workers" if args.engine == "ray" else ""
     return cfg, (f"{summary['rows_labelled']} rows labelled ({summary['reviews_per_second']:.1f} reviews/s{on}), "
                  f"{summary['rows_skipped']} already done, {summary['bad_rows']} bad rows -> {summary['errors']}\n"

@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+import helpers
+
 from helpers.classify import (ERROR_COLUMNS, ClassifyError, Job, _Writer, load_classifier, model_failure,
-                              output_record, read_rows, rows_done, _probabilities_or_errors)
+                              output_record, plan_job, read_rows, rows_done, _probabilities_or_errors)
 from helpers.config import CourseConfig
 
 INSTALL = ("--engine ray needs Ray Data, an optional extra: pip install -e '.[distributed]' "
@@ -58,8 +60,6 @@ def start_ray(address: str | None, workers: int | None) -> tuple[int, float]:
     if ray.is_initialized():
         ray.shutdown()
     if address:
-        import helpers
-
         ray.init(address=address, runtime_env={"py_modules": [os.path.dirname(helpers.__file__)]},
                  log_to_driver=False)
         workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -135,13 +135,16 @@ def reviews_source(cfg: CourseConfig, job: Job, batch_size: int):
     return Reviews()
 
 
-def label_on_ray(cfg: CourseConfig, job: Job, batch_size: int, progress: bool, address: str | None,
-                 workers: int | None) -> dict:
-    """`classify_file` with engine="ray": see the module docstring. Returns `classify_file`'s summary, plus engine,
-    workers and ray_start_seconds; rows_skipped counts the rows a killed run had already written."""
+def classify_on_ray(cfg: CourseConfig, input_path: str | Path, output_path: str | Path | None = None,
+                    model_path: str | Path | None = None, text_column: str | None = None, batch_size: int = 32,
+                    progress: bool = True, address: str | None = None, workers: int | None = None) -> dict:
+    """`classify.classify_file` on Ray Data (see the module docstring): the same files, from `workers` copies of
+    the model (default: one per CPU) on a local Ray, or on the cluster at `address`. Returns `classify_file`'s
+    summary, plus engine, workers and ray_start_seconds; rows_skipped counts the rows a killed run had written."""
     start = time.perf_counter()
     if workers is not None and workers < 1:
         raise ClassifyError(f"--workers must be at least 1, not {workers}.")
+    job = plan_job(cfg, input_path, output_path, model_path, text_column, batch_size)
     ray = import_ray()
     finished = _finished_output(cfg, job)
     if finished is not None:

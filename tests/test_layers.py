@@ -8,7 +8,7 @@ import pytest
 
 HELPERS = Path(__file__).resolve().parent.parent / "helpers"
 MECHANISMS = {"config", "runs", "data", "model", "masking", "training", "evaluate", "gguf", "serve", "encoder", "plots", "classify",
-              "predict", "modelcard"}
+              "distributed", "predict", "modelcard"}
 EXPERIMENTS = {"ablation", "diagnostics", "baselines", "fewshot", "alternatives", "formats", "distill"}
 FACES = {"__init__", "__main__", "cli", "bench", "report", "teaching", "demo"}
 
