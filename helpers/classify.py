@@ -163,11 +163,18 @@ def classify_file(cfg: CourseConfig, input_path: str | Path, output_path: str | 
                     label_batch()
         if batch:
             label_batch()
-    seconds = time.perf_counter() - label_start
+    return summary(job, tally["labelled"], tally["skipped"], tally["bad"], label_start - start,
+                   time.perf_counter() - label_start, counts)
+
+
+def summary(job: Job, labelled: int, skipped: int, bad: int, load_seconds: float, seconds: float, counts,
+            **more) -> dict:
+    """What a labelling run returns (both engines): its files, this run's rows labelled, skipped (done before) and
+    bad, its seconds and reviews/s, and its label counts."""
     return {"input": job.input, "output": job.output, "errors": job.errors, "model": job.model,
-            "rows_labelled": tally["labelled"], "rows_skipped": tally["skipped"], "bad_rows": tally["bad"],
-            "load_seconds": label_start - start, "seconds": seconds,
-            "reviews_per_second": tally["labelled"] / max(seconds, 1e-9), "label_counts": dict(counts)}
+            "rows_labelled": labelled, "rows_skipped": skipped, "bad_rows": bad, "load_seconds": load_seconds,
+            "seconds": seconds, "reviews_per_second": labelled / max(seconds, 1e-9), "label_counts": dict(counts),
+            **more}
 
 
 def read_rows(cfg: CourseConfig, job: Job):

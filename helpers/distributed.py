@@ -30,7 +30,7 @@ import numpy as np
 import helpers
 
 from helpers.classify import (ERROR_COLUMNS, ClassifyError, Job, _Writer, load_classifier, model_failure,
-                              output_record, plan_job, read_rows, rows_done, _probabilities_or_errors)
+                              output_record, plan_job, read_rows, rows_done, summary, _probabilities_or_errors)
 from helpers.config import CourseConfig
 
 INSTALL = ("--engine ray needs Ray Data, an optional extra: pip install -e '.[distributed]' "
@@ -148,10 +148,13 @@ def classify_on_ray(cfg: CourseConfig, input_path: str | Path, output_path: str 
     ray = import_ray()
     finished = _finished_output(cfg, job)
     if finished is not None:
-        return {**finished, "load_seconds": time.perf_counter() - start}
+        return summary(job, 0, finished, 0, time.perf_counter() - start, 0.0, {}, engine="ray", workers=0,
+                       ray_start_seconds=0.0)
     job.provenance_path.write_text(json.dumps(job.provenance, indent=2))
     parts, checkpoint = job.work / "parts", job.work / "checkpoint"
-    before = set(_read_parts(parts, len(cfg.labels))["row"].tolist())  # a killed run's, kept by Ray
+    earlier = _read_parts(parts, len(cfg.labels))  # what a killed run wrote, kept by Ray
+    before = np.unique(earlier["row"]).size
+    labelled_before = np.unique(earlier["row"][earlier["error"] == ""]).size
     workers, ray_seconds = start_ray(address, workers)
     try:
         from ray.data import ActorPoolStrategy, DataContext
@@ -173,16 +176,12 @@ def classify_on_ray(cfg: CourseConfig, input_path: str | Path, output_path: str 
         ray.shutdown()
     tally, counts = _merge(cfg, job, parts)
     shutil.rmtree(job.work)
-    labelled = tally["labelled"] - len(before & tally["labelled_rows"])
-    return {"input": job.input, "output": job.output, "errors": job.errors, "model": job.model,
-            "rows_labelled": labelled, "rows_skipped": len(before), "bad_rows": tally["bad"],
-            "load_seconds": label_start - start, "seconds": seconds,
-            "reviews_per_second": labelled / max(seconds, 1e-9), "label_counts": dict(counts),
-            "engine": "ray", "workers": workers, "ray_start_seconds": ray_seconds}
+    return summary(job, tally["labelled"] - labelled_before, before, tally["bad"], label_start - start, seconds,
+                   counts, engine="ray", workers=workers, ray_start_seconds=ray_seconds)
 
 
-def _finished_output(cfg: CourseConfig, job: Job) -> dict | None:
-    """The summary of a run with nothing left to label (every row is in the output or the errors file), None when
+def _finished_output(cfg: CourseConfig, job: Job) -> int | None:
+    """The rows of a run with nothing left to label (every row is in the output or the errors file), None when
     there is no output yet or a Ray run is under way. An output that a single-process run left half-done is
     refused: finish it the way it was started."""
     if not (job.output.exists() or job.errors.exists()):
@@ -192,10 +191,7 @@ def _finished_output(cfg: CourseConfig, job: Job) -> dict | None:
     if set(rows) <= done:
         if job.work.exists():
             shutil.rmtree(job.work)  # a run killed after its renames
-        return {"input": job.input, "output": job.output, "errors": job.errors, "model": job.model,
-                "rows_labelled": 0, "rows_skipped": len(rows), "bad_rows": 0, "seconds": 0.0,
-                "reviews_per_second": 0.0, "label_counts": {}, "engine": "ray", "workers": 0,
-                "ray_start_seconds": 0.0}
+        return len(rows)
     if job.work.exists():
         return None  # a Ray run killed between its two renames: the merge writes both files again
     raise ClassifyError(f"{job.output} holds {len(done)} of {len(rows)} rows, written by `classify` without --engine "
@@ -233,7 +229,6 @@ def _merge(cfg: CourseConfig, job: Job, parts: Path):
     index = dict(zip(rows.tolist(), first.tolist()))
     p = found["p"]
     tally, counts, missing = Counter(), Counter(), []
-    tally["labelled_rows"] = set()
     temporary = {"output": job.work / f"output{job.output.suffix}.partial", "errors": job.work / "errors.csv.partial"}
     with _Writer(temporary["output"], job.kind, job.columns, cfg.encoding) as out, \
             _Writer(temporary["errors"], "csv", ERROR_COLUMNS, cfg.encoding) as errors:
@@ -249,7 +244,6 @@ def _merge(cfg: CourseConfig, job: Job, parts: Path):
                 out.write(labelled)
                 counts[labelled["predicted_label"]] += 1
                 tally["labelled"] += 1
-                tally["labelled_rows"].add(row)
     if missing:
         raise ClassifyError(f"Ray finished without {len(missing)} rows (first: {missing[:5]}); nothing was lost: run "
                             f"the same command again to label them.")
