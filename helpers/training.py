@@ -21,22 +21,19 @@ from helpers.runs import disk_mb, layout
 def build_lora_config(cfg: CourseConfig, model):
     """LoRA on all seven linear projections of every transformer block, or (`cfg.lora_layers` = K > 0) of the top K
     blocks only. Backward then stops at the lowest trainable block: the frozen blocks below it run forward only, which
-    is why a top-K step is faster (only while activation checkpointing is off: TRL then forces input gradients on)."""
+    is why a top-K step is faster (only while activation checkpointing is off: TRL then forces input gradients on).
+    Notebook 02 writes this `LoraConfig` out in a cell; a test proves the two equal."""
     from peft import LoraConfig
 
-    common = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM")
-    layers = trained_layers(model.config.num_hidden_layers, cfg.lora_layers)
-    if layers is None:
-        return LoraConfig(target_modules="all-linear", **common)
-    # peft refuses layers_to_transform with "all-linear": name the block's projections (the same seven)
-    return LoraConfig(target_modules=block_projections(model), layers_to_transform=layers, layers_pattern="layers",
-                      **common)
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+                      target_modules=block_projections(model),
+                      layers_to_transform=trained_layers(model.config.num_hidden_layers, cfg.lora_layers),
+                      layers_pattern="layers")
 
 
-def trained_layers(count: int, top: int) -> list[int] | None:
-    """The indices of the top `top` of `count` transformer blocks, or None for all of them (`top` 0, or not below
-    `count`)."""
-    return list(range(count - top, count)) if 0 < top < count else None
+def trained_layers(count: int, top: int) -> list[int]:
+    """The indices of the top `top` of `count` transformer blocks, or of all of them (`top` 0, or not below `count`)."""
+    return list(range(count - top, count)) if 0 < top < count else list(range(count))
 
 
 def block_projections(model) -> list[str]:
@@ -70,31 +67,46 @@ def micro_batch_size(cfg: CourseConfig, lengths) -> int:
 
 def build_sft_config(cfg: CourseConfig, output_dir: Path, completion_only_loss: bool = True,
                      with_eval: bool = False, micro_batch: int | None = None, **extra):
-    """SFTConfig from the course config. `micro_batch` (`micro_batch_size`; default `batch_size`) rows run per pass,
-    accumulated to `batch_size` rows per step. `extra` passes SFTConfig fields that are not course knobs (e.g.
-    disable_tqdm); a run with other course settings gets its own config (`dataclasses.replace(cfg, max_steps=...)`)."""
+    """SFTConfig from the course config: what notebook 02 writes out argument by argument (a test proves the two
+    equal). `micro_batch` (`micro_batch_size`; default `batch_size`) rows run per pass, accumulated to `batch_size`
+    rows per step. `extra` passes SFTConfig fields that are not course knobs (e.g. disable_tqdm); a run with other
+    course settings gets its own config (`dataclasses.replace(cfg, max_steps=...)`)."""
     from trl import SFTConfig
 
     device, _ = pick_device()
     micro_batch = micro_batch or cfg.batch_size
     settings = dict(
         output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=micro_batch,
-        gradient_accumulation_steps=cfg.batch_size // micro_batch,
-        per_device_eval_batch_size=micro_batch, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
-        warmup_steps=max(1, cfg.max_steps // 10), logging_steps=cfg.logging_steps, logging_first_step=True,
-        eval_strategy="steps" if with_eval else "no", eval_steps=cfg.eval_steps, save_strategy="no",
-        report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed, bf16=training_precision(cfg) == "bf16",
-        use_cpu=device == "cpu",
+        gradient_accumulation_steps=cfg.batch_size // micro_batch, per_device_eval_batch_size=micro_batch,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, cfg.max_steps // 10),
+        logging_steps=cfg.logging_steps, logging_first_step=True,
+        eval_strategy="steps" if with_eval else "no", eval_steps=cfg.eval_steps,
+        save_strategy="no", report_to=cfg.report_to, seed=cfg.seed, data_seed=cfg.seed,
+        bf16=training_precision(cfg) == "bf16", use_cpu=device == "cpu",
         # padding-free batches enforce no max_length in TRL: `fit_records` has already fitted every row to it
         max_length=None if cfg.padding_free else cfg.max_length, padding_free=cfg.padding_free,
-        completion_only_loss=completion_only_loss, activation_checkpointing=False,
-        dataloader_num_workers=0, dataset_num_proc=None,
+        completion_only_loss=completion_only_loss,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        # Under torchrun with several processes on CPUs, DDP needs gloo (NCCL is GPU-only); on GPUs the default NCCL.
-        ddp_backend="gloo" if device == "cpu" and world_size() > 1 else None,
+        activation_checkpointing=False,
     )
+    if device == "cpu" and world_size() > 1:  # under torchrun on CPUs DDP needs gloo (NCCL is GPU-only)
+        settings["ddp_backend"] = "gloo"
     settings.update(extra)
     return SFTConfig(**settings)
+
+
+def config_record(config) -> dict:
+    """A library config object (SFTConfig, TrainingArguments, LoraConfig) as JSON-ready values, to record in a
+    metrics file and to compare: sets become sorted lists, anything else that JSON lacks becomes its string."""
+    def plain(value):
+        if isinstance(value, (set, frozenset)):
+            return sorted(plain(v) for v in value)
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+    return plain(config.to_dict())
 
 
 def weights_for_training(model, precision: str) -> list:
@@ -238,11 +250,17 @@ def train(trainer, source_rows: int, expect: str = "answer") -> dict:
     try:
         trainer.train()
     finally:
-        without_autocast(trainer)
-        weights_after_training(getattr(trainer, "course_fp32_weights", []))
-    trainer.model.eval()  # the Trainer leaves it in train mode: LoRA dropout would blur every evaluation after this
+        after_training(trainer, getattr(trainer, "course_fp32_weights", []))
     return {"train_seconds": time.perf_counter() - start, "log_history": trainer.state.log_history,
             "precision": "bf16" if trainer.args.bf16 else "fp32"}
+
+
+def after_training(trainer, kept: list) -> None:
+    """Undo what training left on the model: accelerate's bf16 autocast, the bf16 weights of `weights_for_training`
+    (`kept`), and train mode (LoRA dropout would blur every evaluation after this)."""
+    without_autocast(trainer)
+    weights_after_training(kept)
+    trainer.model.eval()
 
 
 def save_adapter_and_merged(trainer, cfg: CourseConfig) -> dict:

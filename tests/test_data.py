@@ -3,6 +3,7 @@ import json
 
 import pandas as pd
 import pytest
+from take_home import run_take_home
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -323,3 +324,18 @@ def test_broken_copies_are_each_refused_in_one_line_and_the_intact_one_is_read(t
     said = refusals_sentence(results)
     assert said.startswith("The course read the intact file (6 rows) and refused 3 of 4 files") and "one line" in said
     assert "no broken file was caught" in refusals_sentence({"intact": results["intact"]})
+
+
+@pytest.mark.slow
+def test_the_take_home_cell_builds_the_course_s_record_and_renders_it(cfg, tmp_path):
+    """Notebook 00's take-home cell on its own: the prompt/completion dict is the course's record for the same row,
+    and the chat template renders it with the answer after the assistant header."""
+    from helpers.model import resolve_model
+
+    row = prepare_splits(cfg).train.head(1)
+    inputs = dict(model_dir=str(resolve_model(cfg)), system_prompt=cfg.system_prompt, review=row["text"].iloc[0],
+                  label=row["label"].iloc[0])
+    out = run_take_home("00_setup_and_data", inputs, tmp_path / "script").stdout
+    assert out.splitlines()[0] == str(to_chat_records(row, cfg)[0])
+    assert f"<|im_start|>assistant\n{row['label'].iloc[0]}<|im_end|>" in out
+    assert f"<|im_start|>system\n{cfg.system_prompt}<|im_end|>" in out

@@ -13,6 +13,9 @@ from helpers.config import ROOT
 from helpers.distill import STUDENT
 from helpers.runs import ALTERNATIVES, DISTILLATION, EXPORT
 
+# The page serves the smoke course run's models: its first set-up runs that course (~90 s), so the module is slow.
+pytestmark = pytest.mark.slow
+
 REVIEW = "the battery died but support replaced it overnight"
 SCREENSHOT = ROOT / "runs" / "demo-smoke.png"  # the README's docs/demo.png is a copy of it
 CHROMIUM = os.environ.get("CHROMIUM") or next(

@@ -8,7 +8,9 @@ from helpers.masking import (MaskingError, check_trained_tokens, expected_answer
                              label_only_records, label_tokens, label_words_sentence, token_table, token_table_html,
                              token_table_text)
 from helpers.model import load_model
+from helpers.model import resolve_model
 from helpers.training import make_trainer
+from take_home import run_take_home
 
 QWEN_STYLE_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
@@ -155,3 +157,20 @@ def test_label_words_are_read_as_tokens_and_said_in_one_sentence(tiny):
     said = label_words_sentence(split, "Example 0: ...")
     assert "not all are single tokens" in said and "two start with the same token" in said
     assert said.endswith("The guard refused the records: Example 0: ...")
+
+
+@pytest.mark.slow
+def test_the_take_home_cells_prepare_the_labels_the_course_trains_on(tiny, tmp_path):
+    """Notebook 01's take-home cells on their own (a model folder, records as plain dicts): SFTConfig and SFTTrainer
+    prepare the records, and the labels they print are the ones the course's own trainer prepares: -100 everywhere
+    but the answer."""
+    cfg, _, _, records = tiny
+    inputs = dict(model_dir=str(resolve_model(cfg)), records=records, output_dir=str(tmp_path / "prepared"),
+                  max_length=cfg.max_length, bf16=False, use_cpu=True)
+    done = run_take_home("01_label_masking", inputs, tmp_path / "script")
+    lines = done.stdout.strip().splitlines()
+    printed = [int(line.split()[-1]) for line in lines[:-1]]  # the last line counts the unmasked form's tokens
+    assert printed == list(prepared(tiny)[0]["labels"])
+    assert sum(label != -100 for label in printed) == 3
+    trained, _, total, *_ = lines[-1].split()
+    assert int(trained) == int(total) == len(printed)

@@ -7,8 +7,11 @@ import torch
 from helpers.config import make_config
 from helpers.data import prepare_splits, to_chat_records
 from helpers.model import load_model, training_precision
-from helpers.training import (build_lora_config, build_sft_config, folder_sizes, make_trainer, micro_batch_size,
-                              read_train_log, record_tokens, save_adapter_and_merged, train, train_losses)
+from helpers.model import resolve_model
+from helpers.training import (build_lora_config, build_sft_config, config_record, folder_sizes, make_trainer,
+                              micro_batch_size, read_train_log, record_tokens, save_adapter_and_merged, train,
+                              train_losses)
+from take_home import run_take_home
 
 
 @pytest.fixture
@@ -62,9 +65,17 @@ def test_lora_targets_every_linear_projection(cfg):
 
     from helpers.model import load_model
 
+    from peft import get_peft_model
+
     every = dataclasses.replace(cfg, lora_layers=0)
-    lora = build_lora_config(every, load_model(every)[0])
-    assert lora.target_modules == "all-linear" and (lora.r, lora.lora_alpha) == (cfg.lora_r, cfg.lora_alpha)
+    model = load_model(every)[0]
+    lora = build_lora_config(every, model)
+    assert (lora.r, lora.lora_alpha) == (cfg.lora_r, cfg.lora_alpha)
+    assert lora.layers_to_transform == list(range(model.config.num_hidden_layers))
+    # the seven projections of every block: what peft's "all-linear" picks, and nothing else (not the LM head)
+    linear = {name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in name}
+    named = {name for name, _ in get_peft_model(model, lora).named_modules() if name.endswith(".lora_A")}
+    assert {name.split("base_model.model.", 1)[1].rsplit(".lora_A", 1)[0] for name in named} == linear
 
 
 @pytest.mark.slow
@@ -222,4 +233,43 @@ def test_lora_on_the_top_blocks_names_the_projections_and_stops_backward_there(c
     assert trained == {str(model.config.num_hidden_layers - 1)}
     hidden = peft_model(torch.tensor([[1, 2, 3]]), output_hidden_states=True).hidden_states
     assert not hidden[-2].requires_grad and hidden[-1].requires_grad  # autograd never enters the frozen blocks
-    assert build_lora_config(dataclasses.replace(cfg, lora_layers=99), model).target_modules == "all-linear"
+    every = build_lora_config(dataclasses.replace(cfg, lora_layers=99), model)  # more than the model has: every block
+    assert every.layers_to_transform == list(range(model.config.num_hidden_layers))
+
+
+@pytest.mark.slow
+def test_the_take_home_cells_train_merge_and_score_on_their_own(cfg, records, tmp_path):
+    """Notebook 02's take-home cells as a learner's script: a model folder, a few records, the knobs as plain values;
+    they train a LoRA adapter with a log, save it, merge it, and score a review."""
+    train_records, eval_records = records
+    inputs = dict(model_dir=str(resolve_model(cfg)), train_records=train_records[:8], eval_records=eval_records[:4],
+                  labels=list(cfg.labels), device="cpu", dtype="float32", lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                  projections=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                  lora_blocks=[1], output_dir=str(tmp_path / "trainer"), max_steps=2, batch_size=4, micro_batch=4,
+                  learning_rate=3e-4, seed=1, logging_steps=1, eval_steps=1, report_to="none", max_length=128,
+                  padding_free=False, sampling="group_by_length", bf16=False, use_cpu=True,
+                  adapter_dir=str(tmp_path / "adapter"), merged_dir=str(tmp_path / "merged"))
+    done = run_take_home("02_logged_training", inputs, tmp_path / "script")
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert (tmp_path / "merged" / "model.safetensors").exists() and (tmp_path / "merged" / "tokenizer.json").exists()
+    probabilities = json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+    assert list(probabilities) == list(cfg.labels) and sum(probabilities.values()) == pytest.approx(1, abs=2e-3)
+
+
+@pytest.mark.slow
+def test_the_notebook_s_library_objects_equal_the_helpers_and_its_few_lines_score_as_the_predictor(course_run):
+    """One procedure: notebook 02 writes LoraConfig and SFTConfig out; the twin and the experiments build them with
+    build_lora_config and build_sft_config. For the smoke run's config the two are the same objects, and the
+    notebook's label scoring in a few lines gives the fast predictor's probabilities."""
+    run_dir = course_run.through("02_logged_training")
+    metrics = json.loads((run_dir / "02_logged_training" / "metrics.json").read_text())
+    cfg = make_config("smoke", **{k: v for k, v in metrics["config"].items() if k in ("run_dir", "response_cache")})
+    model, tokenizer = load_model(cfg)
+    splits = prepare_splits(cfg)
+    lengths = record_tokens(to_chat_records(splits.train, cfg) + to_chat_records(splits.eval, cfg), tokenizer)
+    sft = build_sft_config(cfg, run_dir / "02_logged_training" / "trainer", with_eval=True,
+                           micro_batch=micro_batch_size(cfg, lengths))
+    assert metrics["library_configs"]["sft"] == config_record(sft)
+    lora = {**config_record(build_lora_config(cfg, model)), "base_model_name_or_path": resolve_model(cfg)}  # peft's
+    assert metrics["library_configs"]["lora"] == lora  # note of the model it wrapped
+    assert metrics["scoring_difference"] < 1e-4
