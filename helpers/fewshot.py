@@ -13,6 +13,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -191,13 +192,80 @@ async def run_local_models(served: dict, runs, test_df: pd.DataFrame, cfg: Cours
     rows, biases = [], decision_biases(served, cfg)
     with llama_server(served, cfg, log_path, biases=biases) as base_url:
         for alias, shots, method in runs:
-            backend = f"llama.cpp:{fingerprint(served[alias])[:12]}"
-            if alias in biases:  # the same file under another rule answers otherwise
-                rule = json.dumps(biases[alias], sort_keys=True).encode()
-                backend += f"+rule:{hashlib.sha256(rule).hexdigest()[:8]}"
+            backend = local_backend(served[alias], biases.get(alias))
             row = await run_backend(backend, base_url, "local", alias, test_df, cfg, cache, shots)
             rows.append({**row, "method": method, "size_mb": Path(served[alias]).stat().st_size / 1e6})
     return rows
+
+
+def local_backend(path, bias: dict | None = None) -> str:
+    """The name a GGUF file's answers from a llama.cpp server are cached under: the file's content hash, and the
+    decision rule the server adds to its requests (`bias`, {token id: offset}) when it has one, since the same file
+    under another rule answers otherwise. Never its alias or path."""
+    backend = f"llama.cpp:{fingerprint(path)[:12]}"
+    if bias:
+        rule = json.dumps(bias, sort_keys=True).encode()
+        backend += f"+rule:{hashlib.sha256(rule).hexdigest()[:8]}"
+    return backend
+
+
+class CachedClient:
+    """The answer cache as a speed trick, in one line a learner may delete: `client = CachedClient(client, cache,
+    backend)`. Its `chat.completions.create(model=..., messages=..., **params)` answers from `cache` a request
+    (backend, model, messages, parameters) that was answered before, and sends any other one through `client`,
+    caching the answer as soon as it arrives: the same cache, under the same keys, as `classify_async`, so the
+    notebook's own calls and the `compare` command share their answers. It notes each answer's latency (measured when
+    it was sent, also for a cache hit), token usage and whether it was cached, in `records`, for `answers_row`."""
+
+    def __init__(self, client, cache: ResponseCache, backend: str):
+        self.client, self.cache, self.backend = client, cache, backend
+        self.records, self.started, self.finished = [], None, None
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
+
+    async def create(self, *, model: str, messages: list, **params):
+        from openai.types.chat import ChatCompletion
+
+        self.started = self.started or time.perf_counter()
+        key = self.cache.key(self.backend, model, messages, params)
+        hit = self.cache.get(key)
+        response = None
+        if hit is None:
+            start = time.perf_counter()
+            response = await self.client.chat.completions.create(model=model, messages=messages, **params)
+            usage = response.usage
+            hit = {"answer": response.choices[0].message.content or "", "latency": time.perf_counter() - start,
+                   "prompt_tokens": usage.prompt_tokens if usage else 0,
+                   "completion_tokens": usage.completion_tokens if usage else 0}
+            self.cache.put(key, hit)
+        self.records.append({**hit, "cached": response is None})
+        self.finished = time.perf_counter()
+        return response or ChatCompletion.model_validate({
+            "id": f"cached-{key[:12]}", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": hit["answer"]}}],
+            "usage": {"prompt_tokens": hit["prompt_tokens"], "completion_tokens": hit["completion_tokens"],
+                      "total_tokens": hit["prompt_tokens"] + hit["completion_tokens"]}})
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def answers_row(client, predicted, gold, cfg: CourseConfig, model: str, shots, method: str, path) -> dict:
+    """The result row of labels a notebook's own requests gave (`predicted`, in the order of `gold`), in the form of
+    `run_local_models`' rows: scores from the labels; latency, prompt tokens and throughput from the `CachedClient`'s
+    records (None without one: the speed trick was deleted); size from the GGUF file at `path`."""
+    records = getattr(client, "records", [])[-len(predicted):]  # a cell run again asks again: its last answers
+    if len(records) == len(predicted):
+        # latency and tokens are medians and counts: the order the answers arrived in does not matter
+        results = [{**record, "label": label} for record, label in zip(records, predicted)]
+        summary = summarise(results, list(gold), model, cfg, client.finished - client.started)
+    else:
+        summary = {**classification_metrics(list(gold), list(predicted), cfg.labels), "median_latency_s": None,
+                   "median_prompt_tokens": None, "reviews_per_second": None, "cost_per_1000_usd": 0.0, "cached": 0,
+                   "predictions": list(predicted)}
+    backend = getattr(client, "backend", "llama.cpp")
+    return {"backend": backend, "model": model, "shots": len(shots), **summary, "method": method,
+            "size_mb": Path(path).stat().st_size / 1e6}
 
 
 def cost_usd(results: list[dict], model: str, cfg: CourseConfig) -> float:

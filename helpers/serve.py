@@ -77,8 +77,9 @@ def llama_server(models: dict, cfg: CourseConfig, log_path: Path, port: int | No
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     config = {"host": HOST, "port": port, "models": [
+        # the settings notebook 04's `python -m llama_cpp.server` command passes (n_threads_batch: every core else)
         {"model": str(path), "model_alias": alias, "n_ctx": cfg.context_length, "n_threads": cfg.threads,
-         "n_threads_batch": cfg.threads, "n_batch": 512, "seed": cfg.seed, "verbose": False}  # batch: every core else
+         "n_threads_batch": cfg.threads, "verbose": False}
         for alias, path in models.items()], "course_logit_bias": biases}
     config_path = log_path.with_suffix(".config.json")
     config_path.write_text(json.dumps(config, indent=2))

@@ -95,7 +95,7 @@ CHAPTERS = {
     FEWSHOT: Chapter(
         "Few-shot vs fine-tuned",
         "The local llama.cpp server answering the real `openai` client on 127.0.0.1 and the results table; then run "
-        "the server cell a second time: every answer comes from the response cache and no request is sent.",
+        "the cell that sends the requests (`asyncio.gather`) a second time: every answer comes from the response cache and no request is sent.",
         "Five labelled examples in the prompt: what macro-F1 does the base model reach 5-shot, against its zero-shot "
         "score from 02?",
         ("results", "method=base 5-shot (GGUF)", "macro_f1"), "{:.3f}",

@@ -309,3 +309,114 @@ def test_an_interrupted_run_stops_after_n_answers_and_the_next_run_reads_them_fr
     done = asyncio.run(run_until_interrupted({"tiny": f16}, runs, df, cfg, tmp_path / "other.jsonl",
                                              tmp_path / "s.log", stop_after=10))  # more than it has to ask
     assert done == {"answered": 4, "seconds": done["seconds"], "interrupted": False}
+
+
+# --- notebook 04's take-home cells, and the helper path that must send the same requests -----------------------------
+
+STEM = "04_few_shot_vs_finetuned"
+
+
+def take_home_function(name: str, **scope):
+    """The function `name` as notebook 04's take-home cells define it, with the plain names it reads in `scope`."""
+    import ast
+
+    from take_home import take_home_cells
+
+    for source in take_home_cells(STEM):
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef) and node.name == name:
+                exec(compile(ast.Module([node], []), f"<{STEM}>", "exec"), scope)
+                return scope[name]
+    raise LookupError(f"no take-home cell of {STEM} defines {name}()")
+
+
+def test_the_take_home_cells_read_answers_and_build_messages_as_the_helpers_do(cfg):
+    import re
+
+    from helpers.evaluate import parse_label
+
+    to_label = take_home_function("to_label", re=re, labels=list(cfg.labels))
+    answers = ["Positive.", " negative\n", "NEUTRAL", "positive or negative", "not positive", "", "positive positive",
+               "Negative: the screen broke", "neutral-ish", "5 stars", "positive, neutral", "It is positive."]
+    assert [to_label(a) for a in answers] == [parse_label(a, cfg.labels) for a in answers]
+    shots = [("good", "positive"), ("bad", "negative")]
+    few_shot_messages = take_home_function("few_shot_messages", system_prompt=cfg.system_prompt, shots=shots)
+    assert few_shot_messages("the review") == build_messages("the review", cfg, shots)
+
+
+def test_the_cached_client_shares_the_helper_path_s_answers_and_gives_a_row_of_its_form(flaky, cfg, tmp_path):
+    from helpers.fewshot import CachedClient, answers_row
+
+    cache, shots = ResponseCache(tmp_path / "c.jsonl"), [("a great box", "positive")]
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF")
+
+    async def ask(texts):  # what the take-home cells do, with the speed-trick line in between
+        client = CachedClient(make_client(flaky, "local", cfg), cache, backend="test")
+        answers = [(await client.chat.completions.create(model="m", messages=build_messages(t, cfg, shots),
+                                                         max_tokens=5, temperature=0)).choices[0].message.content
+                   for t in texts]
+        await client.close()
+        return client, answers
+
+    client, answers = asyncio.run(ask(TEXTS))
+    assert answers == ["Positive.", "neutral", "Positive.", "neutral"] and len(FlakyOpenAI.seen) == 4
+    predicted = ["positive", "neutral", "positive", "neutral"]
+    row = answers_row(client, predicted, predicted, cfg, "m", shots, "m 1-shot", path)
+    df = pd.DataFrame({"text": TEXTS, "label": predicted})
+    helper = asyncio.run(run_backend("test", flaky, "local", "m", df, cfg, cache, shots, progress=False))
+    assert len(FlakyOpenAI.seen) == 4 and helper["cached"] == 4  # the same keys: the helper sent nothing
+    assert set(row) == set(helper) | {"method", "size_mb"} and row["predictions"] == helper["predictions"]
+    assert row["accuracy"] == 1.0 and row["cached"] == 0 and row["median_prompt_tokens"] == 100
+    again, answers_again = asyncio.run(ask(TEXTS))
+    assert answers_again == answers and len(FlakyOpenAI.seen) == 4 and all(r["cached"] for r in again.records)
+    assert answers_row(again, predicted, predicted, cfg, "m", shots, "x", path)["reviews_per_second"] is None
+    bare = answers_row(object(), predicted, predicted, cfg, "m", shots, "x", path)  # the speed trick deleted
+    assert bare["accuracy"] == 1.0 and bare["median_latency_s"] is None
+
+
+@pytest.mark.slow
+def test_the_take_home_cells_get_an_answer_from_a_real_llama_cpp_server_for_every_review(tiny_gguf, tmp_path):
+    from helpers.serve import free_port, port_is_taken
+    from take_home import run_take_home
+
+    cfg, _, f16, _ = tiny_gguf
+    reviews = [("Works well.", "positive"), ("Broke at once.", "negative"), ("It is a box.", "neutral")]
+    port = free_port()
+    inputs = {"gguf_path": str(f16), "model_alias": "tiny", "port": port, "n_ctx": 512, "n_threads": cfg.threads,
+              "server_log": str(tmp_path / "server.log"), "system_prompt": cfg.system_prompt,
+              "labels": list(cfg.labels), "shots": [("Nice.", "positive"), ("Awful.", "negative")],
+              "test_reviews": reviews, "concurrency": 2, "request_timeout": 60.0, "max_retries": 0}
+    done = run_take_home(STEM, inputs, tmp_path / "work", timeout=300)
+    assert "serving: ['tiny']" in done.stdout
+    assert f"{len(reviews)} answers for {len(reviews)} reviews: accuracy " in done.stdout
+    assert done.stdout.count(" | answered ") == len(reviews)
+    assert "POST /v1/chat/completions" in (tmp_path / "server.log").read_text()  # the real server answered them
+    assert not port_is_taken(port)  # and was stopped
+
+
+@pytest.mark.slow
+def test_the_helper_path_sends_the_take_home_cells_requests_and_gets_their_labels(course_run, tmp_path):
+    """One procedure: `run_local_models` (the `compare` command's path) asks the base model with the requests notebook
+    04's take-home cells sent (every one is in the notebook's answer cache: same model file, messages and parameters),
+    and a server asked afresh gives the labels the take-home cells read."""
+    import shutil
+
+    from helpers.config import make_config
+    from helpers.gguf import base_model_gguf
+
+    run_dir = course_run.through(STEM)
+    metrics = json.loads((run_dir / STEM / "metrics.json").read_text())
+    cfg = make_config("smoke", run_dir=tmp_path / "run")
+    splits = prepare_splits(cfg)
+    shots = pick_shots(splits.train, cfg)
+    assert [tuple(s) for s in metrics["shots"]] == shots
+    shutil.copy(course_run.parameters["overrides"]["response_cache"], tmp_path / "notebook.jsonl")
+    runs, served = [("base", shots, "helper")], {"base": base_model_gguf(cfg)}
+    seen, fresh = (asyncio.run(run_local_models(served, runs, splits.test, cfg, ResponseCache(tmp_path / name),
+                                                tmp_path / "server.log"))[0]
+                   for name in ("notebook.jsonl", "fresh.jsonl"))
+    assert seen["cached"] == len(splits.test) and fresh["cached"] == 0
+    assert fresh["predictions"] == seen["predictions"] == metrics["take_home"]["predictions"]
+    base = next(r for r in metrics["results"] if r["method"] == f"base {cfg.shots}-shot (GGUF)")
+    assert (base["accuracy"], base["macro_f1"]) == (fresh["accuracy"], fresh["macro_f1"])
