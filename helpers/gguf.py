@@ -79,6 +79,14 @@ def prepare_converter(cfg: CourseConfig) -> Path:
     return script
 
 
+def converter_script(cfg: CourseConfig) -> Path:
+    """The path of llama.cpp's `convert_hf_to_gguf.py` that `make setup` unpacked (`prepare_converter`), checked."""
+    script = converter_dir(cfg) / "convert_hf_to_gguf.py"
+    if not script.exists():
+        raise GGUFError(f"llama.cpp's converter is missing ({script}). Run `make setup` to unpack it.")
+    return script
+
+
 QUANT_TYPES = {"Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M"}
 
 
@@ -93,9 +101,7 @@ def convert_to_gguf(cfg: CourseConfig, model_dir: Path, out_path: Path, outtype:
     """Run llama.cpp's `convert_hf_to_gguf.py` on a Hugging Face folder (merged, full precision).
 
     `outtype` is one the converter accepts: f32, f16, bf16, q8_0 (it rejects q4_k_m: that is `quantize_gguf`'s job)."""
-    script = converter_dir(cfg) / "convert_hf_to_gguf.py"
-    if not script.exists():
-        raise GGUFError(f"llama.cpp's converter is missing ({script}). Run `make setup` to unpack it.")
+    script = converter_script(cfg)
     model_dir, out_path = Path(model_dir), Path(out_path)
     if not (model_dir / "config.json").exists():
         raise GGUFError(f"{model_dir} is not a Hugging Face model folder (no config.json). Run notebook 02 first.")
@@ -221,15 +227,31 @@ def q4_k_m_file(cfg: CourseConfig, model_dir: Path, out: Path) -> Path:
     return out
 
 
+# {name in the tables: format of `RunLayout.gguf`}
+GGUF_FORMATS = {"GGUF f16": "f16", "GGUF Q8_0": "q8_0", "GGUF Q4_K_M": "Q4_K_M"}
+
+
 def build_gguf_files(cfg: CourseConfig, model_dir: Path, run: RunLayout) -> dict:
-    """f16 and q8_0 by the converter, then Q4_K_M from the f16 file by the quantizer, where the run layout keeps
-    them: {format: path}; the merged model's decision rule (`runs.read_decision`) is saved beside them."""
-    f16 = convert_to_gguf(cfg, model_dir, run.gguf("f16"), "f16")
-    q8 = convert_to_gguf(cfg, model_dir, run.gguf("q8_0"), "q8_0")
-    q4 = quantize_gguf(f16, run.gguf("Q4_K_M"), "Q4_K_M", cfg.threads)
+    """What notebook 03's take-home cells do, for the command twin and the experiments: f16 and q8_0 by the converter,
+    then Q4_K_M from the f16 file by the quantizer, where the run layout keeps them; then `gguf_files`."""
+    files = {name: run.gguf(fmt) for name, fmt in GGUF_FORMATS.items()}
+    convert_to_gguf(cfg, model_dir, files["GGUF f16"], "f16")
+    convert_to_gguf(cfg, model_dir, files["GGUF Q8_0"], "q8_0")
+    quantize_gguf(files["GGUF f16"], files["GGUF Q4_K_M"], "Q4_K_M", cfg.threads)
+    return gguf_files(model_dir, run)
+
+
+def gguf_files(model_dir: Path, run: RunLayout) -> dict:
+    """The chapter's GGUF files where the run layout keeps them, {format: path}, each checked to exist; the merged
+    model's decision rule (`runs.read_decision`) goes beside them, so that llama.cpp decides as the merged model."""
+    files = {name: run.gguf(fmt) for name, fmt in GGUF_FORMATS.items()}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise GGUFError(f"No GGUF file at {', '.join(missing)}: run the converter and the quantizer cells of notebook "
+                        f"03 (or `python -m helpers export`) first.")
     if (rule := read_decision(model_dir)) is not None:  # the decision rule goes with the files, for llama.cpp too
-        write_decision(rule, q4)
-    return {"GGUF f16": f16, "GGUF Q8_0": q8, "GGUF Q4_K_M": q4}
+        write_decision(rule, files["GGUF Q4_K_M"])
+    return files
 
 
 def base_model_gguf(cfg: CourseConfig) -> Path:

@@ -99,11 +99,15 @@ def course_run(tmp_path_factory) -> CourseRun:
     return CourseRun(folder / "run")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects: a test that reads the course run is always slow
 def pytest_collection_modifyitems(config, items):
     """The order pytest-xdist hands out modules (`--dist loadscope --no-loadscope-reorder`): first the chapters, read
     from the course run, the suite's longest chain (every notebook, each run again by nbval), which one worker runs;
     meanwhile the other workers take the modules with slow tests, then the worked solutions, which read the chapters'
     outputs and by then find them made, and last the quick unit tests, which fill whichever worker is free."""
+    for item in items:
+        if "course_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
 
     def order(item):

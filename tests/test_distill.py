@@ -227,6 +227,7 @@ def test_the_notebook_s_compute_loss_and_dataset_are_the_helper_s(cfg):
         assert losses[0] == pytest.approx(losses[1], rel=1e-6) and losses[0] > 0
 
 
+@pytest.mark.slow
 def test_the_notebook_s_training_arguments_are_the_helper_s(course_run):
     """Notebook 06 records the TrainingArguments its take-home cells built: `encoder_training_args(distill=True)`
     gives the same for the same config (the twin's student and rivals)."""

@@ -128,6 +128,7 @@ def test_the_notebook_s_dataset_is_the_helper_s(cfg):
     assert encoder_records(TRAIN) == RECORDS
 
 
+@pytest.mark.slow
 def test_the_notebook_s_training_arguments_are_the_helper_s(course_run):
     """Notebook 05 records the TrainingArguments its take-home cells built (the encoder's and SetFit's): the helper
     builders give the same for the same config, so the twin and the learning curve train as the notebook does."""

@@ -1,8 +1,10 @@
 import io
+import re
 import subprocess
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import gguf
@@ -164,3 +166,55 @@ def test_serving_exports_a_folder_once_and_refuses_what_is_no_chat_model(cfg, tm
     (tmp_path / "nothing").mkdir()
     with pytest.raises(GGUFError, match=r"nothing: not a model\. Serve a \.gguf file"):
         servable_gguf(cfg, tmp_path / "nothing")
+
+
+def test_the_chapter_s_files_are_where_the_layout_keeps_them_with_the_merged_model_s_decision_rule(tmp_path):
+    from helpers.gguf import gguf_files
+    from helpers.runs import RunLayout, read_decision, write_decision
+
+    run, merged = RunLayout(tmp_path / "run"), tmp_path / "merged"
+    with pytest.raises(GGUFError, match=r"No GGUF file at .*model-f16\.gguf.*run the converter and the quantizer "
+                                        r"cells of notebook 03"):
+        gguf_files(merged, run)
+    for fmt in ("f16", "q8_0", "Q4_K_M"):
+        run.gguf(fmt).parent.mkdir(parents=True, exist_ok=True)
+        run.gguf(fmt).write_bytes(b"GGUF")
+    files = gguf_files(merged, run)
+    assert files == {"GGUF f16": run.gguf("f16"), "GGUF Q8_0": run.gguf("q8_0"), "GGUF Q4_K_M": run.gguf("Q4_K_M")}
+    assert read_decision(files["GGUF Q4_K_M"]) is None  # the merged model has none: the most probable label
+    rule = {"rule": "offsets", "offsets": [0.5, 0.0, -0.5], "labels": ["negative", "neutral", "positive"],
+            "eval": None, "sentence": "tuned"}
+    write_decision(rule, merged)
+    gguf_files(merged, run)
+    assert read_decision(files["GGUF Q4_K_M"]) == rule
+
+
+def test_the_take_home_cells_convert_quantize_and_score_as_the_helpers_do(tiny_gguf, tmp_path):
+    """Notebook 03's take-home cells on their own, on the tiny model: the converter command and the quantizer call
+    write the very bytes of the helpers' `convert_to_gguf` and `quantize_gguf` (the `tiny_gguf` files), and the
+    `Llama(...)` label scoring prints the probabilities of the course's GGUF predictor for the same review."""
+    from helpers.gguf import converter_script
+    from helpers.predict import load_predictor
+    from take_home import run_take_home
+
+    cfg, source, f16, q4 = tiny_gguf
+    out = tmp_path / "gguf"
+    out.mkdir()
+    review = "The battery died after two days and the seller never answered my emails."
+    inputs = {"merged_dir": str(source), "converter": str(converter_script(cfg)),
+              "f16_path": str(out / "model-f16.gguf"), "q8_path": str(out / "model-q8_0.gguf"),
+              "q4_path": str(out / "model-Q4_K_M.gguf"), "threads": cfg.threads, "review": review,
+              "labels": list(cfg.labels), "system_prompt": cfg.system_prompt, "context_length": cfg.context_length}
+    done = run_take_home("03_gguf_quantization", inputs, tmp_path / "work")
+    written = {name: Path(inputs[name]) for name in ("f16_path", "q8_path", "q4_path")}
+    assert all(path.stat().st_size > 0 for path in written.values())
+    assert written["q4_path"].stat().st_size < written["q8_path"].stat().st_size < written["f16_path"].stat().st_size
+    assert written["f16_path"].read_bytes() == f16.read_bytes()  # the helpers' converter run, byte for byte
+    assert written["q4_path"].read_bytes() == q4.read_bytes()  # and their quantizer
+    printed = dict(re.findall(r"^P\((\w+)\) = ([0-9.]+)$", done.stdout, re.M))
+    assert list(printed) == list(cfg.labels), done.stdout[-2000:]
+    probabilities = np.array([float(printed[label]) for label in cfg.labels])
+    assert probabilities.sum() == pytest.approx(1, abs=1e-5)
+    assert f"answer: {cfg.labels[int(probabilities.argmax())]}" in done.stdout
+    helper = load_predictor(cfg, written["q4_path"]).probabilities([review])[0]
+    assert probabilities == pytest.approx(helper, abs=1e-4)
