@@ -60,17 +60,55 @@ def diagnose(log_history: list[dict], conflicting_texts: int = 0, batch_size: in
 
 
 def lr_sweep(cfg: CourseConfig, splits: Splits, out_dir: Path, progress: bool = False) -> dict:
-    """Train a fresh adapter for `cfg.sweep_steps` steps at each of `cfg.sweep_learning_rates`.
-    Returns {learning_rate: [(step, loss), ...]}."""
+    """Train a fresh adapter for `cfg.sweep_steps` steps at a constant rate (no warm-up, no decay: the curves differ
+    by their rate alone) for each of `cfg.sweep_learning_rates`, read each curve with `diagnose`, and score each
+    adapter on the eval split (never the test split: the sweep chooses). Returns {learning_rate: {"curve": [(step,
+    loss)], "status", "advice", "macro_f1", "predictions"}}."""
     records = to_chat_records(splits.train, cfg)
-    curves = {}
+    sweep = {}
     for lr in cfg.sweep_learning_rates:
         run = dataclasses.replace(cfg, learning_rate=lr, max_steps=cfg.sweep_steps, logging_steps=1)
-        trainer, result = train_fresh(run, records, Path(out_dir) / f"sweep_{lr:g}", progress=progress, warmup_steps=0)
-        curves[lr] = train_losses(result["log_history"])
-        del trainer  # each run loads its own base model: hand its memory back before the next one loads
+        trainer, result = train_fresh(run, records, Path(out_dir) / f"sweep_{lr:g}", progress=progress,
+                                      warmup_steps=0, lr_scheduler_type="constant")
+        scored = hf_predictor(trainer.model, trainer.processing_class, cfg).evaluate(splits.eval, progress=False)
+        reading = diagnose(result["log_history"], batch_size=cfg.batch_size, learning_rate=lr)
+        sweep[lr] = {"curve": train_losses(result["log_history"]), "status": reading["status"],
+                     "advice": reading["advice"], "macro_f1": scored["macro_f1"], "predictions": scored["predictions"]}
+        del trainer, scored  # each run loads its own base model: hand its memory back before the next one loads
         free_memory()
-    return curves
+    return sweep
+
+
+def sweep_sentence(sweep: dict, gold, labels, course_rate: float, seed: int = 0) -> str:
+    """What the sweep says, computed: which rate scored best on the eval split, how each curve ended, and whether
+    the well-known advice ("if the loss does not fall below ~0.5, try 1e-4 or 3e-4") held here. Differences are
+    called by the paired bootstrap over the eval reviews, so a small eval split says "tied" often."""
+    def row(lr):
+        return {"method": f"lr {lr:g}", "macro_f1": sweep[lr]["macro_f1"], "predictions": sweep[lr]["predictions"]}
+
+    def end(lr):
+        curve = [loss for _, loss in sweep[lr]["curve"]]
+        return float(np.mean(curve[-max(2, len(curve) // 4):]))
+    rates = sorted(sweep)
+    best = max(rates, key=lambda lr: sweep[lr]["macro_f1"])
+    ends = ", ".join(f"{lr:g} {end(lr):.2f} ({sweep[lr]['status']})" for lr in rates)
+    words = [f"After {len(sweep[best]['curve'])} steps the loss ended at {ends}."]
+    if best != course_rate and course_rate in sweep:
+        words.append(verdict(gold, row(best), row(course_rate), labels, seed, "the eval split")["sentence"])
+    else:
+        words.append(f"The best eval macro-F1 is the course's own rate, {best:g} ({sweep[best]['macro_f1']:.3f}).")
+    stuck = [lr for lr in rates if end(lr) > PLATEAU]
+    advised = [lr for lr in (1e-4, 3e-4) if lr in sweep]
+    if not stuck:
+        words.append(f"Every rate took the loss below {PLATEAU}, so the advice to try 1e-4 or 3e-4 when it stays above "
+                     f"was never needed here.")
+    elif advised:
+        fixed = [lr for lr in advised if end(lr) <= PLATEAU]
+        words.append(f"The loss stayed above {PLATEAU} at {', '.join(f'{lr:g}' for lr in stuck)}; "
+                     + (f"the advised {' and '.join(f'{lr:g}' for lr in fixed)} took it below, so the advice held."
+                        if fixed else "the advised 1e-4 and 3e-4 did not take it below either, so the advice did not "
+                        "help here: train longer, or look at the data."))
+    return " ".join(words)
 
 
 def layer_grid(cfg: CourseConfig, out_dir: Path, progress: bool = False) -> list[dict]:

@@ -3,7 +3,8 @@ import math
 import pytest
 
 from helpers.config import LABELS
-from helpers.diagnostics import batch_sentence, curve_noise, diagnose, learning_rate_sentence, lr_sweep
+from helpers.diagnostics import (batch_sentence, curve_noise, diagnose, learning_rate_sentence, lr_sweep,
+                                 sweep_sentence)
 from helpers.data import prepare_splits
 
 
@@ -55,10 +56,37 @@ def test_too_short_to_judge():
 
 
 @pytest.mark.slow
-def test_lr_sweep_gives_one_curve_per_rate(cfg):
-    cfg.sweep_learning_rates, cfg.sweep_steps = (1e-4, 1e-3), 2
-    curves = lr_sweep(cfg, prepare_splits(cfg), cfg.run_dir)
-    assert list(curves) == [1e-4, 1e-3] and all([s for s, _ in c] == [1, 2] for c in curves.values())
+def test_lr_sweep_gives_a_curve_a_reading_and_an_eval_score_per_rate_at_a_constant_rate(cfg):
+    cfg.sweep_learning_rates, cfg.sweep_steps = (1e-4, 1e-3), 4
+    splits = prepare_splits(cfg)
+    sweep = lr_sweep(cfg, splits, cfg.run_dir)
+    assert list(sweep) == [1e-4, 1e-3] and all([s for s, _ in r["curve"]] == [1, 2, 3, 4] for r in sweep.values())
+    assert all(r["status"] in ("ok", "plateau", "diverging") and len(r["predictions"]) == len(splits.eval)
+               and 0 <= r["macro_f1"] <= 1 for r in sweep.values())
+
+
+def sweep_of(ends: dict, f1: dict, n: int = 8) -> dict:
+    """A made-up sweep: each rate's curve falls from 3.0 to its end, and its predictions score its macro-F1."""
+    gold = ["negative", "neutral", "positive"] * 10
+    def predictions(score):
+        right = round(score * len(gold))
+        return gold[:right] + ["negative" if g != "negative" else "positive" for g in gold[right:]]
+    return gold, {lr: {"curve": [(i + 1, 3.0 + (end - 3.0) * min(1, i / (n // 2))) for i in range(n)],
+                       "status": "ok" if end <= 0.5 else "plateau", "advice": [],
+                       "macro_f1": f1[lr], "predictions": predictions(f1[lr])} for lr, end in ends.items()}
+
+
+def test_the_sweep_sentence_names_the_best_rate_and_tests_the_advice():
+    labels = ("negative", "neutral", "positive")
+    gold, stuck_high = sweep_of({1e-4: 0.3, 3e-4: 0.25, 1e-3: 0.2, 3e-3: 0.9}, {1e-4: 0.6, 3e-4: 0.7, 1e-3: 0.9, 3e-3: 0.2})
+    words = sweep_sentence(stuck_high, gold, labels, course_rate=1e-3)
+    assert "The best eval macro-F1 is the course's own rate, 0.001" in words
+    assert "stayed above 0.5 at 0.003; the advised 0.0001 and 0.0003 took it below, so the advice held." in words
+    gold, all_fine = sweep_of({1e-4: 0.3, 1e-3: 0.2}, {1e-4: 0.9, 1e-3: 0.5})
+    words = sweep_sentence(all_fine, gold, labels, course_rate=1e-3)
+    assert "lr 0.0001 (0.900 macro-F1) beats lr 0.001 (0.500)" in words and "was never needed here" in words
+    gold, none_help = sweep_of({1e-4: 2.0, 3e-4: 1.5, 1e-3: 0.4}, {1e-4: 0.4, 3e-4: 0.4, 1e-3: 0.8})
+    assert "did not help here" in sweep_sentence(none_help, gold, labels, course_rate=1e-3)
 
 
 @pytest.mark.slow
