@@ -317,13 +317,14 @@ def cmd_distill(args):
     run = args.run_dir or latest_run(RELATIVE.metrics_file(ALTERNATIVES), args.profile) or fresh_run_dir(args)
     cfg = config_from(args, run)
     out_dir = notebook_dir(cfg, DISTILLATION)
-    if recorded := recorded_distillation(cfg):
+    splits = prepare_splits(cfg)
+    pool = distillation_pool(cfg, splits)
+    if recorded := recorded_distillation(cfg, pool):
         record_metrics(cfg, DISTILLATION, **recorded_metrics(recorded))
         return cfg, (f"{recorded_sentence(cfg, recorded)}\n\n{recorded_table(recorded).round(3).to_string()}\n\n" +
                      "\n\n".join(recorded_verdict(recorded).values()))
-    splits, ood = prepare_splits(cfg), out_of_domain_set(cfg)
+    ood = out_of_domain_set(cfg)
     comparison = Comparison({"test": splits.test} if ood is None else {"test": splits.test, "ood": ood}, cfg.labels)
-    pool = distillation_pool(cfg, splits)
     targets = teacher_probabilities(cfg, pool, out_dir)
     student = add_distillation_rows(comparison, cfg, splits.train, pool, targets, out_dir)
     curve = pool_curve(cfg, comparison, splits.train, pool, targets, out_dir)

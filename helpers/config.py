@@ -191,6 +191,9 @@ class CourseConfig:
     # (five MiniLM trainings on 1,440 gold rows plus the 1,049-row pool), more than the rest of the course together.
     distillation: str = "auto"
     distill_recorded: str = ""
+    # A pool with fewer rows teaches the student nothing worth its training: where the chapter would run live on such
+    # a pool ("auto"), it says so in one line and shows the recorded figures instead ("live" trains anyway).
+    distill_min_pool: int = 100
     # The demo page (make demo): the models' disagreements shown as examples are looked for in the first this many
     # reviews of the test split, every model scoring each of them once when the page starts.
     demo_scan_rows: int = 80
@@ -233,7 +236,7 @@ PROFILES = {
                   # the tiny model has 2 blocks: LoRA on the top one runs the workshop's top-K path
                   lora_layers=1, learning_rate=3e-4,
                   layer_grid_layers=(0, 1), layer_grid_rows=(12, 24), layer_grid_eval_size=12,
-                  distill_pool_size=24, distill_curve_sizes=(8, 16)),
+                  distill_pool_size=24, distill_curve_sizes=(8, 16), distill_min_pool=8),
     # The default: SmolLM2-135M-Instruct on the Amazon snippets, on 2 cores (TEACHING.md times each notebook).
     "workshop": dict(),
     # The workshop with the whole balanced training split (2,049 rows of the Amazon snippets) for two epochs at batch 8,

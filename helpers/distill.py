@@ -320,13 +320,18 @@ def add_kept_student_row(comparison: Comparison, cfg: CourseConfig) -> None:
 
 # --- the recorded chapter: what the workshop shows in place of a 34-minute run ---------------------------------------
 
-def recorded_distillation(cfg: CourseConfig) -> dict | None:
+def recorded_distillation(cfg: CourseConfig, pool: pd.DataFrame | None = None) -> dict | None:
     """None where notebook 06 runs live (`cfg.distillation`: "live", or "auto" anywhere but the workshop profile on
     the course's own data and model, or where no recorded file exists); else the figures `make bench PARTS=distill`
-    recorded (`bench.part_distill`), read from `cfg.distill_recorded` (default `RECORDED`)."""
+    recorded (`bench.part_distill`), read from `cfg.distill_recorded` (default `RECORDED`). Where "auto" would run live
+    on a `pool` of fewer than `cfg.distill_min_pool` rows, the recorded figures too, marked with the pool's size
+    ("small_pool"): such a pool teaches nothing worth minutes of training."""
     path = Path(cfg.distill_recorded) if cfg.distill_recorded else RECORDED
     course_default = (cfg.profile, cfg.dataset, cfg.model) == ("workshop", "amazon", "embedded:smollm2")
     if cfg.distillation == "live" or (cfg.distillation == "auto" and not (course_default and path.is_file())):
+        small = pool is not None and len(pool) < cfg.distill_min_pool
+        if small and cfg.distillation == "auto" and path.is_file():
+            return {**json.loads(path.read_text(encoding="utf-8")), "small_pool": len(pool)}
         return None
     if not path.is_file():
         raise RunError(f"No recorded distillation figures at {path}: {RECORDED_COMMAND} writes them, or set "
@@ -338,6 +343,12 @@ def recorded_sentence(cfg: CourseConfig, recorded: dict) -> str:
     """Where the figures come from and how to make them yourself: the first thing the recorded chapter says."""
     runs = recorded["runs"]
     minutes, chapter = (sum(r[key] for r in runs) / len(runs) / 60 for key in ("course_wall_seconds", "wall_seconds"))
+    if "small_pool" in recorded:
+        return (f"Not run here: the pool has {recorded['small_pool']:,} rows, fewer than distill_min_pool "
+                f"({cfg.distill_min_pool}), too few for the teacher to teach a student anything. Give your file rows "
+                f"with an empty label (they become the pool), or set distillation='live' to train anyway. Below: what "
+                f"`{recorded['command']}` measured on the course's own data ({recorded['profile']} profile, seeds "
+                f"{', '.join(str(r['seed']) for r in runs)}; notebook 06 alone took {chapter:.0f} min per seed).")
     return (f"Recorded, not run here: in the {cfg.profile} profile this chapter takes longer than the "
             f"workshop's budget, so it shows notebook 06 as `{recorded['command']}` measured it on "
             f"{recorded['date'][:10]} ({recorded['cpus']} cores, the {recorded['profile']} profile, seeds "
@@ -397,4 +408,5 @@ def recorded_metrics(recorded: dict) -> dict:
     keep = ("results", "verdict", "curve", "pool_rows", "pool_unlabelled", "alpha", "teacher_labelled")
     return {**{key: first[key] for key in keep if key in first},
             "recorded": {key: recorded[key] for key in ("command", "date", "profile", "cpus", "gaps")}
-            | {"seeds": [r["seed"] for r in recorded["runs"]]}}
+            | {"seeds": [r["seed"] for r in recorded["runs"]]}
+            | ({"small_pool": recorded["small_pool"]} if "small_pool" in recorded else {})}

@@ -153,6 +153,24 @@ def test_the_workshop_on_the_course_s_data_shows_the_recorded_chapter_and_anythi
         make_config("smoke", distillation="sometimes")
 
 
+def test_a_pool_too_small_to_teach_gets_one_line_and_the_recorded_figures_instead_of_training(cfg, tmp_path):
+    """A learner's own file with no empty labels left a pool of 5 rows that ran the chapter live for minutes: now
+    "auto" shows the recorded figures with one line that says why and what to add; "live" still trains."""
+    recorded = distill.RECORDED
+    own = dataclasses.replace(cfg, dataset="own.csv", distill_recorded="")
+    tiny = pd.DataFrame({"text": TEXTS[:5], "label": GOLD[:5]})
+    shown = distill.recorded_distillation(own, tiny)
+    assert shown["small_pool"] == 5 and shown["runs"] == json.loads(recorded.read_text())["runs"]
+    line = distill.recorded_sentence(own, shown)
+    assert line.startswith(f"Not run here: the pool has 5 rows, fewer than distill_min_pool ({own.distill_min_pool})")
+    assert "rows with an empty label" in line and "distillation='live'" in line
+    assert distill.recorded_metrics(shown)["recorded"]["small_pool"] == 5
+    big = pd.DataFrame({"text": TEXTS * own.distill_min_pool, "label": GOLD * own.distill_min_pool})
+    assert distill.recorded_distillation(own, big) is None  # a pool that can teach: live
+    assert distill.recorded_distillation(dataclasses.replace(own, distillation="live"), tiny) is None
+    assert distill.recorded_distillation(own) is None  # no pool given: as before
+
+
 def test_a_solution_trains_the_chapter_s_student_where_the_chapter_was_recorded(cfg):
     gold = pd.DataFrame({"text": TEXTS, "label": GOLD})
     pool = pd.DataFrame({"text": TEXTS[:6], "label": UNLABELLED})
