@@ -233,7 +233,11 @@ def prepared_dataset(cfg: CourseConfig, records, **sft_extra):
 def train_fresh(cfg: CourseConfig, records, output_dir: Path, expect: str = "answer", progress: bool = False,
                 **trainer_extra):
     """Train a new adapter on a freshly loaded base model: (trainer, run) with run as `train` returns it."""
+    from transformers import PrinterCallback
+
     trainer = fresh_trainer(cfg, records, output_dir, disable_tqdm=not progress, **trainer_extra)
+    if not progress:  # without a progress bar the Trainer prints every log row instead: the log history keeps them
+        trainer.remove_callback(PrinterCallback)
     return trainer, train(trainer, len(records), expect=expect)
 
 
