@@ -52,8 +52,8 @@ from helpers.formats import compare_formats
 from helpers.gguf import q4_k_m_file
 from helpers.model import free_memory, load_model, resolve_model, training_precision
 from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
-from helpers.runs import (ALTERNATIVES, DISTILLATION, RunLayout, _json_safe, course_notebooks, course_runs, layout, load_metrics,
-                          new_run_dir)
+from helpers.runs import (ALTERNATIVES, DISTILLATION, RunLayout, course_notebooks, course_runs, json_safe, layout,
+                          load_metrics, new_run_dir)
 from helpers.training import fresh_trainer, make_trainer, save_adapter_and_merged, train, trained_layers
 
 
@@ -256,7 +256,7 @@ def course_with_memory(profile: str, overrides: dict | None = None, root: Path =
     knobs = run_dir / "bench-knobs.json"
     # an empty few-shot answer cache, as on a fresh machine (a warm one made notebook 04 take 12 s instead of 121 s)
     cold = {"response_cache": str(run_dir / "bench-responses.jsonl")}
-    knobs.write_text(json.dumps(_json_safe({**cold, **(overrides or {})})))
+    knobs.write_text(json.dumps(json_safe({**cold, **(overrides or {})})))
     command = [sys.executable, "-m", "helpers", "course", "--profile", profile, "--run-dir", str(run_dir),
                "--config", str(knobs)]
     if only:
@@ -627,7 +627,7 @@ def save_results(results: dict, path: Path | None = None, folder: Path = ROOT / 
     folder.mkdir(parents=True, exist_ok=True)
     path = Path(path) if path else folder / f"bench-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_json_safe(results), indent=2))
+    tmp.write_text(json.dumps(json_safe(results), indent=2))
     tmp.replace(path)
     return path
 
@@ -833,7 +833,7 @@ def part_distill(bench: Bench) -> bool:
         recorded = {"command": f"make bench PARTS=distill PROFILE={bench.cfg.profile}", "date": bench.results["date"],
                     "cpus": bench.results["cpus"], "threads": bench.results["threads"], **out}
         Path(bench.recorded).parent.mkdir(parents=True, exist_ok=True)
-        Path(bench.recorded).write_text(json.dumps(_json_safe(recorded), indent=1) + "\n", encoding="utf-8")
+        Path(bench.recorded).write_text(json.dumps(json_safe(recorded), indent=1) + "\n", encoding="utf-8")
     return True
 
 

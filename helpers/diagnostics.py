@@ -21,6 +21,11 @@ from helpers.training import train_fresh, train_losses
 PLATEAU = 0.5  # answer-only loss above this after the first stretch means the model is not learning the task
 
 
+def curve_window(points: int) -> int:
+    """How many losses at each end of a curve `diagnose` averages: a quarter of them, at least 2."""
+    return max(2, points // 4)
+
+
 def diagnose(log_history: list[dict], conflicting_texts: int = 0, batch_size: int | None = None,
              learning_rate: float | None = None) -> dict:
     """{"status": "ok"|"nan"|"diverging"|"plateau"|"too short", "advice": [sentences]} for a log history."""
@@ -34,7 +39,7 @@ def diagnose(log_history: list[dict], conflicting_texts: int = 0, batch_size: in
         return {"status": "nan", "advice": [
             f"The loss became NaN/inf at step {step}. Lower the learning rate (÷10), check for empty texts, and on a "
             f"GPU prefer bf16 over fp16 (fp16 overflows)."]}
-    window = max(2, len(losses) // 4)
+    window = curve_window(len(losses))
     start, end = losses[:window].mean(), losses[-window:].mean()
     lr = f" (now {learning_rate:g})" if learning_rate else ""
     low = losses[window:-window].min() if len(losses) > 2 * window else end
@@ -63,7 +68,7 @@ def lr_sweep(cfg: CourseConfig, splits: Splits, out_dir: Path, progress: bool = 
     """Train a fresh adapter for `cfg.sweep_steps` steps at a constant rate (no warm-up, no decay: the curves differ
     by their rate alone) for each of `cfg.sweep_learning_rates`, read each curve with `diagnose`, and score each
     adapter on the eval split (never the test split: the sweep chooses). Returns {learning_rate: {"curve": [(step,
-    loss)], "status", "advice", "macro_f1", "predictions"}}."""
+    loss)], "status", "end_loss" (the curve's end as `diagnose` averages it), "advice", "macro_f1", "predictions"}}."""
     records = to_chat_records(splits.train, cfg)
     sweep = {}
     for lr in cfg.sweep_learning_rates:
@@ -72,8 +77,10 @@ def lr_sweep(cfg: CourseConfig, splits: Splits, out_dir: Path, progress: bool = 
                                       warmup_steps=0, lr_scheduler_type="constant")
         scored = hf_predictor(trainer.model, trainer.processing_class, cfg).evaluate(splits.eval, progress=False)
         reading = diagnose(result["log_history"], batch_size=cfg.batch_size, learning_rate=lr)
+        losses = [loss for _, loss in train_losses(result["log_history"])]
         sweep[lr] = {"curve": train_losses(result["log_history"]), "status": reading["status"],
-                     "advice": reading["advice"], "macro_f1": scored["macro_f1"], "predictions": scored["predictions"]}
+                     "end_loss": float(np.mean(losses[-curve_window(len(losses)):])), "advice": reading["advice"],
+                     "macro_f1": scored["macro_f1"], "predictions": scored["predictions"]}
         del trainer, scored  # each run loads its own base model: hand its memory back before the next one loads
         free_memory()
     return sweep
@@ -86,24 +93,21 @@ def sweep_sentence(sweep: dict, gold, labels, course_rate: float, seed: int = 0)
     def row(lr):
         return {"method": f"lr {lr:g}", "macro_f1": sweep[lr]["macro_f1"], "predictions": sweep[lr]["predictions"]}
 
-    def end(lr):
-        curve = [loss for _, loss in sweep[lr]["curve"]]
-        return float(np.mean(curve[-max(2, len(curve) // 4):]))
     rates = sorted(sweep)
     best = max(rates, key=lambda lr: sweep[lr]["macro_f1"])
-    ends = ", ".join(f"{lr:g} {end(lr):.2f} ({sweep[lr]['status']})" for lr in rates)
+    ends = ", ".join(f"{lr:g} {sweep[lr]['end_loss']:.2f} ({sweep[lr]['status']})" for lr in rates)
     words = [f"After {len(sweep[best]['curve'])} steps the loss ended at {ends}."]
     if best != course_rate and course_rate in sweep:
         words.append(verdict(gold, row(best), row(course_rate), labels, seed, "the eval split")["sentence"])
     else:
         words.append(f"The best eval macro-F1 is the course's own rate, {best:g} ({sweep[best]['macro_f1']:.3f}).")
-    stuck = [lr for lr in rates if end(lr) > PLATEAU]
+    stuck = [lr for lr in rates if sweep[lr]["end_loss"] > PLATEAU]
     advised = [lr for lr in (1e-4, 3e-4) if lr in sweep]
     if not stuck:
         words.append(f"Every rate took the loss below {PLATEAU}, so the advice to try 1e-4 or 3e-4 when it stays above "
                      f"was never needed here.")
     elif advised:
-        fixed = [lr for lr in advised if end(lr) <= PLATEAU]
+        fixed = [lr for lr in advised if sweep[lr]["end_loss"] <= PLATEAU]
         words.append(f"The loss stayed above {PLATEAU} at {', '.join(f'{lr:g}' for lr in stuck)}; "
                      + (f"the advised {' and '.join(f'{lr:g}' for lr in fixed)} took it below, so the advice held."
                         if fixed else "the advised 1e-4 and 3e-4 did not take it below either, so the advice did not "

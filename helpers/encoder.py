@@ -155,14 +155,6 @@ def encoder_training_args(cfg: CourseConfig, output_dir: Path, progress: bool = 
         remove_unused_columns=not distill)
 
 
-def training_args_dict(args) -> dict:
-    """`args.to_dict()` (transformers' or setfit's TrainingArguments) with what JSON cannot hold (setfit's loss class
-    and distance function) by name: what the notebooks record, and what the tests compare with the builders'."""
-    plain = (str, int, float, bool, type(None), list, dict)
-    return {key: value if isinstance(value, plain) else getattr(value, "__qualname__", None) or str(value)
-            for key, value in args.to_dict().items()}
-
-
 def encoder_records(train_df: pd.DataFrame, targets: np.ndarray | None = None) -> list[dict]:
     """The training rows as plain dicts, as the notebooks hand them to their take-home cells: text and label ("" for
     none), and with `targets` the teacher's probabilities (None for a row the teacher did not label)."""

@@ -266,24 +266,37 @@ def chapter_metrics(cfg: CourseConfig, notebook: str) -> dict:
     return found
 
 
-def _json_safe(value):
+def json_safe(value):
+    """`value` as JSON can hold it: dicts and sequences walked, paths and sets (sorted) made plain, numpy and torch
+    scalars unwrapped, non-finite floats None, and anything else JSON lacks (a class, a function: setfit's loss and
+    distance) by its qualified name or its string."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(json_safe(v) for v in value)
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item"):  # numpy and torch scalars
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    return value
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return getattr(value, "__qualname__", None) or str(value)
+
+
+def config_record(config) -> dict:
+    """A library's config object (SFTConfig, LoraConfig, transformers' or setfit's TrainingArguments) as the notebooks
+    record it in their metrics and the tests compare it with the helpers' builders: its `to_dict()`, `json_safe`."""
+    return json_safe(config.to_dict())
 
 
 def merge_json(path: Path, values: dict, first: dict | None = None) -> Path:
     """Merge `values` into the JSON object at `path` (starting from `first` if the file is new), atomically."""
     data = json.loads(path.read_text()) if path.exists() else dict(first or {})
-    data.update(_json_safe(values))
+    data.update(json_safe(values))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
@@ -294,7 +307,7 @@ def record_metrics(cfg: CourseConfig, notebook: str, **values) -> Path:
     """Merge `values` into `<run_dir>/<notebook>/metrics.json` with the config and package versions that made them.
     A file written under another config (the same step run again with other settings) is started over, so that no
     result ever sits beside settings that did not produce it."""
-    stamp = {"notebook": notebook, "config": _json_safe(cfg.to_dict()), "versions": package_versions()}
+    stamp = {"notebook": notebook, "config": json_safe(cfg.to_dict()), "versions": package_versions()}
     notebook_dir(cfg, notebook)
     path = layout(cfg).metrics_file(notebook)
     if path.exists() and json.loads(path.read_text()).get("config") != stamp["config"]:
@@ -380,7 +393,7 @@ def run_course(profile: str, notebooks: list[Path] | None = None, root: Path = R
     run_dir = Path(run_dir).resolve() if run_dir else new_run_dir(profile, root)
     overrides = {**(overrides or {}), **({"from_run": str(Path(overrides["from_run"]).resolve())}
                                          if (overrides or {}).get("from_run") else {})}
-    parameters = {"profile": profile, "run_dir": str(run_dir), "overrides": _json_safe(overrides)}
+    parameters = {"profile": profile, "run_dir": str(run_dir), "overrides": json_safe(overrides)}
     notebooks = notebooks or course_notebooks()
     print(f"Run folder: {run_dir}")
     start, estimate = time.perf_counter(), None

@@ -95,20 +95,6 @@ def build_sft_config(cfg: CourseConfig, output_dir: Path, completion_only_loss: 
     return SFTConfig(**settings)
 
 
-def config_record(config) -> dict:
-    """A library config object (SFTConfig, TrainingArguments, LoraConfig) as JSON-ready values, to record in a
-    metrics file and to compare: sets become sorted lists, anything else that JSON lacks becomes its string."""
-    def plain(value):
-        if isinstance(value, (set, frozenset)):
-            return sorted(plain(v) for v in value)
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
-    return plain(config.to_dict())
-
-
 def weights_for_training(model, precision: str) -> list:
     """On a CPU in bf16, hold the frozen weights in bf16 for the run and attend eagerly. Autocast alone would cast
     every weight again in every step (16 % of a step here), and PyTorch's CPU flash-attention kernel is slow in bf16 at

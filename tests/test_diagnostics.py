@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from helpers.config import LABELS
@@ -61,6 +62,7 @@ def test_lr_sweep_gives_a_curve_a_reading_and_an_eval_score_per_rate_at_a_consta
     splits = prepare_splits(cfg)
     sweep = lr_sweep(cfg, splits, cfg.run_dir)
     assert list(sweep) == [1e-4, 1e-3] and all([s for s, _ in r["curve"]] == [1, 2, 3, 4] for r in sweep.values())
+    assert all(r["end_loss"] == pytest.approx(np.mean([loss for _, loss in r["curve"]][-2:])) for r in sweep.values())
     assert all(r["status"] in ("ok", "plateau", "diverging") and len(r["predictions"]) == len(splits.eval)
                and 0 <= r["macro_f1"] <= 1 for r in sweep.values())
 
@@ -72,7 +74,7 @@ def sweep_of(ends: dict, f1: dict, n: int = 8) -> dict:
         right = round(score * len(gold))
         return gold[:right] + ["negative" if g != "negative" else "positive" for g in gold[right:]]
     return gold, {lr: {"curve": [(i + 1, 3.0 + (end - 3.0) * min(1, i / (n // 2))) for i in range(n)],
-                       "status": "ok" if end <= 0.5 else "plateau", "advice": [],
+                       "end_loss": end, "status": "ok" if end <= 0.5 else "plateau", "advice": [],
                        "macro_f1": f1[lr], "predictions": predictions(f1[lr])} for lr, end in ends.items()}
 
 

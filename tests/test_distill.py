@@ -249,14 +249,13 @@ def test_the_notebook_s_compute_loss_and_dataset_are_the_helper_s(cfg):
 def test_the_notebook_s_training_arguments_are_the_helper_s(course_run):
     """Notebook 06 records the TrainingArguments its take-home cells built: `encoder_training_args(distill=True)`
     gives the same for the same config (the twin's student and rivals)."""
-    from helpers.encoder import encoder_training_args, training_args_dict
-    from helpers.runs import _json_safe
+    from helpers.encoder import encoder_training_args
+    from helpers.runs import config_record
 
     run_dir = course_run.through(DISTILLATION)
     recorded = json.loads((run_dir / DISTILLATION / "metrics.json").read_text())["student_training_args"]
     cfg = make_config("smoke", run_dir=run_dir)
-    assert recorded == _json_safe(training_args_dict(
-        encoder_training_args(cfg, recorded["output_dir"], progress=True, distill=True)))
+    assert recorded == config_record(encoder_training_args(cfg, recorded["output_dir"], progress=True, distill=True))
     assert recorded["remove_unused_columns"] is False and recorded["output_dir"].endswith("student")
 
 

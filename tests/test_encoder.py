@@ -132,16 +132,16 @@ def test_the_notebook_s_dataset_is_the_helper_s(cfg):
 def test_the_notebook_s_training_arguments_are_the_helper_s(course_run):
     """Notebook 05 records the TrainingArguments its take-home cells built (the encoder's and SetFit's): the helper
     builders give the same for the same config, so the twin and the learning curve train as the notebook does."""
-    from helpers.encoder import encoder_training_args, setfit_training_args, training_args_dict
-    from helpers.runs import _json_safe
+    from helpers.encoder import encoder_training_args, setfit_training_args
+    from helpers.runs import config_record
 
     run_dir = course_run.through(STEM)
     m = json.loads((run_dir / STEM / "metrics.json").read_text())
     cfg = make_config("smoke", run_dir=run_dir)
     tuned = m["encoder_training_args"]
-    assert tuned == _json_safe(training_args_dict(encoder_training_args(cfg, tuned["output_dir"], progress=True)))
+    assert tuned == config_record(encoder_training_args(cfg, tuned["output_dir"], progress=True))
     few = m["setfit_training_args"]
-    assert few == _json_safe(training_args_dict(setfit_training_args(cfg, few["output_dir"])))
+    assert few == config_record(setfit_training_args(cfg, few["output_dir"]))
     assert (tuned["num_train_epochs"], tuned["learning_rate"], few["num_iterations"]) == (
         cfg.encoder_epochs, cfg.encoder_learning_rate, cfg.setfit_iterations)
 

@@ -271,3 +271,24 @@ def test_a_solution_starts_from_its_own_chapter_and_those_before_it_and_says_wha
     with pytest.raises(RunError, match=r"04_few_shot_vs_finetuned/metrics.json is not in .*mine: run notebook 04 "):
         chapter_metrics(cfg, FEWSHOT)
     assert [folder_name(nb) for nb in solution_notebooks()] == [solution(nb.stem) for nb in course_notebooks()]
+
+
+def test_json_safe_and_config_record_hold_what_json_cannot():
+    """One conversion for every metrics file: sets sorted, paths as strings, non-finite floats None, and a class or a
+    function (setfit's loss and distance in its TrainingArguments) by its qualified name."""
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    from helpers.runs import config_record, json_safe
+
+    value = {"targets": {"v_proj", "q_proj"}, "path": Path("/a/b"), "nan": math.nan, "n": np.int64(3),
+             "loss": ValueError, "fn": json_safe, 1: (True, None, "x")}
+    assert json_safe(value) == {"targets": ["q_proj", "v_proj"], "path": "/a/b", "nan": None, "n": 3,
+                                "loss": "ValueError", "fn": "json_safe", "1": [True, None, "x"]}
+
+    class Config:
+        def to_dict(self):
+            return value
+    assert config_record(Config()) == json_safe(value)

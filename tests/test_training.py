@@ -8,9 +8,9 @@ from helpers.config import make_config
 from helpers.data import prepare_splits, to_chat_records
 from helpers.model import load_model, training_precision
 from helpers.model import resolve_model
-from helpers.training import (build_lora_config, build_sft_config, config_record, folder_sizes, make_trainer,
-                              micro_batch_size, read_train_log, record_tokens, save_adapter_and_merged, train,
-                              train_losses)
+from helpers.runs import config_record
+from helpers.training import (build_lora_config, build_sft_config, folder_sizes, make_trainer, micro_batch_size,
+                              read_train_log, record_tokens, save_adapter_and_merged, train, train_losses)
 from take_home import run_take_home
 
 
