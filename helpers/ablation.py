@@ -15,33 +15,39 @@ from helpers.evaluate import classification_metrics, paired_mean_difference, par
 from helpers.masking import label_only_records
 from helpers.model import free_memory, load_tokenizer
 from helpers.predict import hf_predictor, stopping
-from helpers.training import fit_records, train_fresh, train_losses
+from helpers.training import fit_records, scoring_callback, train_fresh, train_losses
 
 
 def arm_config(cfg: CourseConfig) -> CourseConfig:
     """The budget, the batches and the LoRA setting of one arm of an ablation, as settings."""
-    return dataclasses.replace(cfg, max_steps=cfg.ablation_steps, padding_free=cfg.ablation_padding_free,
-                               lora_layers=cfg.ablation_lora_layers, learning_rate=cfg.ablation_learning_rate,
-                               precision=cfg.ablation_precision)
+    return dataclasses.replace(cfg, max_steps=cfg.ablation_steps, batch_size=cfg.ablation_batch_size,
+                               padding_free=cfg.ablation_padding_free, lora_layers=cfg.ablation_lora_layers,
+                               learning_rate=cfg.ablation_learning_rate, precision=cfg.ablation_precision)
 
 
 def run_masking_ablation(cfg: CourseConfig, splits: Splits, out_dir: Path, progress: bool = True) -> dict:
     """Train the same base model on the same records, seed and steps twice — answer-only loss ("masked") and loss
-    on every token ("unmasked") — and evaluate both on the same test reviews by label scoring.
+    on every token ("unmasked") — scoring each on the eval split at `cfg.ablation_points` along the way, then both on
+    the same test reviews by label scoring.
 
-    Returns {"masked": {...}, "unmasked": {...}} with accuracy, macro-F1, the loss history and the train time.
-    Each arm's log rows land in `out_dir/train_log_<arm>.jsonl` as they are written."""
+    Returns {"masked": {...}, "unmasked": {...}} with accuracy, macro-F1, the eval curve, the loss history and the
+    train time (without the eval scoring). Each arm's log rows land in `out_dir/train_log_<arm>.jsonl` as they are
+    written."""
     records, arm_cfg = to_chat_records(splits.train, cfg), arm_config(cfg)
     results = {}
     for arm, masked in (("masked", True), ("unmasked", False)):
+        points = scoring_callback(cfg.ablation_points, lambda model, tokenizer: hf_predictor(
+            model, tokenizer, cfg).evaluate(splits.eval, progress=False))
         trainer, run = train_fresh(arm_cfg, records, Path(out_dir) / f"trainer_{arm}", progress=progress,
                                    expect="answer" if masked else "all", completion_only_loss=masked,
-                                   log_path=Path(out_dir) / f"train_log_{arm}.jsonl")
+                                   log_path=Path(out_dir) / f"train_log_{arm}.jsonl", callbacks=[points])
         merged = trainer.model.merge_and_unload()  # the same predictions as the adapter, and faster to evaluate
         metrics = hf_predictor(merged, trainer.processing_class, cfg).evaluate(splits.test, progress=progress)
         results[arm] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"],
                         "confusion": metrics["confusion"], "predictions": metrics["predictions"],
-                        "train_seconds": run["train_seconds"],
+                        "train_seconds": run["train_seconds"] - points.seconds, "eval_seconds": points.seconds,
+                        "eval_curve": [(step, scored["macro_f1"]) for step, scored in points.scores.items()],
+                        "eval_predictions": {step: scored["predictions"] for step, scored in points.scores.items()},
                         "steps": cfg.ablation_steps, "loss_history": train_losses(run["log_history"])}
         del trainer, merged  # one model in memory at a time: the kernel peaked at 4.4 GiB holding the first arm's
         free_memory()        # model and pages while it trained the second; freed, it peaks at the larger arm's
@@ -52,7 +58,7 @@ def ablation_summary(results: dict) -> dict:
     """What the metrics file keeps of each arm (the confusion matrices stay in the notebook; the predictions are kept
     so the verdict can be checked)."""
     return {arm: {k: r[k] for k in ("accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history",
-                                    "predictions")}
+                                    "predictions", "eval_curve", "eval_seconds")}
             for arm, r in results.items()}
 
 
@@ -67,6 +73,36 @@ def ablation_verdict(results: dict, gold, cfg: CourseConfig) -> str:
     return (f"After {m['steps']} steps each, answer-only loss reached accuracy {m['accuracy']:.3f} / macro-F1 "
             f"{m['macro_f1']:.3f}, loss on every token {u['accuracy']:.3f} / {u['macro_f1']:.3f}: {SAID[test['outcome']]} "
             f"({test['interval']} macro-F1) on {len(gold)} test reviews.")
+
+
+def curve_sentence(results: dict, eval_gold, cfg: CourseConfig) -> str:
+    """What the eval curves show: at each scored step, the masked arm against the unmasked one on the eval split
+    (`eval_gold`) by the paired bootstrap, then whether masking learned faster, ended higher, both or neither there.
+    (The test split's verdict is `ablation_verdict`'s; the eval split is where the budget was chosen.)"""
+    m, u = results["masked"], results["unmasked"]
+    outcomes, said = {}, []
+    for (step, f1m), (_, f1u) in zip(m["eval_curve"], u["eval_curve"]):
+        test = verdict(eval_gold, {"method": "masked", "macro_f1": f1m, "predictions": m["eval_predictions"][step]},
+                       {"method": "unmasked", "macro_f1": f1u, "predictions": u["eval_predictions"][step]},
+                       cfg.labels, cfg.seed, "the eval split")
+        outcomes[step] = test["outcome"]
+        said.append(f"step {step} {f1m:.3f} vs {f1u:.3f} ({test['outcome']}, {test['difference']:+.3f})")
+    if not outcomes:
+        return "No eval points were scored (ablation_points is empty)."
+    *early, last = outcomes.values()
+    behind = [step for step, o in outcomes.items() if o == "behind"]
+    if behind:
+        end = f"the unmasked arm was ahead at step {', '.join(map(str, behind))}."
+    elif "ahead" in early and last == "ahead":
+        end = "masking learned faster and was still ahead at the last point."
+    elif "ahead" in early:
+        end = "masking learned faster; by the last point the unmasked arm had caught up within the eval split's noise."
+    elif last == "ahead":
+        end = "masking pulled ahead only at the last point."
+    else:
+        end = "the eval split cannot tell the two arms apart at any point."
+    return (f"Eval macro-F1 along training, masked vs unmasked on {len(eval_gold)} eval reviews: {'; '.join(said)}. "
+            f"So on the eval split {end}")
 
 
 def ablation_outcome(results: dict, gold, cfg: CourseConfig) -> dict:

@@ -25,7 +25,7 @@ from helpers.model import resolve_model
 from helpers.predict import hf_predictor, load_predictor
 from helpers.runs import ALTERNATIVES as NOTEBOOK_05
 from helpers.runs import FEWSHOT, TRAINING, RunError, chapter_metrics, disk_mb, layout
-from helpers.training import train_fresh
+from helpers.training import scoring_callback, train_fresh
 
 SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "invalid_rate", "per_class", "confusion")
 # The methods compared (and on the learning curve), by the name their whole-split row has in the comparison table.
@@ -240,11 +240,41 @@ def curve_subsets(cfg: CourseConfig, train_df: pd.DataFrame) -> dict[int, pd.Dat
             for size in sizes}
 
 
-def fit_llm_adapter(cfg: CourseConfig, subset: pd.DataFrame, out_dir: Path, progress: bool = False):
-    """A fresh LoRA adapter trained for one epoch on `subset`, merged; returns `predict(texts)` by label scoring."""
-    one_epoch = dataclasses.replace(cfg, max_steps=max(1, len(subset) // cfg.batch_size))
-    trainer, _ = train_fresh(one_epoch, to_chat_records(subset, cfg), Path(out_dir) / f"curve_llm_{len(subset)}",
-                             progress=progress)
+def llm_curve_points(cfg: CourseConfig, rows: int) -> tuple[int, tuple]:
+    """(steps, the steps scored on the eval split) of the LLM at one learning-curve size: the longer of one epoch of
+    `rows` and `cfg.learning_curve_llm_steps`, scored before training (the zero-shot model) and at
+    `cfg.learning_curve_llm_points` evenly spaced steps up to the end."""
+    steps = max(cfg.learning_curve_llm_steps, -(-rows // cfg.batch_size))
+    n = max(1, cfg.learning_curve_llm_points)
+    return steps, (0, *sorted({round(steps * (i + 1) / n) for i in range(n)}))
+
+
+def fit_llm_adapter(cfg: CourseConfig, subset: pd.DataFrame, eval_df: pd.DataFrame, out_dir: Path,
+                    progress: bool = False, chosen: dict | None = None):
+    """A fresh LoRA adapter on `subset` with its budget chosen on the eval split, as a practitioner would: trained at
+    the course's rate and schedule for `llm_curve_points`' steps, scored on `eval_df` before training and at each
+    point, and the adapter of the best eval macro-F1 kept (its first best: the fewest steps; the untrained adapter
+    where nothing beat the zero-shot model), merged. `chosen` (a dict) gets the step, the eval macro-F1 of every
+    point and the training time without the scoring. Returns `predict(texts)` by label scoring."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    steps, points = llm_curve_points(cfg, len(subset))
+    best = {"macro_f1": -1.0}
+
+    def score(model, tokenizer):
+        f1 = hf_predictor(model, tokenizer, cfg).evaluate(eval_df, progress=False)["macro_f1"]
+        if f1 > best["macro_f1"]:
+            best.update(macro_f1=f1, state={k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()})
+        return f1
+
+    scoring = scoring_callback(points, score)
+    trainer, run = train_fresh(dataclasses.replace(cfg, max_steps=steps), to_chat_records(subset, cfg),
+                               Path(out_dir) / f"curve_llm_{len(subset)}", progress=progress, callbacks=[scoring])
+    set_peft_model_state_dict(trainer.model, best["state"])
+    step = next(s for s, f1 in scoring.scores.items() if f1 == best["macro_f1"])
+    if chosen is not None:
+        chosen.update(step=step, steps=steps, eval_macro_f1=scoring.scores, eval_rows=len(eval_df),
+                      train_seconds=run["train_seconds"] - scoring.seconds)
     model, tokenizer = trainer.model.merge_and_unload(), trainer.processing_class
     return lambda texts: hf_predictor(model, tokenizer, cfg).probabilities(texts, progress)
 
@@ -257,25 +287,31 @@ def known_curve_points(rows: list[dict]) -> list[dict]:
 
 def learning_curve(cfg: CourseConfig, train_df: pd.DataFrame, test_df: pd.DataFrame, known: list[dict],
                    out_dir: Path, progress: bool = False,
-                   methods: tuple = (TFIDF, FROZEN, ENCODER, LLM)) -> list[dict]:
+                   methods: tuple = (TFIDF, FROZEN, ENCODER, LLM), eval_df: pd.DataFrame | None = None) -> list[dict]:
     """Macro-F1 on `test_df` of each method trained on balanced subsets of the training split (`curve_subsets`).
     TF-IDF, the frozen encoder and the fine-tuned encoder train at every size; the LLM at
-    `cfg.learning_curve_llm_sizes` only (it costs the most); SetFit only at its own few-shot sizes. `known` points
-    (see `known_curve_points`) are kept and not retrained; `methods` picks which of the four are trained."""
+    `cfg.learning_curve_llm_sizes` only (it costs the most), with its budget chosen on `eval_df` at each size
+    (`fit_llm_adapter`; the point keeps the choice as `budget`); SetFit only at its own few-shot sizes. `known`
+    points (see `known_curve_points`) are kept and not retrained; `methods` picks which of the four are trained."""
     points = list(known)
-    fits = {TFIDF: lambda subset, size: fit_tfidf_logreg(subset, cfg.labels, cfg.seed),
-            FROZEN: lambda subset, size: encoder.fit_frozen_logreg(cfg, subset),
-            ENCODER: lambda subset, size: encoder.finetune_encoder(cfg, subset, Path(out_dir) / f"curve_encoder_{size}",
-                                                                   progress=progress)["predict"],
-            LLM: lambda subset, size: fit_llm_adapter(cfg, subset, out_dir, progress)}
+    fits = {TFIDF: lambda subset, size, chosen: fit_tfidf_logreg(subset, cfg.labels, cfg.seed),
+            FROZEN: lambda subset, size, chosen: encoder.fit_frozen_logreg(cfg, subset),
+            ENCODER: lambda subset, size, chosen: encoder.finetune_encoder(
+                cfg, subset, Path(out_dir) / f"curve_encoder_{size}", progress=progress)["predict"],
+            LLM: lambda subset, size, chosen: fit_llm_adapter(cfg, subset, eval_df, out_dir, progress, chosen)}
     for size, subset in curve_subsets(cfg, train_df).items():
         for method, fit in ((m, fit) for m, fit in fits.items() if m in methods):
             if (method, size) in {(p["method"], p["size"]) for p in points}:
                 continue
             if method == LLM and size not in cfg.learning_curve_llm_sizes:
                 continue
-            predict, seconds = timed_fit(fit, subset, size)
-            points.append(curve_point(method, size, score(predict, test_df, cfg.labels), seconds))
+            if method == LLM and eval_df is None:
+                raise ValueError("The LLM's budget at each learning-curve size is chosen on the eval split: pass "
+                                 "eval_df=splits.eval.")
+            chosen = {}
+            predict, seconds = timed_fit(fit, subset, size, chosen)
+            point = curve_point(method, size, score(predict, test_df, cfg.labels), chosen.get("train_seconds", seconds))
+            points.append({**point, "budget": chosen} if chosen else point)
     return sorted(points, key=lambda p: (p["method"], p["size"]))
 
 
@@ -387,13 +423,29 @@ def ceiling_sentence(rows: list[dict], human: dict | None, where: str) -> str:
             f"against the others ({human['macro_f1_mean']:.3f} ± {human['macro_f1_sd']:.3f}).")
 
 
+def central_tests(comparison: Comparison, seed: int) -> dict[str, dict]:
+    """The course's central comparison in each domain ("test", "ood"): the best fine-tuned LLM against the best
+    alternative (`llm_vs_alternatives`), with the two methods and their macro-F1 beside the bootstrap's figures.
+    Notebook 05 records it; `make bench PARTS=laptop` compares it across two settings of one machine."""
+    tests = {}
+    for name, what in (("test", "In domain"), ("ood", "Out of domain")):
+        if name not in comparison.rows:
+            continue
+        gold = list(comparison.domains[name]["label"])
+        test = llm_vs_alternatives(gold, comparison.rows[name], comparison.labels, what, seed)
+        if test is not None:
+            llm, rival = best(comparison.rows[name], ("fine-tuned LLM",)), best(comparison.rows[name], ALTERNATIVES)
+            tests[name] = {**test, "llm": llm["method"], "llm_macro_f1": llm["macro_f1"], "rival": rival["method"],
+                           "rival_macro_f1": rival["macro_f1"], "n": len(gold)}
+    return tests
+
+
 def verdicts(comparison: Comparison, curve: list[dict] | None, humans: dict, seed: int) -> dict[str, str]:
     """Every conclusion of notebook 05 as a sentence computed from the numbers; with `curve` None (the learning curve
     not drawn yet: it sits under the notebook's "Going further"), all but the little-data sentence."""
     gold = {name: list(df["label"]) for name, df in comparison.domains.items()}
     labels, rows = comparison.labels, comparison.rows
-    tests = {name: llm_vs_alternatives(gold[name], rows[name], labels, what, seed)
-             for name, what in (("test", "In domain"), ("ood", "Out of domain")) if name in rows}
+    tests = central_tests(comparison, seed)
     out = {f"{name}_llm_vs_alternatives": t["sentence"] for name, t in tests.items() if t}
     out.update({f"{name}_ceiling": ceiling_sentence(rows[name], humans.get(name), where)
                 for name, where in (("test", "In domain"), ("ood", "Out of domain")) if rows.get(name)})

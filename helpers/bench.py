@@ -39,11 +39,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers.alternatives import ENCODER, LLM, LLM_Q4
+from helpers.ablation import ablation_outcome, run_masking_ablation
+from helpers.alternatives import ENCODER, LLM, LLM_Q4, learning_curve
 from helpers.classify import classify_file
 from helpers.config import ROOT, CourseConfig, make_config
 from helpers.data import load_amazon, load_hutto, prepare_splits, short_classes, to_chat_records
-from helpers.diagnostics import layer_grid
+from helpers.diagnostics import layer_grid, lr_sweep
 from helpers.distill import GOLD_ONLY, STUDENT, TEACHER
 from helpers.distributed import classify_on_ray
 from helpers.encoder import finetune_encoder
@@ -52,8 +53,8 @@ from helpers.formats import compare_formats
 from helpers.gguf import q4_k_m_file
 from helpers.model import free_memory, load_model, resolve_model, training_precision
 from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
-from helpers.runs import (ALTERNATIVES, DISTILLATION, RunLayout, course_notebooks, course_runs, json_safe, layout,
-                          load_metrics, new_run_dir)
+from helpers.runs import (ALTERNATIVES, DISTILLATION, MASKING, TRAINING, RunLayout, course_notebooks, course_runs,
+                          json_safe, layout, load_metrics, new_run_dir, recorded_config)
 from helpers.training import fresh_trainer, make_trainer, save_adapter_and_merged, train, trained_layers
 
 
@@ -246,10 +247,10 @@ class TreeMemory:
 
 
 def course_with_memory(profile: str, overrides: dict | None = None, root: Path = ROOT / "runs",
-                       interval: float = 0.5, only: list[str] | None = None) -> dict:
+                       interval: float = 0.5, only: list[str] | None = None, env: dict | None = None) -> dict:
     """Run `python -m helpers course` (what `make course` runs, with this process's environment: the same allocator,
     and an empty response cache in the run folder) as a child process and sample the resident memory of it and all
-    its kernels, servers and workers together. Returns the run folder, whether it finished, its wall time, the peak
+    its kernels, servers and workers together; `env` adds to its environment. Returns the run folder, whether it finished, its wall time, the peak
     (bytes, and the processes at the peak) and each notebook kernel's own peak (`kernel_peaks`: notebook -> bytes;
     the course runs one kernel per notebook, in order, so the n-th kernel seen is the n-th notebook that ran)."""
     run_dir = new_run_dir(profile, root)
@@ -262,7 +263,7 @@ def course_with_memory(profile: str, overrides: dict | None = None, root: Path =
     if only:
         command += ["--only", *only]
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT)
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})})
     with TreeMemory(process.pid, interval) as memory:
         returncode = process.wait()
     ran = [nb.parent.name for nb in sorted(run_dir.glob("[0-9][0-9]_*/[0-9][0-9]_*.ipynb"))]
@@ -437,6 +438,12 @@ def ratios(results: dict) -> dict:
     for kind, m in results.get("classify_scale", {}).get("models", {}).items():
         out[f"classify_{kind}_ray_best_vs_one_process"] = max(r["reviews_per_second"] for r in m["ray"].values()) \
             / m["single_process"]
+    decides = results.get("decides", {})
+    if "masked_macro_f1" in decides:
+        out["decides_masked_macro_f1_lowest"] = decides["masked_macro_f1"]["min"]
+        out["decides_curve_lowest_minus_zero_shot"] = decides["curve_lowest_minus_zero_shot"]
+    if results.get("laptop"):
+        out["laptop_same_verdicts"] = float(results["laptop"]["same_verdicts"])
     contention = results.get("contention")
     if contention and contention["under_load_seconds"] and contention["alone_seconds"]:
         out["contention_slowdown"] = contention["under_load_seconds"] / contention["alone_seconds"]
@@ -453,7 +460,8 @@ TARGETS = {"training_utilisation_strict": (">=", 0.70), "training_utilisation_st
            "gguf_q4_k_m_vs_hf_fp32": (">=", 3.0), "scoring_vs_generation": (">=", 2.0), "contention_slowdown": ("<=", 2.5),
            "test_suite_minutes": ("<=", 8.0), "test_fast_seconds": ("<=", 60.0),
            "distill_teacher_minus_student": ("<=", 0.02), "distill_student_minus_gold_only": (">=", 0.03),
-           "distill_speed_vs_teacher": (">=", 5.0)}
+           "distill_speed_vs_teacher": (">=", 5.0), "laptop_same_verdicts": (">=", 1.0),
+           "decides_masked_macro_f1_lowest": (">=", 0.6), "decides_curve_lowest_minus_zero_shot": (">=", 0.0)}
 NAMED_COUNT = ("the strict count is (2 · frozen parameters below the lowest trainable block + 4 · frozen from it upward + "
                "6 · LoRA) · tokens (backward stops at the lowest trainable block; frozen weights get no weight "
                "gradient), six_n is 6 · all parameters on the path · tokens")
@@ -586,6 +594,29 @@ def distill_lines(d: dict) -> list[str]:
     return lines
 
 
+def laptop_lines(d: dict) -> list[str]:
+    lines = [f"the central verdict in two settings (fine-tuned LLM minus the best alternative, macro-F1, 95 % interval); "
+             f"{'the same' if d['same_verdicts'] else 'NOT the same'} in both:"]
+    for setting, verdicts in d["verdicts"].items():
+        for domain, v in verdicts.items():
+            lines.append(f"  {setting:<24} {domain:<4} {v['llm']} {v['llm_macro_f1']:.3f} vs {v['rival']} "
+                         f"{v['rival_macro_f1']:.3f}: {v['difference']:+.3f} ({v['low']:+.3f} to {v['high']:+.3f}) "
+                         f"{v['outcome']}, {v['n']} reviews")
+    return lines
+
+
+def decides_lines(d: dict) -> list[str]:
+    f1 = d["masked_macro_f1"]
+    lines = [f"the experiments over seeds {', '.join(map(str, d['seeds']))} ({d['profile']} profile, one split):",
+             f"  masking: masked arm test macro-F1 {f1['mean']:.3f} ± {f1['sd']:.3f} ({f1['min']:.3f}-{f1['max']:.3f}); "
+             f"verdicts {', '.join(d['masking_outcomes'])}",
+             "  LR sweep, eval macro-F1: " + ", ".join(f"{lr} {s['mean']:.3f} ± {s['sd']:.3f}" for lr, s in d["sweep"].items()),
+             "  LLM learning curve, test macro-F1: " + ", ".join(f"{size} rows {s['mean']:.3f} ± {s['sd']:.3f}"
+                                                                 for size, s in d["curve"].items())
+             + f"; zero-shot {d['zero_shot_macro_f1']:.3f}, lowest point {d['curve_lowest_minus_zero_shot']:+.3f} from it"]
+    return lines
+
+
 def scale_lines(c: dict) -> list[str]:
     lines = [f"classify at scale ({c['rows']} reviews, {c['cores']} cores), reviews/s:"]
     for kind, m in c["models"].items():
@@ -598,7 +629,7 @@ def scale_lines(c: dict) -> list[str]:
 
 
 PART_LINES = {"long": long_lines, "rare": rare_lines, "tests": tests_lines, "distill": distill_lines,
-              "classify_scale": scale_lines}  # the lines of a part whose figures are its own
+              "classify_scale": scale_lines, "laptop": laptop_lines, "decides": decides_lines}  # the lines of a part whose figures are its own
 
 
 def format_shapes(shapes: dict, peak: float | None) -> list[str]:
@@ -760,6 +791,121 @@ def part_seeds(bench: Bench) -> None:
     bench.results[f"{bench.cfg.profile}_seeds"] = accuracy_over_seeds(
         bench.cfg.profile, bench.seeds, Path(bench.cfg.run_dir), bench.overrides, first, encoder=True,
         progress=bench.progress)
+
+
+# PyTorch limited to AVX2, as on most laptops (no AVX-512, no AMX): its own kernels, oneDNN's and MKL's
+LAPTOP_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+LAPTOP_NOTEBOOKS = ["02", "03", "05"]  # what the LLM against MiniLM rests on; the rest comes from the course run
+
+
+def central_verdicts(run_dir: Path) -> dict:
+    """Notebook 05's central comparison of a course run in each domain (`alternatives.central_tests`), in short."""
+    tests = (RunLayout(run_dir).metrics(ALTERNATIVES) or {}).get("llm_vs_alternatives", {})
+    return {domain: {k: t[k] for k in ("llm", "llm_macro_f1", "rival", "rival_macro_f1", "difference", "low", "high",
+                                       "outcome", "n")} for domain, t in tests.items()}
+
+
+def part_laptop(bench: Bench) -> bool:
+    """The course's central verdict as a laptop would reach it: notebooks 02, 03 and 05 again, from the course run,
+    with training in fp32 and PyTorch limited to AVX2 (`LAPTOP_ENV`); both settings' verdicts in and out of domain
+    side by side, and whether they agree."""
+    if bench.run_dir is None:
+        raise RuntimeError("The laptop part compares against a course run: run it with the course part, or after one.")
+    knobs = {**(bench.overrides or {}), "precision": "fp32", "from_run": str(bench.run_dir)}
+    run = course_with_memory(bench.cfg.profile, knobs, Path(bench.cfg.run_dir) / "laptop", only=LAPTOP_NOTEBOOKS,
+                             env=LAPTOP_ENV)
+    settings = {f"this CPU ({training_precision(bench.cfg)})": central_verdicts(bench.run_dir),
+                "laptop (fp32, AVX2)": central_verdicts(Path(run["run_dir"]))}
+    outcomes = [{d: v["outcome"] for d, v in verdicts.items()} for verdicts in settings.values()]
+    bench.results["laptop"] = {"env": LAPTOP_ENV, "course": run, "verdicts": settings,
+                               "same_verdicts": run["finished"] and all(o == outcomes[0] for o in outcomes)}
+    return run["finished"]
+
+
+def seed_decisions(cfg: CourseConfig, progress: bool = False) -> dict:
+    """What the course's experiments decide with one training seed (`cfg.seed`) on the split of `cfg.split_seed`, each
+    run as its chapter runs it: the masking ablation at its budget (01), the learning-rate sweep (02) and the LLM's
+    learning curve at its sizes, each budget chosen on the eval split (05)."""
+    splits, work = prepare_splits(cfg), Path(cfg.run_dir)
+    ablation = run_masking_ablation(cfg, splits, work / "ablation", progress)
+    masking = ablation_outcome(ablation, splits.test["label"], cfg)
+    sweep = lr_sweep(cfg, splits, work / "sweep", progress)
+    curve = learning_curve(cfg, splits.train, splits.test, [], work / "curve", progress, methods=(LLM,),
+                           eval_df=splits.eval)
+    return {"seed": cfg.seed,
+            "masking": {**{f"{arm}_macro_f1": r["macro_f1"] for arm, r in ablation.items()},
+                        **{k: masking[k] for k in ("difference", "low", "high", "outcome")},
+                        "eval_curve": {arm: r["eval_curve"] for arm, r in ablation.items()}},
+            "sweep": {f"{lr:g}": r["macro_f1"] for lr, r in sweep.items()},
+            "curve": [{"size": p["size"], "macro_f1": p["macro_f1"], "step": p["budget"]["step"]} for p in curve
+                      if p["method"] == LLM]}
+
+
+def course_decisions(run_dir: Path) -> dict | None:
+    """`seed_decisions` as a finished course run's chapters recorded them (01's ablation, 02's sweep, 05's learning
+    curve), or None where one of them did not run: the course run counts as its own seed."""
+    metrics = load_metrics(run_dir)
+    ablation, sweep = metrics.get(MASKING, {}).get("ablation"), metrics.get(TRAINING, {}).get("lr_sweep")
+    curve = metrics.get(ALTERNATIVES, {}).get("learning_curve")
+    if not (ablation and sweep and curve and all("eval_curve" in arm for arm in ablation.values())):
+        return None
+    knobs = recorded_config(run_dir)
+    cfg = make_config(knobs.pop("profile"), **knobs)
+    masking = ablation_outcome(ablation, prepare_splits(cfg).test["label"], cfg)
+    return {"seed": cfg.seed, "from_course_run": str(run_dir),
+            "masking": {**{f"{arm}_macro_f1": r["macro_f1"] for arm, r in ablation.items()},
+                        **{k: masking[k] for k in ("difference", "low", "high", "outcome")},
+                        "eval_curve": {arm: r["eval_curve"] for arm, r in ablation.items()}},
+            "sweep": {lr: r["macro_f1"] for lr, r in sweep.items()},
+            "curve": [{"size": p["size"], "macro_f1": p["macro_f1"], "step": p["budget"]["step"]} for p in curve
+                      if p["method"] == LLM and not p.get("reused") and p.get("budget")]}
+
+
+def zero_shot_macro_f1(cfg: CourseConfig, progress: bool = False) -> float:
+    """The base model's test macro-F1 by label scoring: the floor no point of the LLM's learning curve should fall
+    below (it does not depend on the training seed)."""
+    model, tokenizer = load_model(cfg)
+    f1 = hf_predictor(model, tokenizer, cfg).evaluate(prepare_splits(cfg).test, progress=progress)["macro_f1"]
+    del model
+    free_memory()
+    return f1
+
+
+def decisions_over_seeds(runs: list[dict], zero_shot: float) -> dict:
+    """The experiments' figures over the seeds: the masked arm's test macro-F1 and the masking verdict of each seed,
+    each rate's eval macro-F1, and the LLM's test macro-F1 at each curve size, its lowest point against zero-shot."""
+    sizes = sorted({p["size"] for p in runs[0]["curve"]})
+    curve = {size: spread(p["macro_f1"] for run in runs for p in run["curve"] if p["size"] == size) for size in sizes}
+    return {"seeds": [run["seed"] for run in runs], "zero_shot_macro_f1": zero_shot,
+            "masked_macro_f1": spread(run["masking"]["masked_macro_f1"] for run in runs),
+            "masking_outcomes": [run["masking"]["outcome"] for run in runs],
+            "sweep": {lr: spread(run["sweep"][lr] for run in runs) for lr in runs[0]["sweep"]},
+            "curve": curve,
+            "curve_lowest_minus_zero_shot": min((p["macro_f1"] for run in runs for p in run["curve"]),
+                                                default=zero_shot) - zero_shot}
+
+
+def part_decides(bench: Bench) -> bool:
+    """The course's experiments (`seed_decisions`) once for each seed on the split of the profile's own seed (the
+    course run's seed read from its chapters, `course_decisions`), each seed kept and saved before the next starts
+    (RESUME= goes on from the next one), and their figures over the seeds (`decisions_over_seeds`)."""
+    base = make_config(bench.cfg.profile, **(bench.overrides or {}))
+    out = bench.results.setdefault("decides", {"runs": []})
+    first = course_decisions(bench.run_dir) if bench.run_dir is not None else None
+    if first and not any(run["seed"] == first["seed"] for run in out["runs"]):
+        out["runs"].append(first)
+    if "zero_shot_macro_f1" not in out:
+        out["zero_shot_macro_f1"] = zero_shot_macro_f1(base, bench.progress)
+    for seed in bench.seeds:
+        if any(run["seed"] == seed for run in out["runs"]):
+            continue
+        cfg = dataclasses.replace(base, seed=seed, split_seed=base.split_seed,
+                                  run_dir=Path(bench.cfg.run_dir) / "decides" / f"seed{seed}")
+        out["runs"].append(seed_decisions(cfg, bench.progress))
+        if bench.save:
+            bench.save(bench.results)
+    out.update(decisions_over_seeds(out["runs"], out["zero_shot_macro_f1"]), profile=bench.cfg.profile)
+    return True
 
 
 def part_deep(bench: Bench) -> None:
@@ -1018,7 +1164,8 @@ def lines_differing(one: Path, other: Path) -> int:
 
 
 PARTS = {"course": part_course, "matmul": part_matmul, "training": part_training, "shapes": part_shapes,
-         "inference": part_inference, "notebooks": part_notebooks, "seeds": part_seeds, "deep": part_deep,
+         "inference": part_inference, "notebooks": part_notebooks, "laptop": part_laptop, "decides": part_decides,
+         "seeds": part_seeds, "deep": part_deep,
          "contention": part_contention, "grid": part_grid, "long": part_long, "rare": part_rare,
          "distill": part_distill, "classify-scale": part_classify_scale, "tests": part_tests}
 BENCH_PARTS = tuple(PARTS)  # in run order: the course first (the others read it), training before shapes

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from helpers.ablation import ablation_summary, ablation_verdict, run_masking_ablation
+from helpers.ablation import ablation_summary, ablation_verdict, curve_sentence, run_masking_ablation
 from helpers.alternatives import (Comparison, add_classic_rows, add_encoder_row, add_frozen_row, add_llm_rows,
-                                  add_setfit_rows, human_ceilings, known_curve_points, learning_curve,
-                                  out_of_domain_set, verdicts)
+                                  add_setfit_rows, central_tests, human_ceilings, known_curve_points,
+                                  learning_curve, out_of_domain_set, verdicts)
 from helpers.baselines import baseline_verdict, run_baselines
 from helpers.bench import BENCH_PARTS, BenchError, earlier_bench, format_results, run_bench, save_results
 from helpers.classify import ClassifyError, classify_file, find_model
@@ -31,8 +31,8 @@ from helpers.data import (DataError, class_balance, distillation_pool, label_con
                           to_chat_records)
 from helpers.demo import DemoError, open_demo
 from helpers.distributed import classify_on_ray
-from helpers.distill import (RECORDED, add_distillation_rows, distillation_figures, distillation_verdict, pool_curve,
-                             pool_sentence, recorded_distillation, recorded_metrics, recorded_sentence, recorded_table,
+from helpers.distill import (RECORDED, add_distillation_rows, distillation_figures, distillation_verdict, distills_live,
+                             pool_curve, pool_sentence, recorded_distillation, recorded_metrics, recorded_sentence, recorded_table,
                              recorded_verdict, teacher_probabilities, teacher_sentence, write_student_card)
 from helpers.evaluate import classification_metrics, metrics_summary
 from helpers.fewshot import (FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots,
@@ -196,7 +196,7 @@ def cmd_data(args):
     conflicts, tweet_conflicts = label_consistency_report(df), label_consistency_report(load_tweets())
     per_class = split_report(df, splits, cfg)
     tokens = split_tokens(splits, load_tokenizer(cfg), cfg)
-    estimate = course_estimate(cfg.profile, tokens, current=cfg.run_dir)
+    estimate = course_estimate(cfg.profile, tokens, current=cfg.run_dir, distillation_live=distills_live(cfg, splits))
     record_metrics(cfg, DATA, rows=len(df), groups=df["group"].nunique(), class_balance=class_balance(df, cfg.labels),
                    split_sizes=splits.sizes(), split_balance=counts, split_report=per_class,
                    shortened=splits.shortened, conflicting_texts=len(conflicts),
@@ -208,13 +208,15 @@ def cmd_data(args):
 
 
 def cmd_ablation(args):
-    """Notebook 01: train masked and unmasked arms with the same budget, score both on the test split."""
+    """Notebook 01: train masked and unmasked arms with the same budget, each scored on the eval split along the way
+    and on the test split at the end."""
     cfg = config_from(args, fresh_run_dir(args))
     splits = prepare_splits(cfg)
     results = run_masking_ablation(cfg, splits, notebook_dir(cfg, MASKING))
     verdict = ablation_verdict(results, splits.test["label"], cfg)
-    record_metrics(cfg, MASKING, ablation=ablation_summary(results), verdict=verdict)
-    return cfg, verdict
+    curve = curve_sentence(results, splits.eval["label"], cfg)
+    record_metrics(cfg, MASKING, ablation=ablation_summary(results), verdict=verdict, curve=curve)
+    return cfg, f"{verdict}\n{curve}"
 
 
 def cmd_train(args):
@@ -302,10 +304,12 @@ def cmd_alternatives(args):
     add_frozen_row(comparison, cfg, splits.train)
     add_setfit_rows(comparison, cfg, splits.train, out_dir)
     add_encoder_row(comparison, cfg, splits.train, out_dir)
-    curve = learning_curve(cfg, splits.train, splits.test, known_curve_points(comparison.rows["test"]), out_dir)
+    curve = learning_curve(cfg, splits.train, splits.test, known_curve_points(comparison.rows["test"]), out_dir,
+                           eval_df=splits.eval)
     verdict = verdicts(comparison, curve, humans, cfg.seed)
     record_metrics(cfg, ALTERNATIVES, results=comparison.summary(), human=humans, learning_curve=curve,
-                   verdict=verdict, ood_dataset=cfg.ood_dataset, encoder=cfg.encoder)
+                   verdict=verdict, llm_vs_alternatives=central_tests(comparison, cfg.seed),
+                   ood_dataset=cfg.ood_dataset, encoder=cfg.encoder)
     return cfg, comparison.table("test").round(3).to_string() + "\n\n" + "\n\n".join(verdict.values())
 
 

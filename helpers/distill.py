@@ -26,7 +26,7 @@ from helpers import encoder
 from helpers.alternatives import ENCODER, Comparison, add_kept_encoder_rows, kept_encoder_models, score
 from helpers.classify import classify_file
 from helpers.config import ROOT, CourseConfig
-from helpers.data import UNLABELLED, DataError
+from helpers.data import UNLABELLED, DataError, distillation_pool
 from helpers.evaluate import verdict
 from helpers.modelcard import write_model_card
 from helpers.predict import load_predictor
@@ -337,6 +337,12 @@ def recorded_distillation(cfg: CourseConfig, pool: pd.DataFrame | None = None) -
         raise RunError(f"No recorded distillation figures at {path}: {RECORDED_COMMAND} writes them, or set "
                        f"distillation='live' to run the chapter here.")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def distills_live(cfg: CourseConfig, splits) -> bool:
+    """Whether notebook 06 will train on this run's pool (True) or show recorded figures (`recorded_distillation`):
+    what notebook 00's time estimate counts it as."""
+    return recorded_distillation(cfg, distillation_pool(cfg, splits)) is None
 
 
 def recorded_sentence(cfg: CourseConfig, recorded: dict) -> str:

@@ -77,9 +77,13 @@ def _sections(run_dir: Path, metrics: dict) -> list[dict]:
     if m := metrics.get(MASKING):
         rows = [{"run": arm, "accuracy": r["accuracy"], "macro-F1": r["macro_f1"], "steps": r["steps"],
                  "train s": r["train_seconds"]} for arm, r in m["ablation"].items()]
-        sections.append({"title": NOTEBOOK_TITLES[MASKING], "text": [m["verdict"]], "tables": [rows],
+        curves = {arm: r["eval_curve"] for arm, r in m["ablation"].items() if r.get("eval_curve")}
+        sections.append({"title": NOTEBOOK_TITLES[MASKING], "text": [m["verdict"]] + ([m["curve"]] if "curve" in m
+                                                                                         else []), "tables": [rows],
                          "figures": [("ablation_loss", plots.plot_loss_curves(
-                             {arm: r["loss_history"] for arm, r in m["ablation"].items()}))]})
+                             {arm: r["loss_history"] for arm, r in m["ablation"].items()}))] +
+                         ([("ablation_eval_curve", plots.plot_loss_curves(curves, "Eval macro-F1 along training",
+                                                                          "eval macro-F1"))] if curves else [])})
     if m := metrics.get(TRAINING):
         # The notebook records more than the `train` command (no zero-shot row, no diagnosis): show what is there.
         rows = [{"model": name, "accuracy": m[key]["accuracy"], "macro-F1": m[key]["macro_f1"],

@@ -12,6 +12,7 @@ import math
 import platform
 import re
 import shutil
+import sys
 import tarfile
 import time
 from dataclasses import dataclass
@@ -303,11 +304,19 @@ def merge_json(path: Path, values: dict, first: dict | None = None) -> Path:
     return path
 
 
+def cpu_capability() -> str | None:
+    """The CPU kernels PyTorch runs here ("AVX512", "AVX2", ...; `ATEN_CPU_CAPABILITY` lowers it), where torch is
+    loaded (None where it is not: a metrics file is not worth loading it)."""
+    torch = sys.modules.get("torch")
+    return torch.backends.cpu.get_cpu_capability() if torch is not None else None
+
+
 def record_metrics(cfg: CourseConfig, notebook: str, **values) -> Path:
     """Merge `values` into `<run_dir>/<notebook>/metrics.json` with the config and package versions that made them.
     A file written under another config (the same step run again with other settings) is started over, so that no
     result ever sits beside settings that did not produce it."""
-    stamp = {"notebook": notebook, "config": json_safe(cfg.to_dict()), "versions": package_versions()}
+    stamp = {"notebook": notebook, "config": json_safe(cfg.to_dict()), "versions": package_versions(),
+             "cpu_capability": cpu_capability()}
     notebook_dir(cfg, notebook)
     path = layout(cfg).metrics_file(notebook)
     if path.exists() and json.loads(path.read_text()).get("config") != stamp["config"]:
@@ -315,23 +324,52 @@ def record_metrics(cfg: CourseConfig, notebook: str, **values) -> Path:
     return merge_json(path, {**stamp, **values})
 
 
-def course_estimate(profile: str, tokens: dict, current: Path | None = None, root: Path = ROOT / "runs") -> dict:
-    """How long the course will take on data of `tokens` ({split: tokens}, `helpers.data.split_tokens`): the newest
-    finished course run of `profile` on this machine (every notebook timed, its data's tokens recorded by notebook
-    00), its wall time scaled by the ratio of tokens. Returns {"minutes" (None without a reference), "reference",
-    "sentence"}."""
-    total, current = sum(tokens.values()), Path(current).resolve() if current else None
+def _timed_runs(profile: str, current: Path | None, root: Path):
+    """(run, metrics) of every finished course run, newest first, of `profile` ("*": any), with every notebook timed
+    and notebook 00's token counts recorded; `current` left out."""
     for run in course_runs(profile, root):
         metrics = load_metrics(run)
-        timed = [m.get("wall_seconds") for m in metrics.values()]
         known = metrics.get(DATA, {}).get("split_tokens")
-        if run.resolve() == current or not known or len(metrics) < len(course_notebooks()) or None in timed:
+        if run.resolve() == current or not known or len(metrics) < len(course_notebooks()) or \
+                None in [m.get("wall_seconds") for m in metrics.values()]:
             continue
-        minutes = sum(timed) / 60 * total / max(sum(known.values()), 1)
+        yield run, metrics
+
+
+def _ran_live(metrics: dict) -> bool:
+    """Whether a run's notebook 06 trained (it shows recorded figures otherwise: `distill.recorded_distillation`)."""
+    return "recorded" not in metrics.get(DISTILLATION, {})
+
+
+def course_estimate(profile: str, tokens: dict, current: Path | None = None, root: Path = ROOT / "runs",
+                    distillation_live: bool | None = None) -> dict:
+    """How long the course will take on data of `tokens` ({split: tokens}, `helpers.data.split_tokens`): the newest
+    finished course run of `profile` on this machine (every notebook timed, its data's tokens recorded by notebook
+    00), its wall time scaled by the ratio of tokens. `distillation_live` says whether this run's notebook 06 will
+    train or show recorded figures: where the reference did the other, 06 is timed from the newest finished run of any
+    profile whose 06 did the same, and left out, with a word, where none did. Returns {"minutes" (None without a
+    reference), "reference", "sentence"}."""
+    total, current = sum(tokens.values()), Path(current).resolve() if current else None
+    for run, metrics in _timed_runs(profile, current, root):
+        ratio = total / max(sum(metrics[DATA]["split_tokens"].values()), 1)
+        seconds = sum(m["wall_seconds"] for m in metrics.values())
+        minutes, said = seconds / 60 * ratio, ""
+        if distillation_live is not None and DISTILLATION in metrics and _ran_live(metrics) != distillation_live:
+            minutes -= metrics[DISTILLATION]["wall_seconds"] / 60 * ratio
+            how = "trains live" if distillation_live else "shows recorded figures"
+            other = next(((r, m) for r, m in _timed_runs("*", current, root) if _ran_live(m) == distillation_live),
+                         None)
+            if other is None:
+                said = (f" Notebook 06 {how} here, which no finished run on this machine did: the estimate leaves its "
+                        f"time out.")
+            else:
+                again = total / max(sum(other[1][DATA]["split_tokens"].values()), 1)
+                minutes += other[1][DISTILLATION]["wall_seconds"] / 60 * again
+                said = f" Notebook 06 {how} here, so its time is scaled from {other[0].name}, where it did too."
         return {"minutes": minutes, "reference": str(run), "sentence": (
             f"Expect about {minutes:.0f} min for the whole course on this data ({total:,} tokens to train, evaluate and "
-            f"test on), scaled from the finished run {run.name} on this machine: {sum(timed) / 60:.1f} min for "
-            f"{sum(known.values()):,} tokens.")}
+            f"test on), scaled from the finished run {run.name} on this machine: {seconds / 60:.1f} min for "
+            f"{sum(metrics[DATA]['split_tokens'].values()):,} tokens.{said}")}
     return {"minutes": None, "reference": None, "sentence": (
         f"No finished course run of profile {profile!r} on this machine with its tokens counted (notebook 00 counts "
         f"them) to time this one against ({total:,} tokens to train, evaluate and test on): this run will be the "

@@ -55,8 +55,8 @@ CHAPTERS = {
         "The `ImportError` of the old `DataCollatorForCompletionOnlyLM` recipe, then the token table: only the label, "
         "`<|im_end|>` and a newline carry loss. Then the guard refusing the two broken set-ups. Start the ablation "
         "cell and explain the paired bootstrap while both arms train.",
-        "Trained on the answer only, for the ablation's few steps: what test macro-F1 does the masked arm reach? "
-        "(A model that always gives one label scores 1/6.)",
+        "Trained on the answer only, for the ablation's steps: what test macro-F1 does the masked arm reach? And the "
+        "arm with loss on every token? (A model that always gives one label scores 1/6.)",
         ("ablation", "masked", "macro_f1"), "{:.3f}",
         "The ablation crawls, several times slower than this guide's time, when anything else keeps the machine busy "
         "(a kernel of an earlier notebook still running, a video call): torch's threads spin-wait for a core.",

@@ -149,6 +149,33 @@ def jsonl_log_callback(path: Path):
     return JsonlLogCallback(path)
 
 
+def scoring_callback(steps, score):
+    """A TrainerCallback that calls `score(model, tokenizer)` on the model being trained (in eval mode) at each of
+    `steps` (0: before the first step): its `scores` keeps {step: what score returned} in order, its `seconds` the
+    time spent scoring, which the caller takes off the training time."""
+    from transformers import TrainerCallback
+
+    class ScoringCallback(TrainerCallback):
+        def __init__(self):
+            self.scores, self.seconds = {}, 0.0
+
+        def at(self, step, model, tokenizer):
+            if step not in set(steps) or step in self.scores:
+                return
+            start = time.perf_counter()
+            model.eval()
+            self.scores[step] = score(model, tokenizer)
+            model.train()
+            self.seconds += time.perf_counter() - start
+
+        def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+            self.at(0, model, processing_class)
+
+        def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+            self.at(state.global_step, model, processing_class)
+    return ScoringCallback()
+
+
 def score_answer_positions_only() -> bool:
     """Make TRL's fused LM head project only the positions that carry loss, on every device.
 
@@ -217,13 +244,16 @@ def prepared_dataset(cfg: CourseConfig, records, **sft_extra):
 
 
 def train_fresh(cfg: CourseConfig, records, output_dir: Path, expect: str = "answer", progress: bool = False,
-                **trainer_extra):
-    """Train a new adapter on a freshly loaded base model: (trainer, run) with run as `train` returns it."""
+                callbacks=(), **trainer_extra):
+    """Train a new adapter on a freshly loaded base model: (trainer, run) with run as `train` returns it. `callbacks`
+    are Trainer callbacks added before training starts."""
     from transformers import PrinterCallback
 
     trainer = fresh_trainer(cfg, records, output_dir, disable_tqdm=not progress, **trainer_extra)
     if not progress:  # without a progress bar the Trainer prints every log row instead: the log history keeps them
         trainer.remove_callback(PrinterCallback)
+    for callback in callbacks:
+        trainer.add_callback(callback)
     return trainer, train(trainer, len(records), expect=expect)
 
 

@@ -2,24 +2,27 @@ import numpy as np
 import pytest
 
 import helpers.ablation
-from helpers.ablation import (ablation_summary, ablation_verdict, run_masking_ablation, run_stop_ablation, stop_sentence,
-                              verdict_holds)
+from helpers.ablation import (ablation_summary, ablation_verdict, curve_sentence, run_masking_ablation, run_stop_ablation,
+                              stop_sentence, verdict_holds)
 from helpers.data import prepare_splits
 
 
 @pytest.mark.slow
 def test_ablation_returns_both_arms_on_a_tiny_run(cfg):
     """Both arms train `ablation_steps` steps (a derived setting, not a keyword override) and are scored."""
-    cfg.ablation_steps = 2
-    results = run_masking_ablation(cfg, prepare_splits(cfg), cfg.run_dir / "ablation", progress=False)
+    cfg.ablation_steps, cfg.ablation_points = 2, (1, 2)
+    splits = prepare_splits(cfg)
+    results = run_masking_ablation(cfg, splits, cfg.run_dir / "ablation", progress=False)
     assert set(results) == {"masked", "unmasked"}
     for arm in results.values():
         assert 0 <= arm["accuracy"] <= 1 and 0 <= arm["macro_f1"] <= 1 and arm["steps"] == 2
         assert [step for step, _ in arm["loss_history"]] == [1, 2]
+        assert [step for step, _ in arm["eval_curve"]] == [1, 2] and arm["eval_seconds"] > 0
+        assert all(len(p) == len(splits.eval) for p in arm["eval_predictions"].values())
     assert (cfg.run_dir / "ablation" / "train_log_unmasked.jsonl").read_text().count('"loss"') == 2
     summary = ablation_summary(results)
     assert set(summary["masked"]) == {"accuracy", "macro_f1", "n", "steps", "train_seconds", "loss_history",
-                                      "predictions"}
+                                      "predictions", "eval_curve", "eval_seconds"}
     assert summary["unmasked"]["accuracy"] == results["unmasked"]["accuracy"]
 
 
@@ -31,7 +34,8 @@ def test_both_arms_train_padding_free_with_their_own_lora_setting_when_the_knobs
     cfg.ablation_steps, cfg.ablation_padding_free = 1, True
     cfg.ablation_lora_layers, cfg.ablation_learning_rate = 0, 2e-4  # smoke trains the top block of two elsewhere
     run_masking_ablation(cfg, prepare_splits(cfg), cfg.run_dir / "ablation", progress=False)
-    assert [(c.padding_free, c.max_steps, c.lora_layers, c.learning_rate) for c in seen] == [(True, 1, 0, 2e-4)] * 2
+    assert [(c.padding_free, c.max_steps, c.lora_layers, c.learning_rate, c.batch_size) for c in seen] == [
+        (True, 1, 0, 2e-4, cfg.ablation_batch_size)] * 2
     assert (cfg.padding_free, cfg.lora_layers, cfg.learning_rate) == (False, 1, 3e-4)
     seen.clear()
     cfg.ablation_padding_free = False
@@ -83,3 +87,26 @@ def test_the_label_only_arm_trains_the_label_alone_and_both_arms_are_read_for_th
     for arm in results.values():
         assert len(arm["stops"]) == len(arm["answers"]) == cfg.test_size and 0 <= arm["stopped"] <= 1
         assert 1 <= arm["mean_new_tokens"] <= 4 and 0 <= arm["macro_f1"] <= 1
+
+
+def test_the_curve_sentence_reads_each_eval_point_with_the_bootstrap(cfg):
+    gold = list(np.array(cfg.labels)[np.arange(60) % 3])
+    wrong = [cfg.labels[(cfg.labels.index(g) + 1) % 3] for g in gold]
+
+    def arms(masked, unmasked):
+        return {"masked": {"eval_curve": [(s, 1.0 if p is gold else 0.0) for s, p in masked.items()],
+                           "eval_predictions": masked},
+                "unmasked": {"eval_curve": [(s, 1.0 if p is gold else 0.0) for s, p in unmasked.items()],
+                             "eval_predictions": unmasked}}
+    faster = curve_sentence(arms({10: gold, 20: gold}, {10: wrong, 20: gold}), gold, cfg)
+    assert faster.startswith("Eval macro-F1 along training, masked vs unmasked on 60 eval reviews: step 10 1.000 vs "
+                             "0.000 (ahead, +1.000); step 20 1.000 vs 1.000 (tied, +0.000).")
+    assert faster.endswith("masking learned faster; by the last point the unmasked arm had caught up within the "
+                           "eval split's noise.")
+    assert curve_sentence(arms({10: gold, 20: gold}, {10: wrong, 20: wrong}), gold, cfg).endswith(
+        "masking learned faster and was still ahead at the last point.")
+    assert curve_sentence(arms({10: wrong, 20: gold}, {10: wrong, 20: wrong}), gold, cfg).endswith(
+        "masking pulled ahead only at the last point.")
+    assert curve_sentence(arms({10: wrong}, {10: gold}), gold, cfg).endswith(
+        "the unmasked arm was ahead at step 10.")
+    assert curve_sentence(arms({10: gold}, {10: gold}), gold, cfg).endswith("cannot tell the two arms apart at any point.")

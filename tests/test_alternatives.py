@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from helpers.alternatives import (ENCODER, SETFIT, Comparison, add_kept_encoder_rows, ceiling_sentence,
+from helpers.alternatives import (ENCODER, SETFIT, Comparison, add_kept_encoder_rows, ceiling_sentence, central_tests,
                                   cheapest_within_noise, crossing_sentence, curve_subsets, encoder_epochs_sentence,
                                   fit_llm_adapter, human_agreement, kept_encoder_models, known_curve_points,
-                                  learning_curve, little_data_sentence, llm_vs_alternatives, out_of_domain_set,
+                                  learning_curve, little_data_sentence, llm_curve_points, llm_vs_alternatives,
+                                  out_of_domain_set,
                                   rater_ratings, run_llm_rows, score, score_without_retraining, setfit_curve_points,
                                   setfit_sizes, travels_best, verdicts, when_to_fine_tune)
 from helpers.data import DataError, load_hutto, prepare_splits
@@ -204,13 +205,32 @@ def test_known_points_are_kept_and_only_missing_ones_trained(cfg, monkeypatch):
     assert not any(m.startswith("fine-tuned LLM") for m, _ in by)  # no LLM size in this profile
 
 
+def test_the_llm_trains_for_one_epoch_or_the_configured_steps_whichever_is_longer(cfg):
+    cfg.learning_curve_llm_steps, cfg.learning_curve_llm_points = 4, 2
+    assert llm_curve_points(cfg, 12) == (4, (0, 2, 4))  # 3 steps make an epoch at batch 4: the floor wins
+    assert llm_curve_points(cfg, 48) == (12, (0, 6, 12))  # the epoch wins; zero-shot is always a candidate
+
+
 @pytest.mark.slow
-def test_fit_llm_adapter_trains_one_epoch_and_scores(cfg):
+def test_the_llm_s_budget_at_a_curve_size_is_chosen_on_the_eval_split_and_its_adapter_kept(cfg):
     splits = prepare_splits(cfg)
-    predict = fit_llm_adapter(cfg, splits.train.head(12), cfg.run_dir)
-    out = score(predict, splits.test.head(6), cfg.labels)
+    cfg.learning_curve_llm_steps, cfg.learning_curve_llm_points = 4, 2
+    chosen = {}
+    predict = fit_llm_adapter(cfg, splits.train.head(12), splits.eval, cfg.run_dir, chosen=chosen)
+    scores = chosen["eval_macro_f1"]
+    assert list(scores) == [0, 2, 4] and chosen["steps"] == 4 and chosen["eval_rows"] == len(splits.eval)
+    assert chosen["step"] == min(s for s, f1 in scores.items() if f1 == max(scores.values()))  # the first best
+    again = score(predict, splits.eval, cfg.labels)["macro_f1"]  # the merged model is the chosen step's adapter
+    assert again == pytest.approx(scores[chosen["step"]], abs=1e-9)
     probabilities = np.asarray(predict(["fine", "awful"]))
-    assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(1), 1) and 0 <= out["macro_f1"] <= 1
+    assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(1), 1) and chosen["train_seconds"] > 0
+
+
+def test_the_llm_on_the_curve_needs_the_eval_split(cfg):
+    splits = prepare_splits(cfg)
+    with pytest.raises(ValueError, match="chosen on the eval split: pass eval_df=splits.eval"):
+        learning_curve(cfg, splits.train, splits.test, [], cfg.run_dir, methods=("fine-tuned LLM, HF fp32 (LoRA, "
+                                                                                 "merged)",))
 
 
 def test_ceiling_sentence_reads_the_gap_against_the_spread():
@@ -235,6 +255,11 @@ def test_verdicts_cover_every_question(cfg):
                         "little_data", "per_train_seconds", "per_serve_seconds", "advice"}
     assert out["test_llm_vs_alternatives"].startswith("In domain: fine-tuned LLM, HF (1.000 macro-F1) beats TF-IDF")
     assert "earns its cost" in out["advice"]
+    tests = central_tests(comparison, seed=0)  # what the metrics file keeps of them, and the laptop bench compares
+    assert list(tests) == ["test", "ood"] and tests["test"]["outcome"] == "ahead" and tests["test"]["n"] == 30
+    assert (tests["ood"]["llm"], tests["ood"]["rival"]) == ("fine-tuned LLM, HF", "TF-IDF + logistic regression")
+    assert tests["ood"]["llm_macro_f1"] == 1.0 and tests["ood"]["rival_macro_f1"] == pytest.approx(1 / 6)
+    assert tests["test"]["sentence"] == out["test_llm_vs_alternatives"]
 
 
 # --- the worked solutions of the exercises ----------------------------------------------------------------------------

@@ -45,8 +45,8 @@ def test_allocator_reads_ld_preload(monkeypatch):
 
 def test_every_part_is_one_function_of_one_table_and_an_unknown_part_is_refused_before_any_runs(cfg, monkeypatch):
     assert bench.BENCH_PARTS == tuple(bench.PARTS) == ("course", "matmul", "training", "shapes", "inference",
-                                                       "notebooks", "seeds", "deep", "contention", "grid", "long",
-                                                       "rare", "distill", "classify-scale", "tests")
+                                                       "notebooks", "laptop", "decides", "seeds", "deep", "contention",
+                                                       "grid", "long", "rare", "distill", "classify-scale", "tests")
     assert all(callable(bench.PARTS[name]) for name in bench.BENCH_PARTS)
     ran = []
     monkeypatch.setattr(bench, "PARTS", {name: (lambda b, name=name: ran.append(name)) for name in bench.BENCH_PARTS})
@@ -280,6 +280,62 @@ def test_tree_memory_counts_a_child_process_and_its_own_child(tmp_path):
     assert len(memory.at_peak) == 2 and all(rss > 150 * 2 ** 20 for _, rss in memory.at_peak)
     assert list(memory.peaks)[0] == child.pid and len(memory.peaks) == 2  # each process once, the parent first
     assert all(150 * 2 ** 20 < rss < memory.peak for _, rss in memory.peaks.values())
+
+
+def test_the_laptop_part_runs_the_verdict_s_chapters_again_limited_to_avx2_in_fp32_and_compares(cfg, course_run,
+                                                                                                 monkeypatch):
+    run_dir = course_run.through("05_practitioners_alternatives")
+    monkeypatch.setattr(bench, "LAPTOP_NOTEBOOKS", ["02", "05"])  # 03 adds nothing to what this test reads
+    results = {}
+    assert bench.part_laptop(bench.Bench(cfg, results, run_dir=run_dir, overrides=course_run.parameters["overrides"]))
+    laptop = results["laptop"]
+    again = Path(laptop["course"]["run_dir"])
+    assert again.parent == Path(cfg.run_dir) / "laptop" and laptop["env"]["ATEN_CPU_CAPABILITY"] == "avx2"
+    metrics = json.loads((again / "05_practitioners_alternatives" / "metrics.json").read_text())
+    assert metrics["config"]["precision"] == "fp32" and metrics["config"]["from_run"] == str(run_dir)
+    trained = json.loads((again / "02_logged_training" / "metrics.json").read_text())
+    assert trained["precision"] == "fp32" and trained["cpu_capability"] == "AVX2"  # the environment reached the kernel
+    ours, theirs = laptop["verdicts"].values()
+    assert set(ours) == set(theirs) == {"test", "ood"}
+    assert ours["test"]["n"] == cfg.test_size and ours["ood"]["n"] == cfg.ood_size
+    assert laptop["same_verdicts"] == all(ours[d]["outcome"] == theirs[d]["outcome"] for d in ours)
+    assert bench.ratios(results)["laptop_same_verdicts"] == float(laptop["same_verdicts"])
+    lines = bench.laptop_lines(laptop)
+    assert len(lines) == 5 and lines[1].lstrip().startswith("this CPU (") and "laptop (fp32, AVX2)" in lines[3]
+
+
+def test_the_course_run_counts_as_its_own_seed_of_the_decides_part(course_run, tmp_path):
+    run_dir = course_run.through("05_practitioners_alternatives")
+    first = bench.course_decisions(run_dir)
+    assert first["seed"] == 42 and first["from_course_run"] == str(run_dir)
+    assert list(first["sweep"]) == ["0.0001", "0.0003", "0.001", "0.003"]
+    assert [p["size"] for p in first["curve"]] == [12] and first["curve"][0]["step"] in (0, 2, 3)
+    ablation = json.loads((run_dir / "01_label_masking" / "metrics.json").read_text())["ablation"]
+    assert first["masking"]["masked_macro_f1"] == ablation["masked"]["macro_f1"]
+    assert first["masking"]["outcome"] in ("ahead", "tied", "behind")
+    assert bench.course_decisions(tmp_path) is None  # no chapter ran there
+
+
+@pytest.mark.slow
+def test_the_decides_part_runs_each_experiment_per_seed_and_keeps_a_finished_seed(cfg):
+    saved = []
+    results = {}
+    part = bench.Bench(cfg, results, seeds=(7, 8), save=lambda r: saved.append(len(r["decides"]["runs"])))
+    assert bench.part_decides(part) is True
+    d = results["decides"]
+    assert [run["seed"] for run in d["runs"]] == [7, 8] and saved == [1, 2] and d["seeds"] == [7, 8]
+    run = d["runs"][0]
+    assert run["masking"]["outcome"] in ("ahead", "tied", "behind") and list(run["sweep"]) == ["0.0001", "0.0003",
+                                                                                                "0.001", "0.003"]
+    assert [p["size"] for p in run["curve"]] == list(cfg.learning_curve_llm_sizes)
+    assert [s for s, _ in run["masking"]["eval_curve"]["masked"]] == list(cfg.ablation_points)
+    assert d["curve_lowest_minus_zero_shot"] == pytest.approx(
+        min(p["macro_f1"] for r in d["runs"] for p in r["curve"]) - d["zero_shot_macro_f1"])
+    assert d["masked_macro_f1"]["values"] == [r["masking"]["masked_macro_f1"] for r in d["runs"]]
+    ratios = bench.ratios(results)
+    assert ratios["decides_masked_macro_f1_lowest"] == d["masked_macro_f1"]["min"]
+    assert bench.decides_lines(d)[0] == "the experiments over seeds 7, 8 (smoke profile, one split):"
+    assert bench.part_decides(part) is True and saved == [1, 2]  # both seeds kept: nothing trained again
 
 
 def test_the_course_runs_as_make_course_runs_it_with_the_memory_of_all_its_processes(cfg):

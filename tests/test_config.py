@@ -30,6 +30,9 @@ def test_unknown_profile_and_setting_are_named():
         make_config("smoke", lr=1e-3)
     with pytest.raises(ValueError, match="decision_rule must be one of auto, offsets, argmax, not 'best'"):
         make_config("smoke", decision_rule="best")
+    with pytest.raises(ValueError, match=r"ablation_points \[20, 90\] must be steps from 1 to ablation_steps \(60\)"):
+        make_config("workshop", ablation_points=(20, 90))
+    assert make_config("workshop", ablation_steps=90).ablation_points == (20, 40, 60)  # scored early, trained longer
 
 
 def test_run_dir_defaults_to_a_shared_lab_folder(tmp_path):

@@ -164,6 +164,23 @@ def test_course_estimate_scales_the_newest_finished_run_by_tokens(tmp_path):
     assert estimate["sentence"].startswith(f"Expect about {minutes} min for the whole course on this data (400 tokens")
 
 
+def test_the_estimate_counts_notebook_06_as_it_will_run_here(tmp_path):
+    """A reference run whose 06 showed recorded figures does not time a 06 that will train live, nor the other way."""
+    tokens = {"train": 100, "eval": 50, "test": 50}
+    recorded = finished_run(tmp_path, "20261201-100000-workshop", 1, tokens)
+    stem = course_notebooks()[-1].stem
+    (recorded / stem / "metrics.json").write_text(json.dumps({"wall_seconds": 60, "recorded": {"seeds": [42]}}))
+    n = len(course_notebooks())
+    assert course_estimate("workshop", tokens, root=tmp_path, distillation_live=False)["minutes"] == n
+    alone = course_estimate("workshop", tokens, root=tmp_path, distillation_live=True)
+    assert alone["minutes"] == n - 1 and "no finished run on this machine did: the estimate leaves its time out" in \
+        alone["sentence"]
+    live = finished_run(tmp_path, "20261130-100000-deep", 10, {"train": 50, "eval": 25, "test": 25})  # half the tokens
+    timed = course_estimate("workshop", tokens, root=tmp_path, distillation_live=True)
+    assert timed["minutes"] == n - 1 + 20 and timed["reference"] == str(recorded)
+    assert f"so its time is scaled from {live.name}, where it did too" in timed["sentence"]
+
+
 def test_a_decision_rule_is_saved_beside_each_model_folder_and_gguf_file(tmp_path):
     rule = {"rule": "offsets", "offsets": [0.0, 1.5, 0.0], "labels": ["negative", "neutral", "positive"], "eval": {},
             "sentence": "s", "ignored": 1}
