@@ -118,7 +118,7 @@ lab: setup
 # those parts (the others read the latest finished course run). Parts: course matmul training shapes (the step's
 # products alone) inference notebooks laptop (02, 03 and 05 again limited to AVX2 in fp32: the same verdicts?) decides
 # (the masking ablation, LR sweep and LLM learning curve per seed) seeds deep contention grid long rare distill
-# classify-scale tests (make test and make test-fast, with
+# distill-few (few gold rows and a large pool) classify-scale tests (make test and make test-fast, with
 # their slowest tests). The figures are saved after every part: RESUME=runs/bench/bench-<time>.json goes on from a
 # stopped run and measures only the parts it had not finished.
 bench: setup

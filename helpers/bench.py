@@ -45,7 +45,7 @@ from helpers.classify import classify_file
 from helpers.config import ROOT, CourseConfig, make_config
 from helpers.data import load_amazon, load_hutto, prepare_splits, short_classes, to_chat_records
 from helpers.diagnostics import layer_grid, lr_sweep
-from helpers.distill import GOLD_ONLY, STUDENT, TEACHER
+from helpers.distill import GOLD_ONLY, STUDENT, TEACHER, few_gold_regime
 from helpers.distributed import classify_on_ray
 from helpers.encoder import finetune_encoder
 from helpers.evaluate import classification_metrics, verdict
@@ -54,7 +54,7 @@ from helpers.gguf import q4_k_m_file
 from helpers.model import free_memory, load_model, resolve_model, training_precision
 from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
 from helpers.runs import (ALTERNATIVES, DISTILLATION, MASKING, TRAINING, RunLayout, course_notebooks, course_runs,
-                          json_safe, layout, load_metrics, new_run_dir, recorded_config)
+                          json_safe, layout, load_metrics, new_run_dir, notebook_dir, recorded_config)
 from helpers.training import fresh_trainer, make_trainer, save_adapter_and_merged, train, trained_layers
 
 
@@ -617,6 +617,17 @@ def decides_lines(d: dict) -> list[str]:
     return lines
 
 
+def distill_few_lines(d: dict) -> list[str]:
+    lines = [f"distillation with few gold rows (seeds {', '.join(map(str, d['seeds']))}, teacher {d['teacher_run']}), "
+             f"macro-F1 mean ± sd; the student against MiniLM alone and against the teacher, per seed:"]
+    for r in d["rows"]:
+        lines.append(f"  {r['pool']:<14} {r['domain']:<4} {r['gold_rows']:4d} gold: student {r['student']['mean']:.3f} ± "
+                     f"{r['student']['sd']:.3f}, MiniLM alone {r['gold_only']['mean']:.3f} ± {r['gold_only']['sd']:.3f}, "
+                     f"teacher {r['teacher']['mean']:.3f}; vs alone {', '.join(r['vs_gold_only'])}; vs teacher "
+                     f"{', '.join(r['vs_teacher'])}")
+    return lines
+
+
 def scale_lines(c: dict) -> list[str]:
     lines = [f"classify at scale ({c['rows']} reviews, {c['cores']} cores), reviews/s:"]
     for kind, m in c["models"].items():
@@ -629,7 +640,8 @@ def scale_lines(c: dict) -> list[str]:
 
 
 PART_LINES = {"long": long_lines, "rare": rare_lines, "tests": tests_lines, "distill": distill_lines,
-              "classify_scale": scale_lines, "laptop": laptop_lines, "decides": decides_lines}  # the lines of a part whose figures are its own
+              "classify_scale": scale_lines, "laptop": laptop_lines, "decides": decides_lines,
+              "distill_few": distill_few_lines}  # the lines of a part whose figures are its own
 
 
 def format_shapes(shapes: dict, peak: float | None) -> list[str]:
@@ -983,6 +995,43 @@ def part_distill(bench: Bench) -> bool:
     return True
 
 
+def few_gold_over_seeds(runs: list[dict]) -> dict:
+    """The few-gold regime over the seeds of `runs`: per (pool, domain, gold rows) the student's, MiniLM alone's and
+    the teacher's macro-F1 as `spread`s, and each seed's outcome against MiniLM alone and against the teacher."""
+    keys = sorted({(p["pool"], p["domain"], p["gold_rows"]) for p in runs[0]["points"]})
+    rows = []
+    for pool, domain, size in keys:
+        at = [next(p for p in run["points"] if (p["pool"], p["domain"], p["gold_rows"]) == (pool, domain, size))
+              for run in runs]
+        rows.append({"pool": pool, "domain": domain, "gold_rows": size,
+                     **{k: spread(p[k] for p in at) for k in ("student", "gold_only", "teacher")},
+                     "vs_gold_only": [p["vs_gold_only"]["outcome"] for p in at],
+                     "vs_teacher": [p["vs_teacher"]["outcome"] for p in at]})
+    return {"seeds": [run["seed"] for run in runs], "rows": rows}
+
+
+def part_distill_few(bench: Bench) -> bool:
+    """Distillation where it should pay (`distill.few_gold_regime`), the course run's fine-tuned LLM the teacher, once
+    for each seed on the split of the profile's own seed (the seed draws the gold rows and trains the students), each
+    seed saved before the next starts; the figures over the seeds (`few_gold_over_seeds`)."""
+    if bench.run_dir is None:
+        raise RuntimeError("The distill-few part needs a course run's fine-tuned LLM as its teacher: run it with the "
+                           "course part, or after one.")
+    base = make_config(bench.cfg.profile, **(bench.overrides or {}))
+    out = bench.results.setdefault("distill_few", {"runs": []})
+    for seed in bench.seeds:
+        if any(run["seed"] == seed for run in out["runs"]):
+            continue
+        cfg = dataclasses.replace(base, seed=seed, split_seed=base.split_seed, from_run=str(bench.run_dir),
+                                  run_dir=Path(bench.cfg.run_dir) / "distill-few" / f"seed{seed}")
+        work = notebook_dir(cfg, DISTILLATION)  # copies in the course run's chapters: the teacher is 02's merged model
+        out["runs"].append({"seed": seed, **few_gold_regime(cfg, prepare_splits(cfg), work, bench.progress)})
+        if bench.save:
+            bench.save(bench.results)
+    out.update(few_gold_over_seeds(out["runs"]), profile=bench.cfg.profile, teacher_run=str(bench.run_dir))
+    return True
+
+
 # The course on reviews that all fill `max_length`: ~1,600 characters (~350 tokens) each, past the 230 tokens a review
 # may take, so every review is cut to the full length and every batch is as long as a batch can be. Memory follows the
 # length of a batch, not the number of rows: fewer rows keep the part's wall time to minutes (a 5-shot prompt of such
@@ -1167,7 +1216,7 @@ PARTS = {"course": part_course, "matmul": part_matmul, "training": part_training
          "inference": part_inference, "notebooks": part_notebooks, "laptop": part_laptop, "decides": part_decides,
          "seeds": part_seeds, "deep": part_deep,
          "contention": part_contention, "grid": part_grid, "long": part_long, "rare": part_rare,
-         "distill": part_distill, "classify-scale": part_classify_scale, "tests": part_tests}
+         "distill": part_distill, "distill-few": part_distill_few, "classify-scale": part_classify_scale, "tests": part_tests}
 BENCH_PARTS = tuple(PARTS)  # in run order: the course first (the others read it), training before shapes
 
 

@@ -216,6 +216,13 @@ class CourseConfig:
     # A pool with fewer rows teaches the student nothing worth its training: where the chapter would run live on such
     # a pool ("auto"), it says so in one line and shows the recorded figures instead ("live" trains anyway).
     distill_min_pool: int = 100
+    # Distillation where it is expected to pay (`make bench PARTS=distill-few`): a student on few gold rows (each of
+    # distill_few_gold_sizes, balanced) plus a pool many times larger with the teacher's probabilities, beside MiniLM on
+    # those gold rows alone and the teacher. Two pools of distill_few_pool_rows rows: the chapter's own (held-back rows
+    # of the data) and distill_few_ood_pool's rows apart from the out-of-domain test set ("": only the first).
+    distill_few_gold_sizes: tuple = (75, 150, 300)
+    distill_few_pool_rows: int = 1000
+    distill_few_ood_pool: str = "hutto:tweets"
     # The demo page (make demo): the models' disagreements shown as examples are looked for in the first this many
     # reviews of the test split, every model scoring each of them once when the page starts.
     demo_scan_rows: int = 80
@@ -235,7 +242,7 @@ class CourseConfig:
         self.labels = tuple(self.labels)
         self.sweep_learning_rates = tuple(self.sweep_learning_rates)
         for name in ("learning_curve_sizes", "learning_curve_llm_sizes", "setfit_per_class", "layer_grid_layers",
-                     "layer_grid_rows", "distill_curve_sizes", "ablation_points"):
+                     "layer_grid_rows", "distill_curve_sizes", "ablation_points", "distill_few_gold_sizes"):
             setattr(self, name, tuple(getattr(self, name)))
         if self.split_seed is None:
             self.split_seed = self.seed
@@ -259,7 +266,8 @@ PROFILES = {
                   # the tiny model has 2 blocks: LoRA on the top one runs the workshop's top-K path
                   lora_layers=1, learning_rate=3e-4,
                   layer_grid_layers=(0, 1), layer_grid_rows=(12, 24), layer_grid_eval_size=12,
-                  distill_pool_size=24, distill_curve_sizes=(8, 16), distill_min_pool=8),
+                  distill_pool_size=24, distill_curve_sizes=(8, 16), distill_min_pool=8,
+                  distill_few_gold_sizes=(6, 12), distill_few_pool_rows=24),
     # The default: SmolLM2-135M-Instruct on the Amazon snippets, on 2 cores (TEACHING.md times each notebook).
     "workshop": dict(),
     # The workshop with the whole balanced training split (2,049 rows of the Amazon snippets) for two epochs at batch 8,

@@ -15,6 +15,7 @@ encoder learns from its probabilities, and the numbers say whether you get the L
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -23,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from helpers import encoder
-from helpers.alternatives import ENCODER, Comparison, add_kept_encoder_rows, kept_encoder_models, score
+from helpers.alternatives import (ENCODER, Comparison, add_kept_encoder_rows, kept_encoder_models, out_of_domain_set,
+                                  score)
 from helpers.classify import classify_file
 from helpers.config import ROOT, CourseConfig
-from helpers.data import UNLABELLED, DataError, distillation_pool
+from helpers.data import UNLABELLED, DataError, balanced_sample, distillation_pool, load_dataset
 from helpers.evaluate import verdict
 from helpers.modelcard import write_model_card
 from helpers.predict import load_predictor
@@ -416,3 +418,97 @@ def recorded_metrics(recorded: dict) -> dict:
             "recorded": {key: recorded[key] for key in ("command", "date", "profile", "cpus", "gaps")}
             | {"seeds": [r["seed"] for r in recorded["runs"]]}
             | ({"small_pool": recorded["small_pool"]} if "small_pool" in recorded else {})}
+
+
+# --- where distillation should pay: few gold rows, a pool many times larger -------------------------------------------
+
+IN_DOMAIN = "in domain"
+
+
+def few_gold_pools(cfg: CourseConfig, splits) -> dict[str, pd.DataFrame]:
+    """The two pools of the few-gold regime, each `cfg.distill_few_pool_rows` rows with their gold labels kept for the
+    record (no student ever trains on them): the chapter's own pool (`data.distillation_pool`: rows the teacher never
+    trained on), and `cfg.distill_few_ood_pool`'s rows that are not in the out-of-domain test set."""
+    pools = {IN_DOMAIN: distillation_pool(cfg, splits).head(cfg.distill_few_pool_rows)}
+    if cfg.distill_few_ood_pool:
+        other = load_dataset(dataclasses.replace(cfg, dataset=cfg.distill_few_ood_pool))
+        ood = out_of_domain_set(cfg)
+        held = set(ood["text"]) if ood is not None and cfg.ood_dataset == cfg.distill_few_ood_pool else set()
+        other = other[~other["text"].isin(held)].drop_duplicates("text")
+        pools[cfg.distill_few_ood_pool] = other.sample(frac=1.0, random_state=cfg.split_seed).head(
+            cfg.distill_few_pool_rows).reset_index(drop=True)
+    return pools
+
+
+def few_gold_regime(cfg: CourseConfig, splits, out_dir: Path, progress: bool = False) -> dict:
+    """Distillation where it is expected to pay: for each of `cfg.distill_few_gold_sizes` balanced gold rows (drawn
+    from the teacher's own training rows with `cfg.seed`), MiniLM on those rows alone and a student on the same rows
+    plus each pool of `few_gold_pools` with the teacher's probabilities, all scored on the test split and out of
+    domain beside the teacher. Returns {"pools": {name: rows}, "points": one row per (gold rows, pool, domain) with
+    the three macro-F1 and the paired bootstrap of the student against MiniLM alone and against the teacher}."""
+    out_dir = Path(out_dir)
+    domains = {"test": splits.test}
+    ood = out_of_domain_set(cfg)
+    if ood is not None:
+        domains["ood"] = ood
+    teacher = load_predictor(cfg, teacher_model(cfg))
+    teacher_rows = {d: {**score(teacher.probabilities, df, cfg.labels), "method": TEACHER} for d, df in domains.items()}
+    pools = few_gold_pools(cfg, splits)
+    targets = {name: teacher_probabilities(cfg, pool, out_dir / f"pool_{slug(name)}", progress)
+               for name, pool in pools.items()}
+    points = []
+    for size in cfg.distill_few_gold_sizes:
+        gold = balanced_sample(splits.train, size, cfg.labels, cfg.seed, min_per_class=1, source="few gold rows")
+        alone = encoder.finetune_encoder(cfg, gold, out_dir / f"gold_only_{size}", progress=progress)
+        alone_rows = {d: {**score(alone["predict"], df, cfg.labels), "method": GOLD_ONLY} for d, df in domains.items()}
+        for name, pool in pools.items():
+            student = train_student(cfg, gold, pool, targets[name], out_dir / f"student_{slug(name)}_{size}", progress)
+            for d, df in domains.items():
+                row = {**score(student["predict"], df, cfg.labels), "method": STUDENT}
+                gold_labels = list(df["label"])
+                tests = {key: verdict(gold_labels, row, other, cfg.labels, cfg.seed)
+                         for key, other in (("vs_gold_only", alone_rows[d]), ("vs_teacher", teacher_rows[d]))}
+                points.append({"gold_rows": size, "pool": name, "pool_rows": len(pool), "domain": d, "n": len(df),
+                               "student": row["macro_f1"], "gold_only": alone_rows[d]["macro_f1"],
+                               "teacher": teacher_rows[d]["macro_f1"],
+                               **{key: {k: t[k] for k in ("difference", "low", "high", "outcome")}
+                                  for key, t in tests.items()}})
+    return {"pools": {name: len(pool) for name, pool in pools.items()}, "points": points}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def few_gold_sentence(points: list[dict], domain: str = "test") -> str:
+    """Per pool, in `domain`: at each gold size whether the student beats MiniLM on the gold rows alone and whether it
+    ties its teacher (the paired bootstrap), and the fewest gold rows where the student no longer beats MiniLM alone
+    (where the lines cross), if any."""
+    said = []
+    for pool in dict.fromkeys(p["pool"] for p in points):
+        mine = sorted((p for p in points if p["pool"] == pool and p["domain"] == domain), key=lambda p: p["gold_rows"])
+        if not mine:
+            continue
+        steps = "; ".join(f"{p['gold_rows']} gold rows: student {p['student']:.3f} vs MiniLM alone {p['gold_only']:.3f} "
+                          f"({p['vs_gold_only']['outcome']}), teacher {p['teacher']:.3f} "
+                          f"({'tied' if p['vs_teacher']['outcome'] == 'tied' else p['vs_teacher']['outcome']})"
+                          for p in mine)
+        wins = [p["gold_rows"] for p in mine if p["vs_gold_only"]["outcome"] == "ahead"]
+        cross = next((p["gold_rows"] for p in mine if p["vs_gold_only"]["outcome"] != "ahead"), None)
+        end = ("the student beats MiniLM alone at every size" if len(wins) == len(mine) else
+               "the student never beats MiniLM alone beyond the noise" if not wins else
+               f"the student stops beating MiniLM alone from {cross} gold rows")
+        said.append(f"Pool {pool} ({mine[0]['pool_rows']} rows): {steps}. So {end}.")
+    return " ".join(said)
+
+
+def few_gold_curve(points: list[dict], domain: str = "test") -> list[dict]:
+    """The regime as learning-curve points (`plots.plot_learning_curve`): MiniLM alone, the student on each pool and
+    the teacher, against the gold rows."""
+    out = []
+    for p in (p for p in points if p["domain"] == domain):
+        out.append({"method": f"student, pool {p['pool']}", "size": p["gold_rows"], "macro_f1": p["student"]})
+        for method, key in ((GOLD_ONLY, "gold_only"), (TEACHER, "teacher")):
+            if not any(o["method"] == method and o["size"] == p["gold_rows"] for o in out):
+                out.append({"method": method, "size": p["gold_rows"], "macro_f1": p[key]})
+    return out

@@ -46,7 +46,8 @@ def test_allocator_reads_ld_preload(monkeypatch):
 def test_every_part_is_one_function_of_one_table_and_an_unknown_part_is_refused_before_any_runs(cfg, monkeypatch):
     assert bench.BENCH_PARTS == tuple(bench.PARTS) == ("course", "matmul", "training", "shapes", "inference",
                                                        "notebooks", "laptop", "decides", "seeds", "deep", "contention",
-                                                       "grid", "long", "rare", "distill", "classify-scale", "tests")
+                                                       "grid", "long", "rare", "distill", "distill-few",
+                                                       "classify-scale", "tests")
     assert all(callable(bench.PARTS[name]) for name in bench.BENCH_PARTS)
     ran = []
     monkeypatch.setattr(bench, "PARTS", {name: (lambda b, name=name: ran.append(name)) for name in bench.BENCH_PARTS})
@@ -512,6 +513,21 @@ def test_the_distill_part_runs_notebook_06_live_per_seed_and_writes_what_the_wor
     again = json.loads((twin / DISTILLATION / "metrics.json").read_text())
     assert {k: again[k] for k in ("results", "verdict", "curve", "recorded")} == {
         k: metrics[k] for k in ("results", "verdict", "curve", "recorded")}
+
+
+def test_the_distill_few_part_asks_the_course_run_s_teacher_for_each_seed(cfg, course_run):
+    run_dir = course_run.through("02_logged_training")
+    results = {}
+    assert bench.part_distill_few(bench.Bench(cfg, results, run_dir=run_dir, seeds=(7,), progress=False))
+    d = results["distill_few"]
+    assert d["seeds"] == [7] and d["teacher_run"] == str(run_dir) and d["profile"] == "smoke"
+    assert [(r["pool"], r["domain"], r["gold_rows"]) for r in d["rows"]] == sorted(
+        (pool, domain, size) for pool in ("hutto:tweets", "in domain") for domain in ("ood", "test") for size in (6, 12))
+    work = Path(cfg.run_dir) / "distill-few" / "seed7"
+    assert (work / "02_logged_training" / "merged").is_dir()  # the teacher, copied in from the course run
+    assert bench.distill_few_lines(d)[1].startswith("  hutto:tweets   ood     6 gold: student ")
+    with pytest.raises(RuntimeError, match="needs a course run's fine-tuned LLM as its teacher"):
+        bench.part_distill_few(bench.Bench(cfg, {}, run_dir=None))
 
 
 def test_the_classify_scale_part_labels_one_file_in_one_process_and_on_ray_with_each_worker_count(cfg, tmp_path):

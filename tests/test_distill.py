@@ -278,3 +278,51 @@ def test_the_take_home_cells_train_a_student_on_their_own(cfg, tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     said = [line.split()[0] for line in done.stdout.splitlines() if line.rstrip().endswith(tuple(texts))]
     assert len(said) == 3 and set(said) <= set(cfg.labels)
+
+
+def test_the_few_gold_pools_are_held_back_rows_and_another_domain_apart_from_its_test_set(cfg):
+    from helpers.alternatives import out_of_domain_set
+
+    splits = prepare_splits(cfg)
+    pools = distill.few_gold_pools(cfg, splits)
+    assert list(pools) == [distill.IN_DOMAIN, cfg.distill_few_ood_pool]
+    assert all(len(pool) == cfg.distill_few_pool_rows for pool in pools.values())
+    assert pools[distill.IN_DOMAIN]["text"].tolist() == distillation_pool(cfg, splits)["text"].head(
+        cfg.distill_few_pool_rows).tolist()
+    assert not set(pools[cfg.distill_few_ood_pool]["text"]) & set(out_of_domain_set(cfg)["text"])
+    assert list(distill.few_gold_pools(dataclasses.replace(cfg, distill_few_ood_pool=""), splits)) == [distill.IN_DOMAIN]
+
+
+@pytest.mark.slow
+def test_the_few_gold_regime_scores_student_minilm_alone_and_teacher_at_each_gold_size(cfg, tmp_path):
+    run = teacher_run(cfg, tmp_path / "run")
+    splits = prepare_splits(run)
+    regime = distill.few_gold_regime(run, splits, tmp_path / "work")
+    assert regime["pools"] == {distill.IN_DOMAIN: 24, "hutto:tweets": 24}
+    points = regime["points"]
+    assert [(p["gold_rows"], p["pool"], p["domain"]) for p in points] == [
+        (size, pool, domain) for size in (6, 12) for pool in regime["pools"] for domain in ("test", "ood")]
+    at = {(p["gold_rows"], p["pool"], p["domain"]): p for p in points}
+    assert at[(6, distill.IN_DOMAIN, "test")]["gold_only"] == at[(6, "hutto:tweets", "test")]["gold_only"]  # one rival
+    assert len({p["teacher"] for p in points if p["domain"] == "test"}) == 1  # one teacher, scored once
+    for p in points:
+        assert p["vs_gold_only"]["difference"] == pytest.approx(p["student"] - p["gold_only"], abs=1e-9)
+        assert p["vs_teacher"]["outcome"] in ("ahead", "tied", "behind") and p["n"] == cfg.test_size
+    said = distill.few_gold_sentence(points)
+    assert said.startswith(f"Pool {distill.IN_DOMAIN} (24 rows): 6 gold rows: student ") and "Pool hutto:tweets" in said
+    curve = distill.few_gold_curve(points)
+    assert {p["method"] for p in curve} == {f"student, pool {distill.IN_DOMAIN}", "student, pool hutto:tweets",
+                                            distill.GOLD_ONLY, distill.TEACHER} and len(curve) == 8
+
+
+def test_the_few_gold_sentence_names_where_the_student_stops_beating_minilm_alone():
+    def point(size, outcome):
+        return {"pool": "in domain", "pool_rows": 1000, "domain": "test", "gold_rows": size, "student": 0.7,
+                "gold_only": 0.6, "teacher": 0.8, "vs_gold_only": {"outcome": outcome},
+                "vs_teacher": {"outcome": "behind"}}
+    crossing = distill.few_gold_sentence([point(75, "ahead"), point(150, "ahead"), point(300, "tied")])
+    assert crossing.startswith("Pool in domain (1000 rows): 75 gold rows: student 0.700 vs MiniLM alone 0.600 (ahead), "
+                               "teacher 0.800 (behind);")
+    assert crossing.endswith("So the student stops beating MiniLM alone from 300 gold rows.")
+    assert distill.few_gold_sentence([point(75, "ahead")]).endswith("beats MiniLM alone at every size.")
+    assert distill.few_gold_sentence([point(75, "tied")]).endswith("never beats MiniLM alone beyond the noise.")
