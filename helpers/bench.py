@@ -946,6 +946,12 @@ def part_contention(bench: Bench, competitor: list[str] = COMPETITOR) -> bool:
 DISTILL_NOTEBOOKS = ("00", "02", "06")
 
 
+def trained_with(run_dir: Path) -> tuple[int, int] | None:
+    """The seed and split seed notebook 02 of a course run trained with, or None if it did not run."""
+    config = load_metrics(run_dir).get("02_logged_training", {}).get("config")
+    return (config["seed"], config["split_seed"]) if config else None
+
+
 def distill_over_seeds(runs: list[dict]) -> dict:
     """Notebook 06's figures over the seeds of `runs` (each its metrics file with its seed): every method's macro-F1
     per domain, and the three gaps the targets are about (teacher - student, student - MiniLM on the gold rows only,
@@ -974,8 +980,10 @@ def part_distill(bench: Bench) -> bool:
         if any(run["seed"] == seed for run in out["runs"]):
             continue
         knobs = {**(bench.overrides or {}), "seed": seed, "split_seed": base.split_seed, "distillation": "live"}
-        course = course_with_memory(bench.cfg.profile, knobs, Path(bench.cfg.run_dir) / "distill",
-                                    only=list(DISTILL_NOTEBOOKS))
+        only = list(DISTILL_NOTEBOOKS)
+        if bench.run_dir is not None and trained_with(bench.run_dir) == (seed, base.split_seed):
+            knobs["from_run"], only = str(bench.run_dir), only[-1:]  # the course run is this seed's teacher already
+        course = course_with_memory(bench.cfg.profile, knobs, Path(bench.cfg.run_dir) / "distill", only=only)
         if not course["finished"]:
             out["failed"] = course["run_dir"]
             return False
