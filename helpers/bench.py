@@ -748,6 +748,7 @@ class Bench:
     overrides: dict | None = None
     save: object = None  # save(results): called by a long part between its own steps too
     recorded: Path | None = None  # where the distill part writes the figures the workshop's notebook 06 shows
+    recorded_few: Path | None = None  # where the distill-few part writes the few-gold figures notebook 06 shows
 
 
 def part_course(bench: Bench) -> None:
@@ -844,13 +845,19 @@ def seed_decisions(cfg: CourseConfig, progress: bool = False) -> dict:
     sweep = lr_sweep(cfg, splits, work / "sweep", progress)
     curve = learning_curve(cfg, splits.train, splits.test, [], work / "curve", progress, methods=(LLM,),
                            eval_df=splits.eval)
-    return {"seed": cfg.seed,
+    return decisions_record(cfg.seed, ablation, masking, {f"{lr:g}": r["macro_f1"] for lr, r in sweep.items()}, curve)
+
+
+def decisions_record(seed: int, ablation: dict, masking: dict, sweep: dict, curve: list[dict]) -> dict:
+    """One seed's decisions as the decides part keeps them: each arm's test macro-F1 and eval curve with the masking
+    verdict, each rate's eval macro-F1, and the LLM's trained points of the learning curve with their chosen step."""
+    return {"seed": seed,
             "masking": {**{f"{arm}_macro_f1": r["macro_f1"] for arm, r in ablation.items()},
                         **{k: masking[k] for k in ("difference", "low", "high", "outcome")},
                         "eval_curve": {arm: r["eval_curve"] for arm, r in ablation.items()}},
-            "sweep": {f"{lr:g}": r["macro_f1"] for lr, r in sweep.items()},
+            "sweep": sweep,
             "curve": [{"size": p["size"], "macro_f1": p["macro_f1"], "step": p["budget"]["step"]} for p in curve
-                      if p["method"] == LLM]}
+                      if p["method"] == LLM and not p.get("reused") and p.get("budget")]}
 
 
 def course_decisions(run_dir: Path) -> dict | None:
@@ -864,13 +871,8 @@ def course_decisions(run_dir: Path) -> dict | None:
     knobs = recorded_config(run_dir)
     cfg = make_config(knobs.pop("profile"), **knobs)
     masking = ablation_outcome(ablation, prepare_splits(cfg).test["label"], cfg)
-    return {"seed": cfg.seed, "from_course_run": str(run_dir),
-            "masking": {**{f"{arm}_macro_f1": r["macro_f1"] for arm, r in ablation.items()},
-                        **{k: masking[k] for k in ("difference", "low", "high", "outcome")},
-                        "eval_curve": {arm: r["eval_curve"] for arm, r in ablation.items()}},
-            "sweep": {lr: r["macro_f1"] for lr, r in sweep.items()},
-            "curve": [{"size": p["size"], "macro_f1": p["macro_f1"], "step": p["budget"]["step"]} for p in curve
-                      if p["method"] == LLM and not p.get("reused") and p.get("budget")]}
+    return {**decisions_record(cfg.seed, ablation, masking, {lr: r["macro_f1"] for lr, r in sweep.items()}, curve),
+            "from_course_run": str(run_dir)}
 
 
 def zero_shot_macro_f1(cfg: CourseConfig, progress: bool = False) -> float:
@@ -996,11 +998,18 @@ def part_distill(bench: Bench) -> bool:
     out.pop("failed", None)
     out.update(distill_over_seeds(out["runs"]), profile=bench.cfg.profile)
     if bench.recorded:
-        recorded = {"command": f"make bench PARTS=distill PROFILE={bench.cfg.profile}", "date": bench.results["date"],
-                    "cpus": bench.results["cpus"], "threads": bench.results["threads"], **out}
-        Path(bench.recorded).parent.mkdir(parents=True, exist_ok=True)
-        Path(bench.recorded).write_text(json.dumps(json_safe(recorded), indent=1) + "\n", encoding="utf-8")
+        write_recorded(bench.recorded, "distill", bench.results, out)
     return True
+
+
+def write_recorded(path: Path, part: str, results: dict, out: dict) -> Path:
+    """A part's figures (`out`) as the file notebook 06 shows in place of its own run: with the command that made
+    them and the bench's date and machine."""
+    recorded = {"command": f"make bench PARTS={part} PROFILE={out['profile']}", "date": results["date"],
+                "cpus": results["cpus"], "threads": results["threads"], **out}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(json_safe(recorded), indent=1) + "\n", encoding="utf-8")
+    return Path(path)
 
 
 def few_gold_over_seeds(runs: list[dict]) -> dict:
@@ -1037,6 +1046,8 @@ def part_distill_few(bench: Bench) -> bool:
         if bench.save:
             bench.save(bench.results)
     out.update(few_gold_over_seeds(out["runs"]), profile=bench.cfg.profile, teacher_run=str(bench.run_dir))
+    if bench.recorded_few:
+        write_recorded(bench.recorded_few, "distill-few", bench.results, out)
     return True
 
 
@@ -1230,13 +1241,13 @@ BENCH_PARTS = tuple(PARTS)  # in run order: the course first (the others read it
 
 def run_bench(cfg: CourseConfig, run_dir: Path | None = None, steps: int = 8, parts=BENCH_PARTS, seeds=(42, 43, 44),
               progress: bool = True, overrides: dict | None = None, earlier: dict | None = None, save=None,
-              recorded: Path | None = None) -> dict:
+              recorded: Path | None = None, recorded_few: Path | None = None) -> dict:
     """Every figure of the selected `parts` (see `PARTS`) in one run on this machine, in `BENCH_PARTS` order whatever
     the order asked. The parts read the course run of the "course" part (in `cfg.profile`, with `overrides`),
     otherwise `run_dir`, default: the latest finished run of the profile. "seeds" and "deep" train with every one of
     `seeds` on one split. `save(results)` is called after each part, so a stopped benchmark loses only the part it
     was in; `earlier` (its saved figures) goes on from there: the parts it finished are not measured again. The
-    "distill" part also writes its figures to `recorded`, where given."""
+    "distill" part also writes its figures to `recorded`, and the "distill-few" part to `recorded_few`, where given."""
     import torch
 
     unknown = [name for name in parts if name not in PARTS]
@@ -1251,7 +1262,7 @@ def run_bench(cfg: CourseConfig, run_dir: Path | None = None, steps: int = 8, pa
     course = results.get("course", {}).get("run_dir") or results.get("course_run")
     bench = Bench(cfg, results, run_dir=Path(run_dir or course) if run_dir or course else latest_run(cfg.profile),
                   steps=steps, seeds=tuple(seeds), progress=progress, overrides=overrides, save=save,
-                  recorded=recorded)
+                  recorded=recorded, recorded_few=recorded_few)
     for name, part in PARTS.items():
         if name in parts and name not in done:
             if part(bench) is not False:  # a part whose run did not finish says False: RESUME= runs it again

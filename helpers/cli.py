@@ -31,8 +31,9 @@ from helpers.data import (DataError, class_balance, distillation_pool, label_con
                           to_chat_records)
 from helpers.demo import DemoError, open_demo
 from helpers.distributed import classify_on_ray
-from helpers.distill import (RECORDED, add_distillation_rows, distillation_figures, distillation_verdict, distills_live,
-                             pool_curve, pool_sentence, recorded_distillation, recorded_metrics, recorded_sentence, recorded_table,
+from helpers.distill import (RECORDED, RECORDED_FEW, add_distillation_rows, distillation_figures, distillation_verdict,
+                             distills_live, few_gold_section, few_gold_text, pool_curve, pool_sentence,
+                             recorded_distillation, recorded_metrics, recorded_sentence, recorded_table,
                              recorded_verdict, teacher_probabilities, teacher_sentence, write_student_card)
 from helpers.evaluate import classification_metrics, metrics_summary
 from helpers.fewshot import (FewShotError, fewshot_verdict, open_response_cache, openai_row, pick_shots,
@@ -324,9 +325,10 @@ def cmd_distill(args):
     splits = prepare_splits(cfg)
     pool = distillation_pool(cfg, splits)
     if recorded := recorded_distillation(cfg, pool):
-        record_metrics(cfg, DISTILLATION, **recorded_metrics(recorded))
+        few = few_gold_section(cfg, splits, out_dir)
+        record_metrics(cfg, DISTILLATION, **recorded_metrics(recorded), few_gold=few)
         return cfg, (f"{recorded_sentence(cfg, recorded)}\n\n{recorded_table(recorded).round(3).to_string()}\n\n" +
-                     "\n\n".join(recorded_verdict(recorded).values()))
+                     "\n\n".join(recorded_verdict(recorded).values()) + f"\n\n{few_gold_text(cfg, few)}")
     ood = out_of_domain_set(cfg)
     comparison = Comparison({"test": splits.test} if ood is None else {"test": splits.test, "ood": ood}, cfg.labels)
     targets = teacher_probabilities(cfg, pool, out_dir)
@@ -334,10 +336,12 @@ def cmd_distill(args):
     curve = pool_curve(cfg, comparison, splits.train, pool, targets, out_dir)
     verdict = distillation_verdict(comparison, cfg.seed)
     write_student_card(cfg, comparison, pool, len(splits.train), student["model_dir"], verdict)
+    few = few_gold_section(cfg, splits, out_dir)
     record_metrics(cfg, DISTILLATION, results=comparison.summary(), verdict=verdict,
-                   **distillation_figures(cfg, curve, pool, targets, len(splits.train)))
+                   **distillation_figures(cfg, curve, pool, targets, len(splits.train)), few_gold=few)
     return cfg, (f"{pool_sentence(cfg, pool, len(splits.train))}\n{teacher_sentence(cfg, pool, targets)}\n\n"
-                 f"{comparison.table('test').round(3).to_string()}\n\n" + "\n\n".join(verdict.values()))
+                 f"{comparison.table('test').round(3).to_string()}\n\n" + "\n\n".join(verdict.values()) +
+                 f"\n\n{few_gold_text(cfg, few)}")
 
 
 def cmd_evaluate(args):
@@ -424,7 +428,8 @@ def cmd_bench(args):
     print(f"Figures: {path} (after each part; make bench RESUME={path} goes on from a stopped run)")
     results = run_bench(cfg, run_dir=args.run_dir, steps=args.steps, parts=args.parts, seeds=args.seeds,
                         overrides=knob_overrides(args), earlier=earlier, save=lambda r: save_results(r, path),
-                        recorded=None if args.profile == "smoke" else RECORDED)
+                        recorded=None if args.profile == "smoke" else RECORDED,
+                        recorded_few=None if args.profile == "smoke" else RECORDED_FEW)
     return cfg, f"{format_results(results)}\nsaved: {path}"
 
 

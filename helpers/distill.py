@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,9 @@ TEACHER, UPPER = "teacher: fine-tuned LLM, HF fp32", "MiniLM on the pool's gold 
 # What the workshop shows in place of its own run (`distillation`): `make bench PARTS=distill` writes it.
 RECORDED = ROOT / "docs" / "distillation-bench.json"
 RECORDED_COMMAND = "make bench PARTS=distill PROFILE=deep"
+# The few-gold regime as notebook 06 shows it unless `distill_few` is "live": `make bench PARTS=distill-few` writes it.
+RECORDED_FEW = ROOT / "docs" / "distillation-few-bench.json"
+RECORDED_FEW_COMMAND = "make bench PARTS=distill-few"
 
 
 def teacher_model(cfg: CourseConfig) -> Path:
@@ -512,3 +516,79 @@ def few_gold_curve(points: list[dict], domain: str = "test") -> list[dict]:
             if not any(o["method"] == method and o["size"] == p["gold_rows"] for o in out):
                 out.append({"method": method, "size": p["gold_rows"], "macro_f1": p[key]})
     return out
+
+
+def few_gold_section(cfg: CourseConfig, splits, out_dir: Path, progress: bool = True,
+                     recorded_file: Path | None = None) -> dict:
+    """The few-gold regime as notebook 06 shows it: trained on this run where `cfg.distill_few` is "live"
+    (`few_gold_regime`), else the figures `make bench PARTS=distill-few` recorded (`recorded_file`, default
+    `RECORDED_FEW`): the points of `cfg.seed`'s run (else the first seed's) and the rows over every seed. Returns
+    {"source": a sentence that says which, "points", "pools", "seed", "rows": over the seeds, or None when live}."""
+    if cfg.distill_few == "live":
+        regime = few_gold_regime(cfg, splits, Path(out_dir) / "few_gold", progress)
+        return {"source": f"Live: this run trains the regime itself (seed {cfg.seed}).", "seed": cfg.seed,
+                "rows": None, **regime}
+    path = Path(recorded_file or RECORDED_FEW)
+    if not path.is_file():
+        raise RunError(f"No recorded few-gold figures at {path}: {RECORDED_FEW_COMMAND} writes them, or set "
+                       f"distill_few='live' to train them here.")
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    run = next((r for r in recorded["runs"] if r["seed"] == cfg.seed), recorded["runs"][0])
+    trainings = len({p["gold_rows"] for p in run["points"]}) * (1 + len(run["pools"]))
+    source = (f"Recorded, not run here: `{recorded['command']}` measured this on {recorded['date'][:10]} "
+              f"({recorded['cpus']} cores, the {recorded['profile']} profile, seeds "
+              f"{', '.join(str(r['seed']) for r in recorded['runs'])} on one split, the teacher the fine-tuned LLM of "
+              f"one course run). The curves are seed {run['seed']}'s; the table is over the seeds. It trains "
+              f"{trainings} MiniLM models per seed: set overrides={{'distill_few': 'live'}} to run it here.")
+    return {"source": source, "points": run["points"], "pools": run["pools"], "seed": run["seed"],
+            "rows": recorded["rows"]}
+
+
+def outcome_counts(outcomes: list[str]) -> str:
+    """Each seed's verdict, counted: "ahead 3/3", or "ahead 2/3, tied 1/3"."""
+    return ", ".join(f"{o} {n}/{len(outcomes)}" for o, n in Counter(outcomes).most_common())
+
+
+def few_gold_table(rows: list[dict], domain: str = "test") -> pd.DataFrame:
+    """The regime over the seeds in `domain` (`rows` of `bench.few_gold_over_seeds`): per pool and gold size the
+    student's and MiniLM alone's macro-F1 (mean ± sample sd), the teacher's mean, and each seed's verdict counted."""
+    out = [{"pool": r["pool"], "gold rows": r["gold_rows"],
+            "student": f"{r['student']['mean']:.3f} ± {r['student']['sd']:.3f}",
+            "MiniLM alone": f"{r['gold_only']['mean']:.3f} ± {r['gold_only']['sd']:.3f}",
+            "teacher": f"{r['teacher']['mean']:.3f}",
+            "student vs MiniLM alone": outcome_counts(r["vs_gold_only"]),
+            "student vs teacher": outcome_counts(r["vs_teacher"])} for r in rows if r["domain"] == domain]
+    return pd.DataFrame(out).set_index(["pool", "gold rows"])
+
+
+def few_gold_seeds_sentence(rows: list[dict], domain: str = "test") -> str:
+    """Per pool in `domain`, over the seeds: at which gold sizes the student beats MiniLM alone in every seed, and at
+    which it ties (or beats) its teacher in every seed."""
+    said = []
+    for pool in dict.fromkeys(r["pool"] for r in rows if r["domain"] == domain):
+        mine = sorted((r for r in rows if r["pool"] == pool and r["domain"] == domain), key=lambda r: r["gold_rows"])
+        seeds = len(mine[0]["vs_gold_only"])
+        every = lambda key, ok: [r["gold_rows"] for r in mine if all(o in ok for o in r[key])]
+        ahead, level = every("vs_gold_only", ("ahead",)), every("vs_teacher", ("tied", "ahead"))
+        sizes = lambda found: ("at every gold size" if len(found) == len(mine) else
+                               "at no gold size" if not found else f"at {', '.join(map(str, found))} gold rows only")
+        said.append(f"Pool {pool}, over {seeds} seeds: the student beats MiniLM alone in every seed {sizes(ahead)}, "
+                    f"and is level with its teacher (tied or ahead) in every seed {sizes(level)}.")
+    return " ".join(said)
+
+
+def domain_name(cfg: CourseConfig, domain: str) -> str:
+    return f"out of domain ({cfg.ood_dataset})" if domain == "ood" else "in domain (the test split)"
+
+
+def few_gold_text(cfg: CourseConfig, few: dict, source: bool = True) -> str:
+    """`few_gold_section` as text: where it comes from (unless not `source`), each domain's sentence, and the table
+    over the seeds where recorded."""
+    domains = list(dict.fromkeys(p["domain"] for p in few["points"]))
+    parts = [few["source"]] * source + [f"{domain_name(cfg, d)[0].upper()}{domain_name(cfg, d)[1:]}: "
+                                        f"{few_gold_sentence(few['points'], d)}" for d in domains]
+    for d in domains if few["rows"] else ():
+        parts += [f"Over the seeds, {domain_name(cfg, d)}: {few_gold_seeds_sentence(few['rows'], d)}",
+                  few_gold_table(few["rows"], d).to_string()]
+    return "\n\n".join(parts)
+

@@ -138,7 +138,8 @@ def _finished(fig, ax, **labels):
     return fig
 
 
-def plot_learning_curve(points: list[dict], human: dict | None = None):
+def plot_learning_curve(points: list[dict], human: dict | None = None, title: str = "Learning curve",
+                        ylabel: str = "macro-F1 (test)"):
     """Macro-F1 against the number of training examples (log scale), one line per method, with the human ceiling.
     `points` are {"method", "size", "macro_f1"} rows."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
@@ -151,7 +152,7 @@ def plot_learning_curve(points: list[dict], human: dict | None = None):
     ax.minorticks_off()
     sizes = sorted({p["size"] for p in points})
     ax.set_xticks(sizes, [str(s) for s in sizes])
-    return _finished(fig, ax, xlabel="training examples (balanced)", ylabel="macro-F1 (test)", title="Learning curve")
+    return _finished(fig, ax, xlabel="training examples (balanced)", ylabel=ylabel, title=title)
 
 
 def plot_distillation_curve(points: list[dict], teacher: float, upper: list[dict] | None = None):

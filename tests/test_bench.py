@@ -505,21 +505,29 @@ def test_the_distill_part_runs_notebook_06_live_per_seed_and_writes_what_the_wor
     assert "Recorded, not run in this run" in build_report(shown)[0].read_text()
 
     knobs = tmp_path / "knobs.json"  # the command twin shows the same file and records the same figures
-    knobs.write_text(json.dumps({"distillation": "recorded", "distill_recorded": str(recorded)}))
+    knobs.write_text(json.dumps({"distillation": "recorded", "distill_recorded": str(recorded),
+                                 "distill_few": "recorded"}))  # no teacher in this folder: the few-gold figures too
     twin = tmp_path / "twin"
     out = subprocess.run([sys.executable, "-m", "helpers", "distill", "--profile", "smoke", "--run-dir", str(twin),
                           "--config", str(knobs)], capture_output=True, text=True, check=True).stdout
     assert "Recorded, not run here" in out and "Seed 7: " in out
+    assert "Recorded, not run here: `make bench PARTS=distill-few PROFILE=workshop` measured" in out
     again = json.loads((twin / DISTILLATION / "metrics.json").read_text())
     assert {k: again[k] for k in ("results", "verdict", "curve", "recorded")} == {
         k: metrics[k] for k in ("results", "verdict", "curve", "recorded")}
 
 
-def test_the_distill_few_part_asks_the_course_run_s_teacher_for_each_seed(cfg, course_run):
+def test_the_distill_few_part_asks_the_course_run_s_teacher_for_each_seed(cfg, course_run, tmp_path):
+    from helpers.distill import few_gold_section
+
     run_dir = course_run.through("02_logged_training")
-    results = {}
-    assert bench.part_distill_few(bench.Bench(cfg, results, run_dir=run_dir, seeds=(7,), progress=False))
+    results, recorded = {"date": "2026-12-07T09:00:00", "cpus": 2, "threads": 2}, tmp_path / "few.json"
+    assert bench.part_distill_few(bench.Bench(cfg, results, run_dir=run_dir, seeds=(7,), progress=False,
+                                              recorded_few=recorded))
     d = results["distill_few"]
+    shown = few_gold_section(dataclasses.replace(cfg, distill_few="recorded", seed=7), None, tmp_path, False, recorded)
+    assert shown["points"] == d["runs"][0]["points"] and shown["rows"] == d["rows"]  # what notebook 06 shows
+    assert shown["source"].startswith("Recorded, not run here: `make bench PARTS=distill-few PROFILE=smoke` measured")
     assert d["seeds"] == [7] and d["teacher_run"] == str(run_dir) and d["profile"] == "smoke"
     assert [(r["pool"], r["domain"], r["gold_rows"]) for r in d["rows"]] == sorted(
         (pool, domain, size) for pool in ("hutto:tweets", "in domain") for domain in ("ood", "test") for size in (6, 12))

@@ -189,6 +189,9 @@ def test_the_live_chapter_records_its_verdicts_in_and_out_of_domain_and_its_sent
                                   "ood_vs_gold_only", "closing"]
     assert m["verdict"]["ood_vs_gold_only"].startswith("Out of domain: ") and "recorded" not in m
     assert m["pool_sentence"].startswith("The pool: ") and m["teacher_sentence"].startswith("The teacher labelled ")
+    few = m["few_gold"]  # the smoke profile trains the few-gold section live
+    assert few["source"].startswith("Live: ") and few["rows"] is None
+    assert {(p["gold_rows"], p["domain"]) for p in few["points"]} == {(6, "test"), (12, "test"), (6, "ood"), (12, "ood")}
 
 
 # --- notebook 06's take-home cells: run on their own, and the same loss and arguments as the helpers' ----------------
@@ -326,3 +329,46 @@ def test_the_few_gold_sentence_names_where_the_student_stops_beating_minilm_alon
     assert crossing.endswith("So the student stops beating MiniLM alone from 300 gold rows.")
     assert distill.few_gold_sentence([point(75, "ahead")]).endswith("beats MiniLM alone at every size.")
     assert distill.few_gold_sentence([point(75, "tied")]).endswith("never beats MiniLM alone beyond the noise.")
+
+
+def few_gold_point(size, pool, domain, student, outcome, teacher_outcome="behind"):
+    return {"gold_rows": size, "pool": pool, "pool_rows": 1000, "domain": domain, "n": 600, "student": student,
+            "gold_only": 0.5, "teacher": 0.8, "vs_gold_only": {"outcome": outcome},
+            "vs_teacher": {"outcome": teacher_outcome}}
+
+
+def test_the_recorded_few_gold_section_shows_this_seed_s_curves_and_every_seed_s_verdicts(cfg, tmp_path):
+    from helpers import bench
+
+    runs = [{"seed": seed, "pools": {"in domain": 1000, "hutto:tweets": 1000},
+             "points": [few_gold_point(size, pool, domain, 0.7 + seed / 1000, "ahead" if size < 300 or seed < 44
+                                       else "tied", "tied" if pool == "hutto:tweets" and domain == "ood" else "behind")
+                        for size in (75, 300) for pool in ("in domain", "hutto:tweets") for domain in ("test", "ood")]}
+            for seed in (42, 43, 44)]
+    out = {**bench.few_gold_over_seeds(runs), "runs": runs, "profile": "workshop", "teacher_run": "runs/x"}
+    path = bench.write_recorded(tmp_path / "few.json", "distill-few", {"date": "2026-12-07T09:00:00", "cpus": 2,
+                                                                        "threads": 2}, out)
+    few = distill.few_gold_section(dataclasses.replace(cfg, distill_few="recorded", seed=43), None, tmp_path, False,
+                                   recorded_file=path)
+    assert few["seed"] == 43 and few["points"] == runs[1]["points"] and few["rows"] == out["rows"]
+    assert few["source"].startswith("Recorded, not run here: `make bench PARTS=distill-few PROFILE=workshop` measured "
+                                    "this on 2026-12-07 (2 cores, the workshop profile, seeds 42, 43, 44")
+    assert "trains 6 MiniLM models per seed" in few["source"]  # 2 gold sizes x (MiniLM alone + a student per pool)
+    other = distill.few_gold_section(dataclasses.replace(cfg, distill_few="recorded", seed=7), None, tmp_path, False,
+                                     recorded_file=path)
+    assert other["seed"] == 42  # a seed the bench did not run: its first seed's curves
+    table = distill.few_gold_table(out["rows"], "test")
+    assert table.loc[("in domain", 300), "student vs MiniLM alone"] == "ahead 2/3, tied 1/3"
+    assert table.loc[("in domain", 75), "student"] == "0.743 ± 0.001" and table.loc[("in domain", 75), "teacher"] == "0.800"
+    said = distill.few_gold_seeds_sentence(out["rows"], "ood")
+    assert said.startswith("Pool hutto:tweets, over 3 seeds: the student beats MiniLM alone in every seed at 75 gold "
+                           "rows only, and is level with its teacher (tied or ahead) in every seed at every gold size.")
+    text = distill.few_gold_text(cfg, few)
+    assert text.startswith(few["source"]) and "Out of domain (hutto:tweets): Pool in domain (1000 rows): 75 gold" in text
+    assert "Over the seeds, in domain (the test split): Pool hutto:tweets, over 3 seeds" in text
+    assert not distill.few_gold_text(cfg, few, source=False).startswith("Recorded")
+    with pytest.raises(RunError, match="make bench PARTS=distill-few writes them, or set distill_few='live'"):
+        distill.few_gold_section(dataclasses.replace(cfg, distill_few="recorded"), None, tmp_path, False,
+                                 recorded_file=tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="distill_few must be one of recorded, live"):
+        make_config("smoke", distill_few="sometimes")
