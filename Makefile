@@ -18,7 +18,7 @@ BROWSER := $(CACHE)/browser.checked
 TCMALLOC = $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 $(CONDA_PREFIX)/lib/libtcmalloc_minimal.so))
 PYRUN = LD_PRELOAD=$(TCMALLOC) $(PY)
 
-.PHONY: setup course solutions test test-fast lab bench teaching classify serve demo
+.PHONY: setup course solutions test test-fast lab bench teaching classify serve demo publish book
 
 # EXTRAS=distributed adds an optional extra (requirements-distributed.txt: Ray Data for classify --engine ray).
 EXTRAS ?=
@@ -39,6 +39,10 @@ $(INSTALLED): requirements.txt requirements-embedded.txt pyproject.toml scripts/
 
 $(VENV)/.installed-distributed: requirements-distributed.txt $(INSTALLED)
 	$(PY) -m pip install -r requirements-distributed.txt
+	touch $@
+
+$(VENV)/.installed-book: requirements-book.txt $(INSTALLED)
+	$(PY) -m pip install -r requirements-book.txt
 	touch $@
 
 $(CONVERTER): $(INSTALLED)
@@ -98,13 +102,14 @@ solutions: setup
 # pytest-xdist worker per core (at most 4), each with its share of the threads (tests/conftest.py). A module (or a test
 # class) runs on one worker, in order: the course's notebooks first, since they are the longest chain. ARGS: more
 # pytest options (make test ARGS="-k masking").
-# The suite always has the distributed extra: its tests run classify on a local Ray.
+# The suite always has the distributed extra (its tests run classify on a local Ray) and the book extra (a test builds
+# the site and opens it in Chromium).
 XDIST := -n auto --maxprocesses 4 --dist loadscope --no-loadscope-reorder
 
-test: setup $(VENV)/.installed-distributed
+test: setup $(VENV)/.installed-distributed $(VENV)/.installed-book
 	$(PYRUN) -m pytest $(XDIST) --durations=25 $(ARGS)
 
-test-fast: setup $(VENV)/.installed-distributed
+test-fast: setup $(VENV)/.installed-distributed $(VENV)/.installed-book
 	$(PYRUN) -m pytest $(XDIST) -m "not slow" --durations=10 $(ARGS)
 
 # make lab FROM=runs/<timestamp>-workshop: every notebook starts from that finished run (or an unpacked pack): it copies
@@ -123,6 +128,19 @@ lab: setup
 # stopped run and measures only the parts it had not finished.
 bench: setup
 	$(PYRUN) -m helpers bench --profile $(PROFILE) $(if $(PARTS),--parts $(PARTS)) $(if $(RESUME),--resume "$(RESUME)") $(KNOBS)
+
+# The executed notebooks of a real run committed for readers (GitHub, nbviewer, the course site): RUN= a finished
+# `make course` run of the workshop profile, SOLUTIONS= a finished `make solutions` run (either or both). Outputs are
+# cleaned (no stderr, progress bars or absolute paths) and stamped with the run, the machine and a hash of the code
+# cells; tests/test_publish.py fails when a notebook's code no longer matches the outputs committed with it.
+publish: $(INSTALLED)
+	$(PY) -m helpers publish $(if $(RUN),--run "$(RUN)") $(if $(SOLUTIONS),--solutions "$(SOLUTIONS)")
+
+# The course site: static HTML in runs/book from the committed executed notebooks (make publish), README, TEACHING.md
+# and docs/, built offline by Sphinx + myst-nb without running anything (book/conf.py). Host runs/book on any static
+# file server (GitHub Pages: push it to a gh-pages branch), or open runs/book/index.html.
+book: $(VENV)/.installed-book
+	$(PY) -m helpers book
 
 # TEACHING.md, the teacher's guide, rewritten from the newest bench results with a course part (BENCH=runs/bench/...
 # picks another) and the solutions' times where `make solutions` measured them.

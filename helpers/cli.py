@@ -31,6 +31,7 @@ from helpers.data import (DataError, class_balance, distillation_pool, label_con
                           to_chat_records)
 from helpers.demo import DemoError, open_demo
 from helpers.distributed import classify_on_ray
+from helpers.publish import SITE, PublishError, build_book, publish
 from helpers.distill import (RECORDED, RECORDED_FEW, add_distillation_rows, distillation_figures, distillation_verdict,
                              distills_live, few_gold_section, few_gold_text, pool_curve, pool_sentence,
                              recorded_distillation, recorded_metrics, recorded_sentence, recorded_table,
@@ -457,6 +458,26 @@ def cmd_teaching(args):
                                      f"{figures['course_run']})")
 
 
+def cmd_publish(args):
+    """The executed notebooks of a real run (--run RUN: a course run; --solutions SOL: a `make solutions` run) copied
+    into notebooks/ with their outputs cleaned and stamped (what `make publish` does): a reader sees every table, plot
+    and verdict without running anything."""
+    if not (args.run or args.solutions):
+        raise PublishError("Give the run to publish: make publish RUN=runs/<timestamp>-workshop (and SOLUTIONS= a "
+                           "make solutions run).")
+    written = [*(publish(args.run, course_notebooks()) if args.run else []),
+               *(publish(args.solutions, solution_notebooks()) if args.solutions else [])]
+    return config_from(args, None), "\n".join(f"Published: {path.relative_to(ROOT)} ({path.stat().st_size / 1e3:.0f} kB)"
+                                               for path in written)
+
+
+def cmd_book(args):
+    """The course site (what `make book` does): static HTML from the committed executed notebooks, the README,
+    TEACHING.md and docs/, built offline without running anything. Host the folder on any static file server."""
+    start = build_book(args.output)
+    return config_from(args, None), f"Site: {start} (open it in a browser, or serve {args.output} with any web server)"
+
+
 def cmd_prepare(args):
     """A set-up step that `make setup` runs once: llama.cpp's converter, the embedded base model, the tiny model."""
     cfg = config_from(args, args.run_dir)
@@ -467,7 +488,8 @@ SETUP_STEPS = {"converter": prepare_converter, "base-model": prepare_embedded_mo
 COMMANDS = {"course": cmd_course, "solutions": cmd_solutions, "data": cmd_data, "ablation": cmd_ablation,
             "train": cmd_train, "export": cmd_export, "compare": cmd_compare, "alternatives": cmd_alternatives, "distill": cmd_distill,
             "report": cmd_report, "evaluate": cmd_evaluate, "classify": cmd_classify, "serve": cmd_serve, "demo": cmd_demo,
-            "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "teaching": cmd_teaching, "prepare": cmd_prepare}
+            "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "teaching": cmd_teaching, "prepare": cmd_prepare,
+            "publish": cmd_publish, "book": cmd_book}
 RUN_COMMANDS = ("data", "ablation", "train", "export", "compare", "alternatives", "distill")  # they fill a run folder
 
 
@@ -511,6 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--bench", type=Path, help="a runs/bench/bench-*.json with a course part "
                                                       "(default: the newest)")
             p.add_argument("--output", type=Path, default=ROOT / "TEACHING.md", help="default: TEACHING.md")
+        if name == "publish":
+            p.add_argument("--run", type=Path, help="a finished course run of the workshop profile (runs/<timestamp>-workshop)")
+            p.add_argument("--solutions", type=Path, help="a finished `make solutions` run")
+        if name == "book":
+            p.add_argument("--output", type=Path, default=SITE, help="the site's folder (default: runs/book)")
         if name == "pack":
             p.add_argument("run", type=Path, help="a finished run folder, e.g. runs/<timestamp>-workshop")
             p.add_argument("--output", type=Path, help="default: <run folder>.tar beside it")
@@ -532,8 +559,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg, message = args.func(args)
-    except (BenchError, ClassifyError, DataError, DemoError, FewShotError, GGUFError, KnobError, ModelError, RunError,
-            ServerError, TeachingError) as err:
+    except (BenchError, ClassifyError, DataError, DemoError, FewShotError, GGUFError, KnobError, ModelError,
+            PublishError, RunError, ServerError, TeachingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(message)

@@ -321,7 +321,7 @@ def render_guide(figures: dict) -> str:
         f"`make lab FROM={run}`: every notebook can start at once, copying in what the notebooks before it made.",
         f"- The worked solutions: `notebooks/solutions/NN_<chapter>.ipynb`, one per chapter, answer its exercises. "
         f"`make solutions` runs them, `make course` does not: the course alone takes {total / 60:.1f} min here "
-        f"against the README's target of 10. "
+        f"against the target of 10 in docs/benchmarks.md. "
         + (f"Their run times below are from `{figures['solutions_run']}`." if figures["solutions_run"] else
            "Their run times are not measured yet: run `make solutions`, then `make teaching`."),
         "- The times are this machine's. A learner's laptop may be slower: `make bench PARTS=\"course notebooks\"` "

@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,25 @@ class CourseRun:
     def through(self, stem: str) -> Path:
         self.notebook(stem)
         return self.run_dir
+
+
+CHROMIUM = os.environ.get("CHROMIUM") or next(
+    (p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium")) if p and Path(p).is_file()), None)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (the demo page's and the course site's tests)."""
+    if CHROMIUM is None:
+        pytest.fail("No Chromium to drive: run `make setup` (as root it installs Debian's chromium), or "
+                    "`sudo apt-get install chromium`, or set CHROMIUM=/path/to/chromium.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:  # the flags keep Chromium off the network it has no access to
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture(scope="session")

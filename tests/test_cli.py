@@ -102,15 +102,15 @@ def resolve_model_dir():
     return resolve_model(make_config("smoke"))
 
 
-def readme_command(prefix: str) -> list[str]:
-    """The README's command line that starts with `prefix`, split into words."""
-    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(prefix)]
-    assert len(lines) == 1, f"the README should show exactly one command starting with {prefix!r}"
+def documented_command(prefix: str, page: Path = ROOT / "docs" / "tools.md") -> list[str]:
+    """The command line that starts with `prefix` on the docs page that shows it (`page`), split into words."""
+    lines = [line for line in page.read_text().splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, f"{page.relative_to(ROOT)} should show exactly one command starting with {prefix!r}"
     return lines[0].split()
 
 
-def test_the_readme_s_torchrun_command_trains_with_two_processes(tmp_path):
-    command = readme_command(".venv/bin/torchrun --nproc_per_node 2")
+def test_the_docs_torchrun_command_trains_with_two_processes(tmp_path):
+    command = documented_command(".venv/bin/torchrun --nproc_per_node 2")
     assert command[command.index("--profile") + 1] == "smoke"  # a tiny model: CPU DDP in seconds
     command[0] = str(Path(sys.executable).parent / "torchrun")  # installed with torch, beside this Python
     command[command.index("--run-dir") + 1] = str(tmp_path)

@@ -1,7 +1,6 @@
 """The demo page (helpers/demo.py): served on 127.0.0.1 over the smoke course run's models and driven in Debian's
 Chromium by Playwright, as a learner uses it; and its refusals, without a browser."""
 import csv
-import os
 import shutil
 from pathlib import Path
 
@@ -17,9 +16,7 @@ from helpers.runs import ALTERNATIVES, DISTILLATION, EXPORT
 pytestmark = pytest.mark.slow
 
 REVIEW = "the battery died but support replaced it overnight"
-SCREENSHOT = ROOT / "runs" / "demo-smoke.png"  # the README's docs/demo.png is a copy of it
-CHROMIUM = os.environ.get("CHROMIUM") or next(
-    (p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium")) if p and Path(p).is_file()), None)
+SCREENSHOT = ROOT / "runs" / "demo-smoke.png"  # docs/demo.png (shown in docs/tools.md) is a copy of it
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +25,6 @@ def served(course_run):
     page, url, models = demo.open_demo(course_run.through(DISTILLATION), progress=lambda line: None)
     yield url, models
     page.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.fail("No Chromium to drive: run `make setup` (as root it installs Debian's chromium), or "
-                    "`sudo apt-get install chromium`, or set CHROMIUM=/path/to/chromium.")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:  # the flags keep Chromium off the network it has no access to
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

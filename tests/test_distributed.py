@@ -222,8 +222,8 @@ def broken_after(probabilities, batches: int):
 
 
 @pytest.mark.slow
-def test_address_joins_a_running_cluster_as_the_readme_starts_one(cfg, hf_model, tmp_path, monkeypatch):
-    """`ray start --head` as the README starts it (its own port and folder here, token authentication on as Ray 2.60
+def test_address_joins_a_running_cluster_as_the_docs_start_one(cfg, hf_model, tmp_path, monkeypatch):
+    """`ray start --head` as docs/tools.md starts it (its own port and folder here, token authentication on as Ray 2.60
     starts it), then classify with --address and RAY_AUTH_MODE=token: the job runs on that cluster, with this
     checkout's helpers shipped to its workers, and the cluster outlives it."""
     port, log = 6400 + os.getpid() % 500, tmp_path / "head.log"

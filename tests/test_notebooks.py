@@ -22,11 +22,10 @@ def checked_cells(nb):
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_committed_notebook_is_clean_and_parameterised(notebook):
+def test_committed_notebook_is_parameterised_and_reads_as_a_chapter(notebook):  # its outputs: test_publish.py
     nb = nbformat.read(notebook, as_version=4)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and "profile = " in params[0].source and "run_dir = " in params[0].source
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
     assert nb.metadata["kernelspec"]["name"] == KERNEL
     assert checked_cells(nb), "mark the deterministic cells with # NBVAL_CHECK_OUTPUT"
     assert nb.cells[0].cell_type == "markdown" and "What you will learn" in nb.cells[0].source
