@@ -10,7 +10,7 @@ HELPERS = Path(__file__).resolve().parent.parent / "helpers"
 MECHANISMS = {"config", "runs", "data", "model", "masking", "training", "evaluate", "gguf", "serve", "encoder", "plots", "classify",
               "distributed", "predict", "modelcard"}
 EXPERIMENTS = {"ablation", "diagnostics", "baselines", "fewshot", "alternatives", "formats", "distill"}
-FACES = {"__init__", "__main__", "cli", "bench", "report", "teaching", "demo"}
+FACES = {"__init__", "__main__", "cli", "bench", "report", "teaching", "demo", "publish"}
 
 
 def helper_imports(path: Path) -> set[str]:
