@@ -361,8 +361,9 @@ def test_the_recorded_few_gold_section_shows_this_seed_s_curves_and_every_seed_s
     assert table.loc[("in domain", 300), "student vs MiniLM alone"] == "ahead 2/3, tied 1/3"
     assert table.loc[("in domain", 75), "student"] == "0.743 ± 0.001" and table.loc[("in domain", 75), "teacher"] == "0.800"
     said = distill.few_gold_seeds_sentence(out["rows"], "ood")
-    assert said.startswith("Pool hutto:tweets, over 3 seeds: the student beats MiniLM alone in every seed at 75 gold "
-                           "rows only, and is level with its teacher (tied or ahead) in every seed at every gold size.")
+    assert said.startswith("Pool hutto:tweets, over 3 seeds: the student is ahead of MiniLM alone beyond the noise (the "
+                           "paired bootstrap's 95 % interval clear of zero) in every seed at 75 gold rows only, and level "
+                           "with its teacher (tied or ahead) in every seed at every gold size.")
     text = distill.few_gold_text(cfg, few)
     assert text.startswith(few["source"]) and "Out of domain (hutto:tweets): Pool in domain (1000 rows): 75 gold" in text
     assert "Over the seeds, in domain (the test split): Pool hutto:tweets, over 3 seeds" in text
