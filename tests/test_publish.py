@@ -8,7 +8,6 @@ import pytest
 
 from helpers import publish
 from helpers.config import ROOT
-from helpers.runs import course_notebooks
 
 RUN = "20261207-120000-workshop"
 
@@ -111,8 +110,3 @@ def test_nothing_is_published_from_an_error_other_code_a_smoke_run_or_a_missing_
 def test_the_publish_command_asks_for_a_run():
     result = subprocess.run([sys.executable, "-m", "helpers", "publish"], capture_output=True, text=True)
     assert result.returncode == 2 and "make publish RUN=runs/<timestamp>-workshop" in result.stderr
-
-
-@pytest.mark.parametrize("chapter", course_notebooks(), ids=lambda p: p.stem)
-def test_every_committed_chapter_carries_the_outputs_of_its_own_code_from_a_real_run(chapter):
-    assert publish.stale_reasons(chapter) == []
