@@ -31,7 +31,6 @@ from helpers.data import (DataError, class_balance, distillation_pool, label_con
                           to_chat_records)
 from helpers.demo import DemoError, open_demo
 from helpers.distributed import classify_on_ray
-from helpers.publish import SITE, PublishError, build_book, publish
 from helpers.distill import (RECORDED, RECORDED_FEW, add_distillation_rows, distillation_figures, distillation_verdict,
                              distills_live, few_gold_section, few_gold_text, pool_curve, pool_sentence,
                              recorded_distillation, recorded_metrics, recorded_sentence, recorded_table,
@@ -45,6 +44,7 @@ from helpers.gguf import (GGUFError, base_model_gguf, build_gguf_files, merged_m
 from helpers.model import ModelError, load_model, load_tokenizer, prepare_embedded_model, prepare_tiny_model
 from helpers.modelcard import write_model_cards
 from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
+from helpers.publish import SITE, PublishError, build_book, publish
 from helpers.report import build_report
 from helpers.runs import (ALTERNATIVES, DATA, DISTILLATION, EXPORT, FEWSHOT, MASKING, RELATIVE, SOLUTIONS, TRAINING, RunError,
                           course_estimate, course_notebooks, course_runs, decision_file, latest_run, layout,
