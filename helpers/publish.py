@@ -30,9 +30,13 @@ class PublishError(Exception):
     """A run that cannot be published, with what to do instead."""
 
 
+def own_code(nb) -> list:
+    """The notebook's own code cells (papermill's injected cell left out)."""
+    return [c for c in nb.cells if c.cell_type == "code" and INJECTED not in c.metadata.get("tags", [])]
+
+
 def code_cells(nb) -> list[str]:
-    """The sources of the notebook's own code cells (papermill's injected cell left out)."""
-    return [c.source for c in nb.cells if c.cell_type == "code" and INJECTED not in c.metadata.get("tags", [])]
+    return [c.source for c in own_code(nb)]
 
 
 def code_hash(nb) -> str:
@@ -113,12 +117,9 @@ def published(notebook: Path, executed: Path, stamp: dict, replacements: dict[st
     if code_cells(nb) != code_cells(ran):
         raise PublishError(f"{executed} ran other code than {notebook} holds now: run the course again with this code, "
                            f"then publish that run.")
-    ran_cells = iter(c for c in ran.cells if c.cell_type == "code" and INJECTED not in c.metadata.get("tags", []))
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            source = next(ran_cells)
-            cell.outputs = clean_outputs(source.outputs, replacements, f"{executed.name}, cell [{source.execution_count}]")
-            cell.execution_count = source.execution_count
+    for cell, source in zip(own_code(nb), own_code(ran)):
+        cell.outputs = clean_outputs(source.outputs, replacements, f"{executed.name}, cell [{source.execution_count}]")
+        cell.execution_count = source.execution_count
     nb.metadata[STAMP] = {**stamp, "code_sha256": code_hash(nb)}
     return nb
 
