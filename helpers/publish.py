@@ -129,7 +129,9 @@ def publish(run_dir: Path, notebooks: list[Path]) -> list[Path]:
     one can be (a stale or failed notebook leaves every committed file as it was)."""
     run_dir = Path(run_dir).resolve()
     stamp = run_stamp(run_dir)
-    replacements = {str(run_dir): stamp["run"], str(ROOT) + "/": "", str(ROOT): ".", str(Path.home()): "~"}
+    made_in = run_dir.parent.parent  # the checkout that made the run (runs/<name>), maybe another than this one
+    replacements = {str(run_dir): stamp["run"], **{str(root) + "/": "" for root in (made_in, ROOT)},
+                    **{str(root): "." for root in (made_in, ROOT)}, str(Path.home()): "~"}
     pairs = [(nb, run_dir / folder_name(nb) / nb.name) for nb in notebooks]
     missing = [str(executed) for _, executed in pairs if not executed.is_file()]
     if missing:

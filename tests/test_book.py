@@ -34,11 +34,12 @@ def test_the_site_holds_the_chapters_in_order_the_solutions_the_guide_and_the_do
 
 def test_every_page_loads_with_its_figures_and_no_broken_link(site, browser):
     tab = browser.new_page()
-    broken, blank = [], []
+    broken, blank, figures = [], [], {}
     for page in pages(site):
         response = tab.goto(page.as_uri())
         assert response is None or response.ok, page
         assert tab.title(), f"{page} has no title"
+        figures[str(page.relative_to(site))] = tab.eval_on_selector_all("img", "imgs => imgs.length")
         blank += [f"{page.name}: {src}" for src in tab.eval_on_selector_all(
             "img", "imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")]
         for href in tab.eval_on_selector_all("a[href]", "links => links.map(a => a.getAttribute('href'))"):
@@ -51,4 +52,5 @@ def test_every_page_loads_with_its_figures_and_no_broken_link(site, browser):
     tab.wait_for_url("**/book/index.html")  # the site's top sends a browser to the start page
     tab.close()
     assert not blank, f"figures that did not render: {blank[:10]}"
+    assert figures["notebooks/02_logged_training.html"] >= 2, "the published chapter's loss curve and confusion matrices"
     assert not broken, f"broken links: {broken[:10]}"

@@ -8,6 +8,7 @@ import pytest
 
 from helpers import publish
 from helpers.config import ROOT
+from helpers.runs import course_notebooks, solution_notebooks
 
 RUN = "20261207-120000-workshop"
 
@@ -55,6 +56,7 @@ def test_a_published_notebook_keeps_what_a_reader_learns_from_and_its_stamp(tmp_
         1: [out("stream", name="stderr", text="UserWarning: something deprecated\n"),
             out("stream", name="stdout", text=f"Saved to {tmp_path}/runs/{RUN}/07_chapter/model\n"),
             out("stream", name="stdout", text="step 1\rstep 2\rstep 3 done\n"),
+            out("stream", name="stdout", text=f"converter = {tmp_path}/.cache/convert.py\n"),  # the run's checkout
             out("display_data", data={publish.WIDGET: {"model_id": "x"}, "text/plain": "HBox()"})],
         2: [out("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure size 750x420>"}),
             out("execute_result", data={"text/html": f"<p>{ROOT}/notebooks</p>"}, execution_count=3)]})
@@ -63,7 +65,7 @@ def test_a_published_notebook_keeps_what_a_reader_learns_from_and_its_stamp(tmp_
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert len(code) == 4  # papermill's injected cell is not published
     assert [o.output_type for o in code[1].outputs] == ["stream"]  # no stderr, no progress widget
-    assert code[1].outputs[0].text == f"Saved to runs/{RUN}/07_chapter/model\nstep 3 done\n"
+    assert code[1].outputs[0].text == f"Saved to runs/{RUN}/07_chapter/model\nstep 3 done\nconverter = .cache/convert.py\n"
     assert code[2].outputs[0].data["image/png"] == "iVBORw0KGgo=" and code[2].outputs[1].data["text/html"] == "<p>notebooks</p>"
     stamp = nb.metadata[publish.STAMP]
     assert stamp["run"] == f"runs/{RUN}" and stamp["profile"] == "workshop" and stamp["date"] == "2026-12-07T12:00:00"
@@ -110,3 +112,8 @@ def test_nothing_is_published_from_an_error_other_code_a_smoke_run_or_a_missing_
 def test_the_publish_command_asks_for_a_run():
     result = subprocess.run([sys.executable, "-m", "helpers", "publish"], capture_output=True, text=True)
     assert result.returncode == 2 and "make publish RUN=runs/<timestamp>-workshop" in result.stderr
+
+
+@pytest.mark.parametrize("committed", course_notebooks() + solution_notebooks(), ids=lambda p: p.stem)
+def test_every_committed_notebook_carries_outputs_of_its_own_code_from_a_real_run(committed):
+    assert publish.stale_reasons(committed) == []  # stamped, the same code, no error, not smoke, every print shown
