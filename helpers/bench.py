@@ -31,6 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
@@ -49,8 +50,8 @@ from helpers.distill import GOLD_ONLY, STUDENT, TEACHER, few_gold_regime
 from helpers.distributed import classify_on_ray
 from helpers.encoder import finetune_encoder
 from helpers.evaluate import classification_metrics, verdict
-from helpers.formats import compare_formats
-from helpers.gguf import q4_k_m_file
+from helpers.formats import compare_formats, engine_features
+from helpers.gguf import gguf_files, llama_cpp_version, q4_k_m_file
 from helpers.model import free_memory, load_model, resolve_model, training_precision
 from helpers.predict import choose_decision_rule, hf_predictor, load_predictor
 from helpers.runs import (ALTERNATIVES, DISTILLATION, MASKING, TRAINING, RunLayout, course_notebooks, course_runs,
@@ -444,6 +445,13 @@ def ratios(results: dict) -> dict:
         out["decides_curve_lowest_minus_zero_shot"] = decides["curve_lowest_minus_zero_shot"]
     if results.get("laptop"):
         out["laptop_same_verdicts"] = float(results["laptop"]["same_verdicts"])
+    for setting, m in results.get("gguf", {}).items():
+        where = "laptop" if "laptop" in setting else "this_cpu"
+        for r in m["rows"]:
+            if r["format"] == "GGUF Q4_K_M":
+                out[f"gguf_q4_k_m_{'' if r['batch'] == 1 else 'batched_'}vs_hf_{where}"] = r["vs_hf"]
+        out["gguf_batched_probability_drift"] = max(out.get("gguf_batched_probability_drift", 0.0), *(
+            r["drift_vs_one_at_a_time"] for r in m["rows"] if "drift_vs_one_at_a_time" in r))
     contention = results.get("contention")
     if contention and contention["under_load_seconds"] and contention["alone_seconds"]:
         out["contention_slowdown"] = contention["under_load_seconds"] / contention["alone_seconds"]
@@ -461,7 +469,9 @@ TARGETS = {"training_utilisation_strict": (">=", 0.70), "training_utilisation_st
            "test_suite_minutes": ("<=", 8.0), "test_fast_seconds": ("<=", 60.0),
            "distill_teacher_minus_student": ("<=", 0.02), "distill_student_minus_gold_only": (">=", 0.03),
            "distill_speed_vs_teacher": (">=", 5.0), "laptop_same_verdicts": (">=", 1.0),
-           "decides_masked_macro_f1_lowest": (">=", 0.6), "decides_curve_lowest_minus_zero_shot": (">=", 0.0)}
+           "decides_masked_macro_f1_lowest": (">=", 0.6), "decides_curve_lowest_minus_zero_shot": (">=", 0.0),
+           "gguf_q4_k_m_vs_hf_this_cpu": (">=", 1.0), "gguf_q4_k_m_vs_hf_laptop": (">=", 1.5),
+           "gguf_batched_probability_drift": ("<=", 1e-4)}
 NAMED_COUNT = ("the strict count is (2 · frozen parameters below the lowest trainable block + 4 · frozen from it upward + "
                "6 · LoRA) · tokens (backward stops at the lowest trainable block; frozen weights get no weight "
                "gradient), six_n is 6 · all parameters on the path · tokens")
@@ -639,9 +649,22 @@ def scale_lines(c: dict) -> list[str]:
     return lines
 
 
+def gguf_lines(settings: dict) -> list[str]:
+    lines = []
+    for name, m in settings.items():
+        lines.append(f"label scoring of {m['reviews']} test reviews, {name} (llama.cpp: {m['engines']['llama.cpp']}; "
+                     f"PyTorch: {m['engines']['PyTorch']}):")
+        lines += [f"  {row['format']:<12} {'' if row['batch'] is None else '%2d per decode' % row['batch']:<14}"
+                  f"{row['reviews_per_second']:6.1f} reviews/s  {row['vs_hf']:5.2f}x HF  macro-F1 {row['macro_f1']:.3f} "
+                  f"({row['vs_hf_f1']} vs HF)"
+                  + (f"  largest probability change vs one at a time {row['drift_vs_one_at_a_time']:.1e}"
+                     if "drift_vs_one_at_a_time" in row else "") for row in m["rows"]]
+    return lines
+
+
 PART_LINES = {"long": long_lines, "rare": rare_lines, "tests": tests_lines, "distill": distill_lines,
               "classify_scale": scale_lines, "laptop": laptop_lines, "decides": decides_lines,
-              "distill_few": distill_few_lines}  # the lines of a part whose figures are its own
+              "distill_few": distill_few_lines, "gguf": gguf_lines}  # the lines of a part whose figures are its own
 
 
 def format_shapes(shapes: dict, peak: float | None) -> list[str]:
@@ -791,6 +814,81 @@ def part_inference(bench: Bench) -> None:
                                                       bench.progress)
 
 
+# PyTorch limited to AVX2, as on most laptops (no AVX-512, no AMX): its own kernels, oneDNN's and MKL's
+LAPTOP_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+GGUF_REVIEWS = 240  # the test reviews every format scores in the "gguf" part
+GGUF_BATCH = 16  # reviews per decode of its batched rows (the course scores one at a time: `cfg.gguf_batch_size`)
+
+
+def gguf_speed(profile: str, overrides: dict, run_dir: str, reviews: int = GGUF_REVIEWS) -> dict:
+    """Label scoring of the first `reviews` test reviews by a course run's merged model (PyTorch) and by each of its
+    GGUF files (llama.cpp): reviews per second after a warm-up and macro-F1, the GGUF files both one review at a
+    time (the course's way) and `GGUF_BATCH` per decode, with the largest probability difference between the two; and what each engine computes with (`engine_features`). Run in a child process whose
+    environment picks the kernels (`part_gguf`)."""
+    cfg = make_config(profile, **overrides)
+    run = RunLayout(Path(run_dir))
+    test = prepare_splits(cfg).test.head(reviews)
+    texts, gold = list(test["text"]), list(test["label"])
+    rows = []
+    for name, path in {"HF": run.merged, **gguf_files(run.merged, run)}.items():
+        predictor = load_predictor(cfg, path)
+        predictor.probabilities(texts[:8], progress=False)  # the first call's set-up is not label scoring
+        by = {}
+        for batch in ([1, GGUF_BATCH] if predictor.kind == "gguf" else [None]):
+            predictor.cfg = dataclasses.replace(cfg, gguf_batch_size=batch or 1)
+            start = time.perf_counter()
+            by[batch] = predictor.probabilities(texts, progress=False)
+            seconds = time.perf_counter() - start
+            predictions = [cfg.labels[i] for i in by[batch].argmax(1)]
+            rows.append({"format": name, "batch": batch, "reviews_per_second": len(texts) / seconds,
+                         "predictions": predictions,
+                         "macro_f1": classification_metrics(gold, predictions, cfg.labels)["macro_f1"]})
+        if predictor.kind == "gguf":
+            rows[-1]["drift_vs_one_at_a_time"] = float(abs(by[GGUF_BATCH] - by[1]).max())
+        del predictor
+    hf = rows[0]
+    for row in rows:
+        row["vs_hf"] = row["reviews_per_second"] / hf["reviews_per_second"]
+        row["vs_hf_f1"] = verdict(gold, {**row, "method": row["format"]}, {**hf, "method": "HF"}, cfg.labels,
+                                  cfg.seed)["outcome"]
+    return {"reviews": len(texts), "engines": engine_features(), "env": {k: os.environ.get(k) for k in GGUF_ENV_KEYS},
+            "rows": [{k: v for k, v in row.items() if k != "predictions"} for row in rows]}
+
+
+GGUF_ENV_KEYS = (*LAPTOP_ENV, "LLAMA_CPP_LIB_PATH")
+
+
+def avx2_llama_libs(cfg: CourseConfig) -> Path:
+    """llama.cpp's AVX2 build (scripts/build_llama_cpp.sh's "avx2" flags, as on a laptop without AVX-512), its
+    libraries unpacked for `LLAMA_CPP_LIB_PATH`: compiled once per machine and version (5-10 min on 2 cores)."""
+    out = Path(cfg.cache_dir) / f"llama-cpp-avx2-{llama_cpp_version()}"
+    if not (out / "libllama.so").exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "build_llama_cpp.sh"), sys.executable, "avx2", str(out)],
+                       check=True)
+    return out
+
+
+def part_gguf(bench: Bench) -> None:
+    """Notebook 03's GGUF files against the merged model in label scoring (`gguf_speed`), in two settings, each in a
+    child process: this CPU as it is (llama.cpp as `make setup` built it), and an AVX2 laptop (PyTorch limited to
+    AVX2 by `LAPTOP_ENV`, llama.cpp's AVX2 build)."""
+    if bench.run_dir is None:
+        raise RuntimeError("The gguf part measures a course run's files: run it with the course part, or after one.")
+    settings = {"this CPU": {}, "laptop (AVX2)": {**LAPTOP_ENV, "LLAMA_CPP_LIB_PATH": str(avx2_llama_libs(bench.cfg))}}
+    out = {}
+    for name, env in settings.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            result = Path(tmp) / "gguf.json"
+            code = ("import json, sys\nfrom helpers.bench import gguf_speed\n"
+                    "args = json.loads(sys.argv[1])\n"
+                    "open(sys.argv[2], 'w').write(json.dumps(gguf_speed(*args)))")
+            args = [bench.cfg.profile, json_safe(bench.overrides or {}), str(bench.run_dir), GGUF_REVIEWS]
+            subprocess.run([sys.executable, "-c", code, json.dumps(args), str(result)],
+                           cwd=ROOT, env={**os.environ, **env}, check=True)
+            out[name] = json.loads(result.read_text())
+    bench.results["gguf"] = out
+
+
 def part_notebooks(bench: Bench) -> None:
     if bench.run_dir is not None:
         bench.results["course_run"], bench.results["notebooks"] = str(bench.run_dir), notebook_wall_times(bench.run_dir)
@@ -806,8 +904,6 @@ def part_seeds(bench: Bench) -> None:
         progress=bench.progress)
 
 
-# PyTorch limited to AVX2, as on most laptops (no AVX-512, no AMX): its own kernels, oneDNN's and MKL's
-LAPTOP_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 LAPTOP_NOTEBOOKS = ["02", "03", "05"]  # what the LLM against MiniLM rests on; the rest comes from the course run
 
 
@@ -1232,7 +1328,7 @@ def lines_differing(one: Path, other: Path) -> int:
 
 
 PARTS = {"course": part_course, "matmul": part_matmul, "training": part_training, "shapes": part_shapes,
-         "inference": part_inference, "notebooks": part_notebooks, "laptop": part_laptop, "decides": part_decides,
+         "inference": part_inference, "gguf": part_gguf, "notebooks": part_notebooks, "laptop": part_laptop, "decides": part_decides,
          "seeds": part_seeds, "deep": part_deep,
          "contention": part_contention, "grid": part_grid, "long": part_long, "rare": part_rare,
          "distill": part_distill, "distill-few": part_distill_few, "classify-scale": part_classify_scale, "tests": part_tests}

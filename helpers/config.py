@@ -188,6 +188,11 @@ class CourseConfig:
     threads: int = 0
     scoring_batch_size: int = 16  # prompts per forward pass when a PyTorch model scores or generates
     context_length: int = 2048  # llama.cpp's context (tokens) when it loads or serves a GGUF file
+    # reviews per llama.cpp decode when a GGUF file scores labels. 1 (one review at a time) gives each review the same
+    # probabilities whatever else is scored; 16 classified 1.3x as many reviews per second on 2 AVX-512 cores, but
+    # llama.cpp computes a row's products with other kernels in a larger product (its repacked Q4_K blocks take 4
+    # rows at a time), and a probability moved by up to 0.056 (docs/benchmarks.md, "llama.cpp at this CPU's speed")
+    gguf_batch_size: int = 1
     # Few-shot (notebook 04)
     shots: int = 5
     openai_model: str = "gpt-4o-mini"  # used only when OPENAI_API_KEY is set in the environment

@@ -61,23 +61,48 @@ def scored_in_training(cfg: CourseConfig) -> dict | None:
             "reviews_per_second": m["fine_tuned"]["reviews_per_second"], "probabilities": m.get("test_probabilities")}
 
 
+def per_decode(reviews: int) -> str:
+    return "one review per decode" if reviews == 1 else f"{reviews} reviews per decode"
+
+
+def engine_features() -> dict:
+    """What each engine computes with on this CPU: the instruction sets llama.cpp was built with (its
+    `llama_print_system_info`, as `make setup` chose them for this CPU) and the kernels PyTorch picked."""
+    import llama_cpp
+    import torch
+
+    info = llama_cpp.llama_print_system_info().decode()
+    built = [name.strip() for name, on in (part.split("=", 1) for part in info.split("|") if "=" in part)
+             if on.strip() == "1" and name.strip() not in ("LLAMAFILE", "OPENMP", "REPACK")]
+    return {"llama.cpp": " ".join(name.split(":")[-1].strip() for name in built),
+            "PyTorch": torch.backends.cpu.get_cpu_capability()}
+
+
 def _scores(metrics: dict) -> dict:
     return {k: metrics[k] for k in ("accuracy", "macro_f1", "invalid_rate")}
 
 
-def format_verdict(rows: list[dict], gold, cfg: CourseConfig) -> str:
+def format_verdict(rows: list[dict], gold, cfg: CourseConfig, engines: dict | None = None) -> str:
     """One honest sentence on the trade-off between the HF model and Q4_K_M, whatever the numbers say: size and speed
-    as measured, and the paired bootstrap over the test reviews (`gold`) on whether quantising cost any macro-F1."""
+    as measured, and the paired bootstrap over the test reviews (`gold`) on whether quantising cost any macro-F1;
+    then which engine is faster on this CPU and what each computes with (`engines`, default: `engine_features`)."""
     hf = rows[0]
     q4 = next(r for r in rows if r["format"] == "GGUF Q4_K_M")
     f16 = next((r for r in rows if r["format"] == "GGUF f16"), hf)
     test = verdict(gold, {**q4, "method": "Q4_K_M"}, {**hf, "method": hf["format"]}, cfg.labels, cfg.seed)
     said = {"ahead": "scores above", "tied": "is tied with", "behind": "falls behind"}[test["outcome"]]
+    engines = engines or engine_features()
+    speed = q4["reviews_per_second"] / hf["reviews_per_second"]
+    faster = (f"Q4_K_M is the faster engine on this CPU: llama.cpp multiplies its 4-bit weights as 8-bit integers"
+              if speed >= 1 else f"{hf['format']} is the faster engine on this CPU: PyTorch's {engines['PyTorch']} "
+              f"fp32 products outrun llama.cpp's, which unpack the 4-bit weights into 8-bit integers")
     return (f"Q4_K_M is {q4['size_mb'] / f16['size_mb']:.2f}x the size of f16 ({q4['size_mb']:.0f} vs "
-            f"{f16['size_mb']:.0f} MB), classifies {q4['reviews_per_second'] / hf['reviews_per_second']:.1f}x as many "
+            f"{f16['size_mb']:.0f} MB), classifies {speed:.1f}x as many "
             f"reviews per second as {hf['format']} and changed {q4['changed_vs_hf']} of {len(q4['predictions'])} "
             f"answers; on macro-F1 it {said} {hf['format']} ({test['interval']}"
-            f"{': the test set cannot tell them apart' if test['tie'] else ''}; accuracy {q4['accuracy'] - hf['accuracy']:+.3f}).")
+            f"{': the test set cannot tell them apart' if test['tie'] else ''}; accuracy {q4['accuracy'] - hf['accuracy']:+.3f}). "
+            f"{faster} with {engines['llama.cpp']}, {per_decode(cfg.gguf_batch_size)} (the instructions "
+            f"`make setup` built it for on this CPU; PyTorch picks its kernels, {engines['PyTorch']}, when it runs).")
 
 
 # --- the worked solutions of notebook 03's exercises ------------------------------------------------------------------

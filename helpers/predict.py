@@ -13,6 +13,7 @@ from its context). Label scoring always yields a valid label and a probability p
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,27 +307,106 @@ def _prompt_tokens(llm, prompt: str) -> list[int]:
     return llm.tokenize(prompt.encode(), add_bos=False, special=True)
 
 
-def _next_token_logits(llm, tokens: list[int]) -> np.ndarray:
-    """Evaluate `tokens`, reusing the KV cache of the longest prefix shared with the previous prompt."""
-    keep = 0
-    for a, b in zip(llm.input_ids[:llm.n_tokens], tokens[:-1]):
-        if a != b:
-            break
-        keep += 1
-    llm.n_tokens = keep
-    llm.eval(tokens[keep:])
-    # Without logits_all the binding keeps no scores: read the last position's logits from the context itself.
-    return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).copy()
-
-
 def gguf_probabilities(llm, tokenizer, texts, cfg: CourseConfig, progress: bool = True) -> np.ndarray:
     """Label scoring with llama.cpp, as `score_labels` does it: the softmax over the labels' first-token logits after
-    each prompt."""
-    first = label_first_tokens(tokenizer, cfg.labels)
-    scores = [np.asarray(_next_token_logits(llm, _prompt_tokens(llm, prompt_text(tokenizer, text, cfg))),
-                         dtype=np.float64)[first]
-              for text in tqdm(list(texts), desc="llama.cpp scoring", disable=not progress, unit="review")]
-    return normalise_rows(np.array(scores).reshape(-1, len(cfg.labels)))
+    each prompt, `cfg.gguf_batch_size` reviews per decode (1: one at a time)."""
+    prompts = [_prompt_tokens(llm, prompt_text(tokenizer, text, cfg)) for text in texts]
+    if not prompts:
+        return np.zeros((0, len(cfg.labels)))
+    logits = next_token_logits(llm, prompts, label_first_tokens(tokenizer, cfg.labels), cfg.gguf_batch_size,
+                               template_tokens(llm, tokenizer, cfg), progress)
+    return normalise_rows(logits.reshape(-1, len(cfg.labels)))
+
+
+def template_tokens(llm, tokenizer, cfg: CourseConfig) -> list[int]:
+    """The tokens every prompt starts with, whatever its review: the system turn and the user header."""
+    one, other = (_prompt_tokens(llm, prompt_text(tokenizer, text, cfg)) for text in ("A", "B"))
+    return one[:next((i for i, (a, b) in enumerate(zip(one, other)) if a != b), min(len(one), len(other)))]
+
+
+def next_token_logits(llm, prompts: list[list[int]], token_ids, batch_size: int = 1, template: list[int] = (),
+                      progress: bool = False) -> np.ndarray:
+    """(prompts, token_ids) next-token logits, up to `batch_size` prompts per `llama_decode`. The `template` tokens
+    every prompt starts with are decoded once and copied to every sequence (`llama_memory_seq_cp`); each decode then
+    runs only its reviews' own tokens, one sequence (with a KV cache of its own) each, and reads the logits at each
+    sequence's last token. A decode holds prompts of one length, so that no prompt is split between decodes:
+    llama.cpp splits sequences of unequal lengths into steps, and a prompt decoded in two steps, one of a single
+    token, had logits 0.4 away from the same prompt in one step (llama-cpp-python 0.3.36). On the tiny model, batched
+    reviews get the probabilities of one at a time; on SmolLM2's Q4_K_M file they moved by up to 0.056, as llama.cpp
+    multiplies a row with other kernels in a larger product (`cfg.gguf_batch_size` says more)."""
+    import llama_cpp
+
+    shared = min(len(template), *(len(p) - 1 for p in prompts))  # every prompt keeps at least one token of its own
+    while any(p[:shared] != list(template[:shared]) for p in prompts):
+        shared -= 1
+    own = max(len(x) for x in prompts) - shared
+    ctx = _scoring_context(llm, batch_size, shared + own, max(shared, batch_size * own))
+    memory = llama_cpp.llama_get_memory(ctx.ctx)
+    batch = llama_cpp.llama_batch_init(max(shared, batch_size * own), 0, 1)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    batches = [rows[start:start + batch_size] for _, same in itertools.groupby(order, key=lambda i: len(prompts[i]))
+               for rows in [list(same)] for start in range(0, len(rows), batch_size)]
+    out = np.zeros((len(prompts), len(token_ids)))
+    try:
+        llama_cpp.llama_memory_clear(memory, True)
+        _decode(ctx, batch, [(0, prompts[0][:shared], 0)], shared * [False])
+        for seq in range(1, batch_size):
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)
+        for rows in tqdm(batches, desc="llama.cpp scoring", disable=not progress, unit="batch"):
+            outputs = _decode(ctx, batch, [(seq, prompts[i][shared:], shared) for seq, i in enumerate(rows)])
+            for i, position in zip(rows, outputs):
+                out[i] = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.ctx, position),
+                                               shape=(llm.n_vocab(),))[token_ids]
+            for seq in range(len(rows)):
+                llama_cpp.llama_memory_seq_rm(memory, seq, shared, -1)
+    finally:
+        llama_cpp.llama_batch_free(batch)
+    return out
+
+
+def _decode(ctx, batch, sequences, logits=None) -> list[int]:
+    """One `llama_decode` of `sequences` [(sequence id, tokens, first position)]; the logits are kept at each
+    sequence's last token (or where `logits` says); returns the batch positions of those last tokens."""
+    import llama_cpp
+
+    n, last = 0, []
+    for seq, tokens, first in sequences:
+        for j, token in enumerate(tokens):
+            batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, first + j, 1
+            batch.seq_id[n][0] = seq
+            batch.logits[n] = j == len(tokens) - 1 if logits is None else logits[n]
+            n += 1
+        last.append(n - 1)
+    batch.n_tokens = n
+    if n and (code := llama_cpp.llama_decode(ctx.ctx, batch)) != 0:
+        raise GGUFError(f"llama.cpp could not decode a batch of {len(sequences)} prompt(s), {n} tokens (code {code}). "
+                        f"Set a smaller gguf_batch_size.")
+    return last
+
+
+def _scoring_context(llm, sequences: int, length: int, tokens: int):
+    """A second llama.cpp context on `llm`'s weights for batched scoring: `sequences` sequences of up to `length`
+    tokens, one decode of up to `tokens` tokens. Each sequence has a KV cache of its own (`kv_unified=False`): in one
+    unified cache (llama-cpp-python 0.3.36) a sequence's logits moved by up to 0.4 with the other sequences of its
+    batch, while separate caches give the very logits of one prompt at a time. Kept on the model while it is not
+    outgrown, as llama.cpp allocates its buffers once per context."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    held = getattr(llm, "_scoring_ctx", None)
+    if held is None or held[0] != sequences or held[1] < length or held[2] < tokens:
+        if held is not None:
+            held[3].close()
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        params.n_seq_max, params.kv_unified = sequences, False
+        params.n_ctx, params.n_batch, params.n_ubatch = sequences * length, tokens, tokens
+        try:
+            llm._scoring_ctx = (sequences, length, tokens,
+                                _internals.LlamaContext(model=llm._model, params=params, verbose=False))
+        except ValueError as err:
+            raise GGUFError(f"llama.cpp could not make a context of {sequences} sequences of {length} tokens ({err}). "
+                            f"Set a smaller gguf_batch_size.") from None
+    return llm._scoring_ctx[3]
 
 
 def gguf_answers(llm, tokenizer, texts, cfg: CourseConfig, progress: bool = True, max_new_tokens: int = 5,

@@ -427,6 +427,35 @@ def test_training_shapes_and_inference_figures_on_the_tiny_model(cfg, tmp_path):
     assert json.loads(saved.read_text())["inference"]["reviews"] == cfg.test_size
 
 
+def test_the_gguf_part_scores_every_format_in_both_settings_each_in_its_own_child(cfg, course_run, monkeypatch):
+    import llama_cpp
+
+    run_dir = course_run.through("03_gguf_llama_cpp")
+    installed = Path(llama_cpp.__file__).parent / "lib"  # the AVX2 build is compiled by make bench, not in the suite
+    monkeypatch.setattr(bench, "avx2_llama_libs", lambda cfg: installed)
+    results = {}
+    bench.part_gguf(bench.Bench(cfg, results, run_dir=run_dir, overrides=course_run.parameters["overrides"]))
+    this, laptop = results["gguf"]["this CPU"], results["gguf"]["laptop (AVX2)"]
+    assert this["env"]["ATEN_CPU_CAPABILITY"] is None and laptop["env"] == {**bench.LAPTOP_ENV,
+                                                                           "LLAMA_CPP_LIB_PATH": str(installed)}
+    assert laptop["engines"]["PyTorch"] == "AVX2"
+    for m in (this, laptop):
+        assert [(r["format"], r["batch"]) for r in m["rows"]] == [("HF", None)] + [
+            (f, b) for f in ("GGUF f16", "GGUF Q8_0", "GGUF Q4_K_M") for b in (1, bench.GGUF_BATCH)]
+        assert all(r["reviews_per_second"] > 0 and 0 <= r["macro_f1"] <= 1 for r in m["rows"])
+        assert all(r["drift_vs_one_at_a_time"] <= 1e-4 for r in m["rows"][2::2])  # the tiny model's kernels
+    ratios = bench.ratios(results)
+    assert set(ratios) == {f"gguf_q4_k_m_{batched}vs_hf_{where}" for batched in ("", "batched_")
+                           for where in ("this_cpu", "laptop")} | {"gguf_batched_probability_drift"}
+    assert ratios["gguf_q4_k_m_vs_hf_laptop"] == laptop["rows"][5]["vs_hf"]
+    lines = bench.gguf_lines(results["gguf"])
+    assert lines[0].startswith(f"label scoring of {this['reviews']} test reviews, this CPU (llama.cpp: ")
+    assert " 1 per decode" in lines[2] and "16 per decode" in lines[3]
+    assert "largest probability change vs one at a time" in lines[3]
+    with pytest.raises(RuntimeError, match="measures a course run's files"):
+        bench.part_gguf(bench.Bench(cfg, {}, run_dir=None))
+
+
 def test_the_alternatives_of_a_run_are_printed_best_first_with_the_human_row(tmp_path):
     run = tmp_path / "20260101-000000-workshop"
     rows = [{"method": "TF-IDF", "accuracy": 0.55, "macro_f1": 0.54, "train_seconds": 0.5, "reviews_per_second": 900.0,

@@ -26,7 +26,7 @@ def test_compare_formats_on_the_tiny_model(tiny_gguf):
 
 
 def test_format_verdict_calls_a_small_move_a_tie_and_a_large_one_a_loss(cfg):
-    from helpers.formats import format_verdict
+    from helpers.formats import engine_features, format_verdict
 
     gold = list(np.array(cfg.labels)[np.arange(60) % 3])
     hf = {"format": "HF fp32", "size_mb": 500.0, "reviews_per_second": 10.0, "accuracy": 1.0, "macro_f1": 1.0,
@@ -40,6 +40,14 @@ def test_format_verdict_calls_a_small_move_a_tie_and_a_large_one_a_loss(cfg):
     lost = format_verdict([hf, {**q4, "macro_f1": 0.0, "accuracy": 0.0, "predictions": wrong, "changed_vs_hf": 60}],
                           gold, cfg)
     assert "on macro-F1 it falls behind HF fp32 (-1.000, 95 % interval -1.000 to -1.000; accuracy -1.000)." in lost
+    engines = {"llama.cpp": "AVX2 AVX512 AVX512_VNNI", "PyTorch": "AVX512"}
+    assert tied.endswith(f"Q4_K_M is the faster engine on this CPU: llama.cpp multiplies its 4-bit weights as 8-bit "
+                         f"integers with {engine_features()['llama.cpp']}, one review per decode "
+                         f"(the instructions `make setup` built it for on this CPU; PyTorch picks its kernels, "
+                         f"{engine_features()['PyTorch']}, when it runs).")
+    slower = format_verdict([hf, {**q4, "reviews_per_second": 5.0}], gold, cfg, engines)
+    assert "HF fp32 is the faster engine on this CPU: PyTorch's AVX512 fp32 products outrun llama.cpp's, which unpack " \
+           "the 4-bit weights into 8-bit integers with AVX2 AVX512 AVX512_VNNI, " in slower
 
 
 @pytest.mark.slow

@@ -218,3 +218,24 @@ def test_the_take_home_cells_convert_quantize_and_score_as_the_helpers_do(tiny_g
     assert f"answer: {cfg.labels[int(probabilities.argmax())]}" in done.stdout
     helper = load_predictor(cfg, written["q4_path"]).probabilities([review])[0]
     assert probabilities == pytest.approx(helper, abs=1e-4)
+
+
+# llama.cpp's name for each instruction set (llama_print_system_info) -> the flag /proc/cpuinfo lists for it
+CPU_FLAGS = {"SSE3": "pni", "SSSE3": "ssse3", "AVX": "avx", "AVX2": "avx2", "F16C": "f16c", "FMA": "fma", "BMI2": "bmi2",
+             "AVX512": "avx512f", "AVX512_VBMI": "avx512vbmi", "AVX512_VNNI": "avx512_vnni", "AVX512_BF16": "avx512_bf16",
+             "AVX_VNNI": "avx_vnni", "AMX_INT8": "amx_int8", "AMX_BF16": "amx_bf16"}
+WIDER = ("AVX512", "AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16", "AVX_VNNI")  # what make setup adds where the CPU has it
+
+
+def test_llama_cpp_is_built_with_the_widest_instructions_this_cpu_has_none_it_lacks_and_no_amx():
+    from helpers.formats import engine_features
+
+    built = engine_features()["llama.cpp"].split()
+    assert not [name for name in built if name.startswith("AMX")]  # AMX tiles crashed llama.cpp on a Xeon VM
+    if Path("/proc/cpuinfo").exists() and "avx2" in (cpu := set(re.findall(r"\S+", next(
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))))):
+        assert [name for name in built if name in CPU_FLAGS and CPU_FLAGS[name] not in cpu] == []
+        assert {"AVX2", "FMA", "F16C"} <= set(built)
+        assert [name for name in WIDER if CPU_FLAGS[name] in cpu and name not in built] == []
+    else:  # not an x86-64 with AVX2: llama.cpp's own defaults for this CPU
+        assert "AVX512" not in built

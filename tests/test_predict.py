@@ -12,9 +12,10 @@ import torch
 from helpers.config import make_config
 from helpers.evaluate import INVALID, apply_offsets, normalise_rows, parse_label
 from helpers.model import ModelError, load_model, load_tokenizer, resolve_model
-from helpers.predict import (_next_token_logits, _prompt_tokens, choose_decision_rule, generate_answers,
+from helpers.predict import (_prompt_tokens, choose_decision_rule, generate_answers,
                              generated_tokens, gguf_answers, gguf_probabilities, hf_predictor, load_gguf,
-                             load_predictor, prompt_text, score_labels, stop_ids, stopping)
+                             load_predictor, next_token_logits, prompt_text, score_labels, stop_ids, stopping,
+                             template_tokens)
 from helpers.runs import write_decision
 
 LABELS = ("negative", "neutral", "positive")
@@ -171,8 +172,39 @@ def test_f16_gguf_logits_match_the_hf_model(tiny_gguf):
         assert _prompt_tokens(llm, prompt) == enc["input_ids"][0].tolist()
         with torch.no_grad():
             hf = model(**enc).logits[0, -1].cpu().numpy()
-        gg = np.asarray(_next_token_logits(llm, _prompt_tokens(llm, prompt)))
+        gg = next_token_logits(llm, [_prompt_tokens(llm, prompt)], range(llm.n_vocab()))[0]
         assert np.abs(hf - gg).max() < 0.02 and hf.argmax() == gg.argmax()  # f16 weights: within 0.02
+
+
+BATCHED = ["fine", "It broke after a week, and the seller never answered my two emails about it.", "a great phone",
+           "Great value, works as described", "meh", "It broke after a week.", "A box with a phone in it.",
+           "the screen is lovely but the battery does not last a day"]  # unequal lengths, two pairs of equal ones
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", [2, 3])  # tiny_gguf's f16 and Q4_K_M files
+def test_batched_llama_cpp_scoring_keeps_reviews_apart_and_one_at_a_time_ignores_the_neighbours(tiny_gguf, fmt):
+    cfg, tokenizer = tiny_gguf[0], load_tokenizer(tiny_gguf[0])
+    llm = load_gguf(tiny_gguf[fmt], cfg)
+    one = gguf_probabilities(llm, tokenizer, BATCHED, dataclasses.replace(cfg, gguf_batch_size=1), progress=False)
+    alone = np.vstack([gguf_probabilities(llm, tokenizer, [t], cfg, progress=False) for t in BATCHED[:3]])
+    assert np.abs(alone - one[:3]).max() <= 1e-4
+    for size in (2, 3, 16):
+        batched = gguf_probabilities(llm, tokenizer, BATCHED, dataclasses.replace(cfg, gguf_batch_size=size),
+                                     progress=False)
+        assert np.abs(batched - one).max() <= 1e-4, size  # the tiny model's kernels: SmolLM2's move (see predict)
+    assert np.abs(gguf_probabilities(llm, tokenizer, BATCHED[::-1], cfg, progress=False)[::-1] - one).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_the_template_is_what_every_prompt_starts_with_and_no_review(tiny_gguf):
+    cfg, tokenizer = tiny_gguf[0], load_tokenizer(tiny_gguf[0])
+    llm = load_gguf(tiny_gguf[3], cfg)
+    template = template_tokens(llm, tokenizer, cfg)
+    for text in BATCHED:
+        prompt = _prompt_tokens(llm, prompt_text(tokenizer, text, cfg))
+        assert prompt[:len(template)] == template and len(prompt) > len(template)
+    assert tokenizer.decode(template).endswith("<|im_start|>user\n")
 
 
 @pytest.mark.slow
