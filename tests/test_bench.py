@@ -44,7 +44,7 @@ def test_allocator_reads_ld_preload(monkeypatch):
 
 
 def test_every_part_is_one_function_of_one_table_and_an_unknown_part_is_refused_before_any_runs(cfg, monkeypatch):
-    assert bench.BENCH_PARTS == tuple(bench.PARTS) == ("course", "matmul", "training", "shapes", "inference",
+    assert bench.BENCH_PARTS == tuple(bench.PARTS) == ("course", "matmul", "training", "shapes", "inference", "gguf",
                                                        "notebooks", "laptop", "decides", "seeds", "deep", "contention",
                                                        "grid", "long", "rare", "distill", "distill-few",
                                                        "classify-scale", "tests")
@@ -430,7 +430,7 @@ def test_training_shapes_and_inference_figures_on_the_tiny_model(cfg, tmp_path):
 def test_the_gguf_part_scores_every_format_in_both_settings_each_in_its_own_child(cfg, course_run, monkeypatch):
     import llama_cpp
 
-    run_dir = course_run.through("03_gguf_llama_cpp")
+    run_dir = course_run.through("03_gguf_quantization")
     installed = Path(llama_cpp.__file__).parent / "lib"  # the AVX2 build is compiled by make bench, not in the suite
     monkeypatch.setattr(bench, "avx2_llama_libs", lambda cfg: installed)
     results = {}
