@@ -35,6 +35,7 @@ $(INSTALLED): requirements.txt requirements-embedded.txt pyproject.toml scripts/
 	$(PY) -m pip install -r requirements.txt
 	$(PY) -m pip install --no-deps -r requirements-embedded.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -c "import llama_cpp; print('llama.cpp CPU features:', llama_cpp.llama_print_system_info().decode().strip())"
 	touch $@
 
 $(VENV)/.installed-distributed: requirements-distributed.txt $(INSTALLED)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build llama-cpp-python (which vendors llama.cpp) once into a wheel of our own, then install it into the given Python.
+# Build llama-cpp-python (which vendors llama.cpp) once into a wheel of our own, then install it into the given Python
+# (without its dependencies: the Makefile installs them pinned, then prints the CPU features the build uses).
 #
 #   scripts/build_llama_cpp.sh .venv/bin/python              # for this CPU (the widest instructions it has, no AMX)
 #   scripts/build_llama_cpp.sh .venv/bin/python avx2 DIR     # the AVX2 build's libraries unpacked into DIR, not
@@ -54,6 +55,7 @@ with zipfile.ZipFile(wheel) as z:
 PYEOF
   echo "llama.cpp libraries of the $ISA build in $LIBDIR (LLAMA_CPP_LIB_PATH=$LIBDIR)"
 else
+  # --no-deps: its dependencies come pinned from requirements.txt next (the Makefile), which then finds the pin of
+  # llama-cpp-python satisfied and compiles nothing. So llama_cpp is imported (its CPU features printed) only after that.
   "$PY" -m pip install --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-*.whl
-  "$PY" -c "import llama_cpp; print('llama.cpp CPU features:', llama_cpp.llama_print_system_info().decode().strip())"
 fi
