@@ -300,6 +300,11 @@ def levels_off_sentence(curve: list[dict], gold, labels, seed: int) -> dict:
                              f"pool's {whole['macro_f1']:.3f} beyond the noise, so more unlabelled rows would likely "
                              f"still help."), "figures": figures, "levels_off_at": None}
     first = tied[0]
+    if first["size"] == 0:  # MiniLM on the gold rows alone: the pool's rows add nothing the test set can tell apart
+        return {"sentence": (f"The pool does not pay on this test set: MiniLM on the gold rows alone "
+                             f"({first['macro_f1']:.3f}) is already tied with the student on the whole pool of "
+                             f"{whole['size']:,} rows ({whole['macro_f1']:.3f}) within the test set's noise."),
+                "figures": figures, "levels_off_at": 0}
     return {"sentence": (f"The gain levels off by {first['size']:,} rows of the pool's {whole['size']:,}: from there "
                          f"on the student ({first['macro_f1']:.3f}) is tied with the one on the whole pool "
                          f"({whole['macro_f1']:.3f}) within the test set's noise."),

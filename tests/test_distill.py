@@ -373,3 +373,18 @@ def test_the_recorded_few_gold_section_shows_this_seed_s_curves_and_every_seed_s
                                  recorded_file=tmp_path / "missing.json")
     with pytest.raises(ValueError, match="distill_few must be one of recorded, live"):
         make_config("smoke", distill_few="sometimes")
+
+
+def test_where_the_pool_curve_levels_off_is_the_first_size_tied_with_the_whole_pool():
+    labels = ("negative", "neutral", "positive")
+    gold = [labels[i % 3] for i in range(240)]
+    right, wrong = list(gold), [labels[(i + 1) % 3] for i in range(240)]
+    half = right[:120] + wrong[120:]
+    point = lambda size, predictions: {"size": size, "predictions": predictions, "macro_f1": float(
+        np.mean([a == b for a, b in zip(gold, predictions)]))}
+    out = distill.levels_off_sentence([point(0, half), point(500, right), point(1000, right)], gold, labels, 42)
+    assert out["levels_off_at"] == 500 and out["sentence"].startswith("The gain levels off by 500 rows of the pool's 1,000")
+    none = distill.levels_off_sentence([point(0, right), point(500, right), point(1000, right)], gold, labels, 42)
+    assert none["levels_off_at"] == 0 and none["sentence"].startswith("The pool does not pay on this test set")
+    still = distill.levels_off_sentence([point(0, half), point(500, half), point(1000, right)], gold, labels, 42)
+    assert still["levels_off_at"] is None and "has not levelled off" in still["sentence"]

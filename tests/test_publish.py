@@ -8,7 +8,7 @@ import pytest
 
 from helpers import publish
 from helpers.config import ROOT
-from helpers.runs import course_notebooks
+from helpers.runs import course_notebooks, solution_notebooks
 
 RUN = "20261207-120000-workshop"
 
@@ -114,6 +114,7 @@ def test_the_publish_command_asks_for_a_run():
     assert result.returncode == 2 and "make publish RUN=runs/<timestamp>-workshop" in result.stderr
 
 
-@pytest.mark.parametrize("committed", course_notebooks(), ids=lambda p: p.stem)  # the solutions: next run
+@pytest.mark.parametrize("committed", course_notebooks() + solution_notebooks(),
+                         ids=lambda p: str(p.relative_to(ROOT / "notebooks")))
 def test_every_committed_notebook_carries_outputs_of_its_own_code_from_a_real_run(committed):
     assert publish.stale_reasons(committed) == []  # stamped, the same code, no error, not smoke, every print shown
