@@ -85,7 +85,9 @@ def _scores(metrics: dict) -> dict:
 def format_verdict(rows: list[dict], gold, cfg: CourseConfig, engines: dict | None = None) -> str:
     """One honest sentence on the trade-off between the HF model and Q4_K_M, whatever the numbers say: size and speed
     as measured, and the paired bootstrap over the test reviews (`gold`) on whether quantising cost any macro-F1;
-    then which engine is faster on this CPU and what each computes with (`engines`, default: `engine_features`)."""
+    then which engine is faster on this CPU and what each computes with (`engines`, default: `engine_features`); no
+    winner where the HF row's speed was measured in another notebook (`scored_in`), as speeds timed apart do not
+    compare on a machine whose speed moves between runs."""
     hf = rows[0]
     q4 = next(r for r in rows if r["format"] == "GGUF Q4_K_M")
     f16 = next((r for r in rows if r["format"] == "GGUF f16"), hf)
@@ -93,12 +95,17 @@ def format_verdict(rows: list[dict], gold, cfg: CourseConfig, engines: dict | No
     said = {"ahead": "scores above", "tied": "is tied with", "behind": "falls behind"}[test["outcome"]]
     engines = engines or engine_features()
     speed = q4["reviews_per_second"] / hf["reviews_per_second"]
-    faster = (f"Q4_K_M is the faster engine on this CPU: llama.cpp multiplies its 4-bit weights as 8-bit integers"
+    elsewhere = hf.get("scored_in", "here") != "here"  # timed in another notebook, at another moment
+    faster = (f"{hf['format']} was timed in {hf['scored_in']}, not beside the GGUF files, and this machine's speed "
+              f"moves between runs, so this table does not say which engine is faster (`make bench PARTS=gguf` times "
+              f"them side by side); llama.cpp multiplies the 4-bit weights as 8-bit integers" if elsewhere else
+              f"Q4_K_M is the faster engine on this CPU: llama.cpp multiplies its 4-bit weights as 8-bit integers"
               if speed >= 1 else f"{hf['format']} is the faster engine on this CPU: PyTorch's {engines['PyTorch']} "
               f"fp32 products outrun llama.cpp's, which unpack the 4-bit weights into 8-bit integers")
     return (f"Q4_K_M is {q4['size_mb'] / f16['size_mb']:.2f}x the size of f16 ({q4['size_mb']:.0f} vs "
             f"{f16['size_mb']:.0f} MB), classifies {speed:.1f}x as many "
-            f"reviews per second as {hf['format']} and changed {q4['changed_vs_hf']} of {len(q4['predictions'])} "
+            f"reviews per second as {hf['format']}{' (as timed in ' + hf['scored_in'] + ')' if elsewhere else ''} "
+            f"and changed {q4['changed_vs_hf']} of {len(q4['predictions'])} "
             f"answers; on macro-F1 it {said} {hf['format']} ({test['interval']}"
             f"{': the test set cannot tell them apart' if test['tie'] else ''}; accuracy {q4['accuracy'] - hf['accuracy']:+.3f}). "
             f"{faster} with {engines['llama.cpp']}, {per_decode(cfg.gguf_batch_size)} (the instructions "

@@ -48,6 +48,10 @@ def test_format_verdict_calls_a_small_move_a_tie_and_a_large_one_a_loss(cfg):
     slower = format_verdict([hf, {**q4, "reviews_per_second": 5.0}], gold, cfg, engines)
     assert "HF fp32 is the faster engine on this CPU: PyTorch's AVX512 fp32 products outrun llama.cpp's, which unpack " \
            "the 4-bit weights into 8-bit integers with AVX2 AVX512 AVX512_VNNI, " in slower
+    apart = format_verdict([{**hf, "scored_in": "02_logged_training"}, {**q4, "scored_in": "here"}], gold, cfg, engines)
+    assert "as many reviews per second as HF fp32 (as timed in 02_logged_training) and changed 1 of 60" in apart
+    assert "HF fp32 was timed in 02_logged_training, not beside the GGUF files" in apart
+    assert "faster engine" not in apart and "`make bench PARTS=gguf` times them side by side" in apart
 
 
 @pytest.mark.slow
