@@ -96,12 +96,7 @@ def format_verdict(rows: list[dict], gold, cfg: CourseConfig, engines: dict | No
     engines = engines or engine_features()
     speed = q4["reviews_per_second"] / hf["reviews_per_second"]
     elsewhere = hf.get("scored_in", "here") != "here"  # timed in another notebook, at another moment
-    faster = (f"{hf['format']} was timed in {hf['scored_in']}, not beside the GGUF files, and this machine's speed "
-              f"moves between runs, so this table does not say which engine is faster (`make bench PARTS=gguf` times "
-              f"them side by side); llama.cpp multiplies the 4-bit weights as 8-bit integers" if elsewhere else
-              f"Q4_K_M is the faster engine on this CPU: llama.cpp multiplies its 4-bit weights as 8-bit integers"
-              if speed >= 1 else f"{hf['format']} is the faster engine on this CPU: PyTorch's {engines['PyTorch']} "
-              f"fp32 products outrun llama.cpp's, which unpack the 4-bit weights into 8-bit integers")
+    faster = _faster_engine(hf, speed, elsewhere, engines)
     return (f"Q4_K_M is {q4['size_mb'] / f16['size_mb']:.2f}x the size of f16 ({q4['size_mb']:.0f} vs "
             f"{f16['size_mb']:.0f} MB), classifies {speed:.1f}x as many "
             f"reviews per second as {hf['format']}{' (as timed in ' + hf['scored_in'] + ')' if elsewhere else ''} "
@@ -111,6 +106,19 @@ def format_verdict(rows: list[dict], gold, cfg: CourseConfig, engines: dict | No
             f"{faster} with {engines['llama.cpp']}, {per_decode(cfg.gguf_batch_size)} (the instructions "
             f"`make setup` built it for on this CPU; PyTorch picks its kernels, {engines['PyTorch']}, when it runs).")
 
+
+
+def _faster_engine(hf: dict, speed: float, elsewhere: bool, engines: dict) -> str:
+    """`format_verdict`'s clause on which engine is faster (Q4_K_M's reviews per second ÷ the HF row's: `speed`), up
+    to the instructions it names; no winner where the HF row was timed in another notebook (`elsewhere`)."""
+    if elsewhere:
+        return (f"{hf['format']} was timed in {hf['scored_in']}, not beside the GGUF files, and this machine's speed "
+                f"moves between runs, so this table does not say which engine is faster (`make bench PARTS=gguf` "
+                f"times them side by side); llama.cpp multiplies the 4-bit weights as 8-bit integers")
+    if speed >= 1:
+        return "Q4_K_M is the faster engine on this CPU: llama.cpp multiplies its 4-bit weights as 8-bit integers"
+    return (f"{hf['format']} is the faster engine on this CPU: PyTorch's {engines['PyTorch']} fp32 products outrun "
+            f"llama.cpp's, which unpack the 4-bit weights into 8-bit integers")
 
 # --- the worked solutions of notebook 03's exercises ------------------------------------------------------------------
 
